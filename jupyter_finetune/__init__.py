@@ -1,0 +1,26 @@
+"""jupyter-finetune: fine-tune an open LLM from a notebook and see whether it beat the base model.
+
+``%load_ext jupyter_finetune`` registers the magics; ``jupyter_finetune.load_data(...)`` and the
+rest of ``api`` do the same from plain Python. Nothing heavy (torch, transformers) is imported
+until first use.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+__all__ = ["DEFAULT_MODEL", "load_data", "load_ipython_extension"]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    from .magics import register
+
+    register(ipython)
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("load_data", "DEFAULT_MODEL"):
+        return getattr(import_module(".api", __name__), name)
+    raise AttributeError(f"module 'jupyter_finetune' has no attribute {name!r}")

@@ -1,0 +1,193 @@
+"""The checked, split, versioned data set that training and evaluation take."""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterator
+
+from . import checks
+from .estimate import CostEstimate, estimate
+from .formats import FORMATS, Example, detect_format, normalise, unknown_format_problem
+from .problems import DataError, Problem, errors
+from .readers import RawRow
+from .render import ChatRenderer
+from .split import split_indices
+from .tokens import Lengths, TokenStats, check_lengths, count_tokens
+
+DEFAULT_MAX_LENGTH = 1024
+
+
+@dataclass(frozen=True)
+class TokenView:
+    """One token of a rendered example, as the trainer treats it."""
+
+    text: str
+    carries_loss: bool
+    cut: bool
+
+
+@dataclass(frozen=True)
+class FtDataset:
+    """Examples that passed every check, the warnings kept about them, and their token counts."""
+
+    name: str
+    format: str
+    train: list[Example]
+    test: list[Example]
+    train_lengths: Lengths
+    test_lengths: Lengths
+    warnings: list[Problem]
+    seed: int
+    split: str
+    max_length: int
+    model: str
+    renderer: ChatRenderer = field(repr=False, compare=False)
+    parameters: int | None = None
+
+    @cached_property
+    def version(self) -> str:
+        """Content hash of the normalised examples and their split: the data's version."""
+        return hashlib.blake2b(self.jsonl().encode(), digest_size=6).hexdigest()
+
+    @cached_property
+    def stats(self) -> TokenStats:
+        return TokenStats.of(self.train_lengths, self.max_length)
+
+    @cached_property
+    def test_stats(self) -> TokenStats:
+        return TokenStats.of(self.test_lengths, self.max_length)
+
+    @cached_property
+    def cost(self) -> CostEstimate:
+        return estimate(self.stats.total, self.parameters)
+
+    def jsonl(self) -> str:
+        """OpenAI chat JSONL, train rows then test rows, each tagged with its split and source row."""
+        lines = [json.dumps({"messages": ex.messages, "split": split, "row": ex.row}, ensure_ascii=False)
+                 for split, rows in (("train", self.train), ("test", self.test)) for ex in rows]
+        return "\n".join(lines) + "\n"
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``NAME-<version>.jsonl`` and its manifest atomically; an existing copy is kept."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{self.name}-{self.version}.jsonl"
+        if not path.exists():
+            _atomic_write(path, self.jsonl())
+        manifest = {
+            "name": self.name, "version": self.version, "format": self.format, "split": self.split,
+            "seed": self.seed, "model": self.model, "max_length": self.max_length,
+            "rows": {"train": len(self.train), "test": len(self.test)},
+            "tokens": {"train_per_epoch": self.stats.total, "mean": self.stats.mean, "max": self.stats.max},
+            "warnings": [str(p) for p in self.warnings],
+        }
+        _atomic_write(path.with_suffix(".json"), json.dumps(manifest, indent=2))
+        return path
+
+    def example(self, index: int = 0, split: str = "train") -> Example:
+        rows = self.train if split == "train" else self.test
+        return rows[index]
+
+    def preview(self, index: int = 0, split: str = "train") -> list[TokenView]:
+        """The example as the trainer sees it: which tokens carry loss, which are cut by max length."""
+        rendered = self.renderer.render(self.example(index, split))
+        tokenizer = self.renderer.tokenizer
+        prompt_len = len(tokenizer(rendered.prompt, add_special_tokens=False)["input_ids"])
+        enc = tokenizer(rendered.full, add_special_tokens=False, return_offsets_mapping=True)
+        return [TokenView(rendered.full[a:b], i >= prompt_len, i >= self.max_length)
+                for i, (a, b) in enumerate(enc["offset_mapping"])]
+
+    def to_hf(self, split: str = "train") -> Any:
+        """A datasets.Dataset in TRL's conversational prompt/completion form (loss on the answer)."""
+        from datasets import Dataset
+
+        rows = self.train if split == "train" else self.test
+        if self.format == "text":
+            return Dataset.from_dict({"text": [ex.messages[0]["content"] for ex in rows]})
+        return Dataset.from_dict({"prompt": [ex.messages[:-1] for ex in rows],
+                                  "completion": [ex.messages[-1:] for ex in rows]})
+
+    def __repr__(self) -> str:
+        s = self.stats
+        return (f"<FtDataset {self.name!r} v{self.version}: {len(self.train)} train / {len(self.test)} test "
+                f"{self.format} rows, {s.mean:.0f} tokens/example (max {s.max}), {len(self.warnings)} warning(s)>")
+
+
+def prepare(rows: list[RawRow], *, name: str, tokenizer: Any, model: str, fmt: str = "auto",
+            split: float | list[RawRow] = 0.1, seed: int = 0, max_length: int = DEFAULT_MAX_LENGTH,
+            context_length: int | None = None, parameters: int | None = None) -> FtDataset:
+    """Read, normalise, check, count and split; raise DataError listing every error at once."""
+    if fmt != "auto" and fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}: use auto or one of {', '.join(FORMATS)}")
+    renderer = ChatRenderer(tokenizer)
+    with _gc_paused():
+        fmt = detect_format(rows) if fmt == "auto" else fmt
+        if fmt is None:
+            raise DataError([unknown_format_problem(rows)], name)
+        train, train_lengths, train_keys, problems = _check_rows(rows, fmt, renderer, max_length, context_length)
+        if isinstance(split, list):
+            test, test_lengths, test_keys, test_problems = _check_rows(split, fmt, renderer, max_length, context_length)
+            problems += [_as_test(p) for p in test_problems]
+            problems += checks.check_leakage(train, train_keys, test, test_keys)
+            split_label = "test file"
+        else:
+            train_idx, test_idx = split_indices(train_keys, split, seed)
+            test = [train[i] for i in test_idx]
+            test_lengths = _pick(train_lengths, test_idx)
+            train = [train[i] for i in train_idx]
+            train_lengths = _pick(train_lengths, train_idx)
+            split_label = f"{split:g}"
+        problems += checks.check_count(len(train))
+    if renderer.uses_fallback:
+        problems.append(Problem("warning", "no_chat_template", (), "the model has no chat template; ChatML is used",
+                                "use an instruct/chat model, or keep ChatML consistently for training and serving"))
+    if errors(problems):
+        raise DataError(problems, name)
+    return FtDataset(name, fmt, train, test, train_lengths, test_lengths, problems, seed, split_label,
+                     max_length, model, renderer, parameters)
+
+
+def _check_rows(rows: list[RawRow], fmt: str, renderer: ChatRenderer, max_length: int,
+                context_length: int | None) -> tuple[list[Example], Lengths, list[str], list[Problem]]:
+    examples, problems = normalise(rows, fmt)
+    examples, turn_problems = checks.check_turns(examples)
+    examples, lengths, template_problems = count_tokens(examples, renderer)
+    keys = [checks.near_key(ex) for ex in examples]
+    problems += turn_problems + template_problems
+    problems += check_lengths(examples, lengths, max_length, context_length)
+    problems += checks.check_duplicates(examples, keys)
+    return examples, lengths, keys, problems
+
+
+def _pick(lengths: Lengths, idx: list[int]) -> Lengths:
+    return Lengths([lengths.full[i] for i in idx], [lengths.prompt[i] for i in idx])
+
+
+def _as_test(problem: Problem) -> Problem:
+    return Problem(problem.severity, problem.code, problem.rows, f"test file: {problem.message}",
+                   problem.fix, problem.field)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Building a million small objects triggers full collections that find nothing to free."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""Front-end panels: pure functions that return HTML/text, and thin widget wrappers around them."""

@@ -1,0 +1,124 @@
+"""The data report: counts, token statistics, cost and time, problems, and a pre-flight view."""
+
+from __future__ import annotations
+
+from html import escape
+
+from ..data import FtDataset, Problem, TokenView
+from .env import widgets_available
+
+MAX_PROBLEMS_SHOWN = 200
+_STYLE = ("<style>.ftd table{border-collapse:collapse;margin:4px 0 10px}.ftd td,.ftd th{padding:2px 10px;"
+          "border-bottom:1px solid #8884;text-align:left}.ftd .loss{background:#2e7d3233}.ftd .cut{opacity:.45;"
+          "text-decoration:line-through}.ftd .err{color:#c62828}.ftd .warn{color:#b26a00}"
+          ".ftd pre{white-space:pre-wrap;font-size:12px;line-height:1.5}</style>")
+
+
+def _table(rows: list[tuple[str, str]], head: tuple[str, ...] = ()) -> str:
+    th = "".join(f"<th>{escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table>{'<tr>' + th + '</tr>' if th else ''}{body}</table>"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def problems_html(problems: list[Problem]) -> str:
+    if not problems:
+        return "<p>No problems found.</p>"
+    rows = []
+    for p in problems[:MAX_PROBLEMS_SHOWN]:
+        cls = "err" if p.severity == "error" else "warn"
+        where = ", ".join(str(r) for r in p.rows[:12]) + (f" (+{len(p.rows) - 12})" if len(p.rows) > 12 else "")
+        rows.append((f"<span class='{cls}'>{p.severity}</span>", escape(where or "-"), escape(p.field or ""),
+                     escape(p.message), escape(p.fix)))
+    more = len(problems) - MAX_PROBLEMS_SHOWN
+    tail = f"<p>... and {more} more.</p>" if more > 0 else ""
+    return _table(rows, ("", "row", "field", "problem", "fix")) + tail
+
+
+def preview_html(tokens: list[TokenView]) -> str:
+    """The rendered example with loss-bearing tokens highlighted and tokens past max length struck."""
+    spans = []
+    for t in tokens:
+        classes = " ".join(c for c, on in (("loss", t.carries_loss), ("cut", t.cut)) if on)
+        text = escape(t.text)
+        spans.append(f"<span class='{classes}'>{text}</span>" if classes else text)
+    loss = sum(t.carries_loss and not t.cut for t in tokens)
+    return (f"<pre>{''.join(spans)}</pre><p>{len(tokens)} tokens; <span class='loss'>{loss} carry loss</span> "
+            "(the final answer and its end token); the rest is prompt.</p>")
+
+
+def report_html(ds: FtDataset) -> str:
+    s, t, c = ds.stats, ds.test_stats, ds.cost
+    summary = _table([
+        ("data", f"<b>{escape(ds.name)}</b> v{ds.version} ({escape(ds.format)}), split {escape(ds.split)}, seed {ds.seed}"),
+        ("rows", f"{len(ds.train)} train / {len(ds.test)} test"),
+        ("tokens per example", f"min {s.min} / mean {s.mean:.0f} / p95 {s.p95} / max {s.max} "
+                               f"(answer mean {s.answer_mean:.0f}), counted with {escape(ds.model)}'s chat template"),
+        ("tokens per epoch", f"{s.total:,} train, {t.total:,} test; max length {ds.max_length}"
+                             + (f", {s.truncated} truncated" if s.truncated else "")),
+        ("local training time", f"~{_duration(c.local_seconds)} for {c.epochs} epochs on {escape(c.local_device)} (rough)"),
+    ])
+    costs = _table([(escape(m), f"${usd:,.2f}") for m, usd in c.openai_usd.items()],
+                   (f"OpenAI fine-tuning, {c.epochs} epochs x {c.tokens_per_epoch:,} tokens (prices as of {c.prices_as_of})",
+                    "cost"))
+    preview = preview_html(ds.preview(0)) if ds.train else ""
+    return (f"{_STYLE}<div class='ftd'><h4>Data report</h4>{summary}{costs}"
+            f"<h4>Problems ({len(ds.warnings)} warnings)</h4>{problems_html(ds.warnings)}"
+            f"<h4>What training sees (train example 1)</h4>{preview}</div>")
+
+
+def errors_html(name: str, problems: list[Problem]) -> str:
+    n = sum(p.severity == "error" for p in problems)
+    return (f"{_STYLE}<div class='ftd'><h4 class='err'>{escape(name)}: {n} error(s), nothing stored</h4>"
+            f"{problems_html(problems)}</div>")
+
+
+def report_text(ds: FtDataset) -> str:
+    s, c = ds.stats, ds.cost
+    lines = [
+        repr(ds),
+        f"tokens/example: min {s.min} mean {s.mean:.0f} p95 {s.p95} max {s.max}; {s.total:,} train tokens per epoch",
+        f"local training: ~{_duration(c.local_seconds)} for {c.epochs} epochs on {c.local_device}",
+        "OpenAI fine-tuning (as of " + c.prices_as_of + "): "
+        + ", ".join(f"{m} ${usd:,.2f}" for m, usd in c.openai_usd.items()),
+    ]
+    lines += [f"warning: {p}" for p in ds.warnings[:MAX_PROBLEMS_SHOWN]]
+    return "\n".join(lines)
+
+
+def show(ds: FtDataset) -> None:
+    """The static report (kept in the saved notebook) and, where widgets render, an example browser."""
+    from IPython.display import HTML, display
+
+    if not widgets_available():
+        print(report_text(ds))
+        return
+    display(HTML(report_html(ds)))
+    if ds.train:
+        display(_browser(ds))
+
+
+def _browser(ds: FtDataset):
+    import ipywidgets as w
+
+    split = w.ToggleButtons(options=["train", "test"] if ds.test else ["train"], description="split")
+    index = w.BoundedIntText(value=1, min=1, max=len(ds.train), description="example")
+    out = w.HTML()
+
+    def redraw(_=None) -> None:
+        rows = ds.train if split.value == "train" else ds.test
+        index.max = len(rows)
+        i = min(index.value, len(rows)) - 1
+        out.value = f"{_STYLE}<div class='ftd'>source row {rows[i].row}{preview_html(ds.preview(i, split.value))}</div>"
+
+    split.observe(redraw, "value")
+    index.observe(redraw, "value")
+    redraw()
+    return w.VBox([w.HTML("<b>Browse what training sees</b>"), w.HBox([split, index]), out])
