@@ -116,8 +116,8 @@ class FtDataset:
 
     def __repr__(self) -> str:
         s = self.stats
-        return (f"<FtDataset {self.name!r} v{self.version}: {len(self.train)} train / {len(self.test)} test "
-                f"{self.format} rows, {s.mean:.0f} tokens/example (max {s.max}), {len(self.warnings)} warning(s)>")
+        return (f"<FtDataset {self.name!r} v{self.version}: {len(self.train)} train / {len(self.test)} test rows "
+                f"({self.format}), {s.mean:.0f} tokens/example (max {s.max}), {len(self.warnings)} warning(s)>")
 
 
 def prepare(rows: list[RawRow], *, name: str, tokenizer: Any, model: str, fmt: str = "auto",

@@ -1,0 +1,107 @@
+"""The magics, driven through a real IPython shell as a notebook user would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+from helpers import chat, good_rows, jsonl
+
+
+@pytest.fixture()
+def shell(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("JUPYTER_FINETUNE_DATA", raising=False)
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "jupyter_finetune")
+    yield ip
+    InteractiveShell.clear_instance()
+
+
+def test_load_ext_is_fast_and_imports_no_torch():
+    code = ("import sys, time; from IPython.core.interactiveshell import InteractiveShell; ip = InteractiveShell.instance();"
+            "t = time.perf_counter(); ip.run_line_magic('load_ext', 'jupyter_finetune'); dt = time.perf_counter() - t;"
+            "heavy = [m for m in ('torch', 'transformers', 'datasets', 'trl', 'peft') if m in sys.modules];"
+            "print(dt, heavy, 'ft_data' in ip.magics_manager.magics['cell'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(" ", 1)
+    assert float(out[0]) < 1.0
+    assert out[1].strip() == "[] True"
+
+
+def test_cell_magic_stores_the_dataset_and_a_versioned_copy(shell, tmp_path, tiny_model_dir):
+    with capture_output() as cap:
+        shell.run_cell_magic("ft_data", f"tickets --split 0.1 --model {tiny_model_dir}", jsonl(good_rows(60)))
+    ds = shell.user_ns["tickets"]
+    assert (len(ds.train), len(ds.test)) == (54, 6)
+    assert (tmp_path / "ft_data" / f"tickets-{ds.version}.jsonl").exists()
+    assert "54 train / 6 test" in cap.stdout
+
+
+def test_line_magic_reads_a_file_and_a_dataframe_variable(shell, tmp_path, tiny_model_dir):
+    (tmp_path / "t.jsonl").write_text(jsonl(good_rows(60)))
+    shell.user_ns["df"] = pd.DataFrame([{"prompt": f"q{i}", "completion": f"a{i}"} for i in range(30)])
+    with capture_output():
+        shell.run_line_magic("ft_data", f"from_file --from t.jsonl --model {tiny_model_dir}")
+        shell.run_line_magic("ft_data", f"from_df --from df --split 0 --model {tiny_model_dir}")
+    assert len(shell.user_ns["from_file"].train) == 54
+    assert shell.user_ns["from_df"].format == "prompt_completion" and len(shell.user_ns["from_df"].train) == 30
+
+
+def test_split_accepts_an_explicit_test_file(shell, tmp_path, tiny_model_dir):
+    (tmp_path / "test.jsonl").write_text(jsonl([chat(i) for i in range(100, 110)]))
+    with capture_output():
+        shell.run_cell_magic("ft_data", f"t --split test.jsonl --model {tiny_model_dir}", jsonl(good_rows(60)))
+    assert (len(shell.user_ns["t"].train), len(shell.user_ns["t"].test)) == (60, 10)
+
+
+def test_bad_rows_raise_a_usage_error_naming_them_and_store_nothing(shell, tmp_path, tiny_model_dir):
+    rows = good_rows(60)
+    rows[4] = {"messages": [{"role": "user", "content": "hi"}]}
+    with pytest.raises(UsageError, match=r"row 5 \[role\]: the last message is from 'user'"):
+        shell.run_cell_magic("ft_data", f"bad --model {tiny_model_dir}", jsonl(rows))
+    assert "bad" not in shell.user_ns
+    assert not (tmp_path / "ft_data").exists()
+
+
+def test_usage_errors_say_what_to_do(shell, tiny_model_dir):
+    with pytest.raises(UsageError, match="either in the cell body"):
+        shell.run_line_magic("ft_data", "x")
+    with pytest.raises(UsageError, match="no such file"):
+        shell.run_line_magic("ft_data", "x --from missing.jsonl")
+    with pytest.raises(UsageError, match="did you mean 'smollm2-135m'"):
+        shell.run_cell_magic("ft_data", "x --model smolm2-135m", jsonl(good_rows(20)))
+    with pytest.raises(UsageError, match="invalid choice"):
+        shell.run_cell_magic("ft_data", "x --format csv", jsonl(good_rows(20)))
+
+
+def test_magic_help_comes_from_the_docstring_and_arguments(shell):
+    doc = shell.find_line_magic("ft_data").__doc__
+    assert "--from PATH_OR_VARIABLE" in doc and "Check, count and split" in doc
+
+
+def test_report_html_shows_counts_costs_problems_and_the_loss_tokens(tiny_model_dir, tmp_path, monkeypatch):
+    import jupyter_finetune as ft
+    from jupyter_finetune.ui.data_report import report_html
+
+    monkeypatch.chdir(tmp_path)
+    rows = good_rows(60)
+    rows[30] = chat(2)
+    html = report_html(ft.load_data("tickets", rows, model=str(tiny_model_dir)))
+    for text in ("54 train / 6 test", "tokens per example", "gpt-4o-mini", "exact duplicate of row 3",
+                 "class='loss'", "carry loss"):
+        assert text in html, text
+
+
+def test_plain_python_api_works_without_ipython(tmp_path, tiny_model_dir):
+    code = (f"import jupyter_finetune as ft, json; ds = ft.load_data('t', {json.dumps(jsonl(good_rows(20)))}, "
+            f"model={str(tiny_model_dir)!r}, split=0); print(len(ds.train))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.stdout.strip() == "20", out.stderr
