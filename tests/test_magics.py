@@ -105,3 +105,19 @@ def test_plain_python_api_works_without_ipython(tmp_path, tiny_model_dir):
             f"model={str(tiny_model_dir)!r}, split=0); print(len(ds.train))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert out.stdout.strip() == "20", out.stderr
+
+
+def test_example_browser_widget_redraws_the_chosen_example(tiny_model_dir, tmp_path, monkeypatch):
+    import jupyter_finetune as ft
+    from jupyter_finetune.ui.data_report import _browser
+
+    monkeypatch.chdir(tmp_path)
+    ds = ft.load_data("tickets", good_rows(60), model=str(tiny_model_dir))
+    panel = _browser(ds)
+    split, index = panel.children[1].children
+    out = panel.children[2]
+    index.value = 3
+    assert f"source row {ds.train[2].row}" in out.value and "class='loss'" in out.value
+    split.value = "test"
+    assert f"source row {ds.test[2].row}" in out.value
+    assert index.max == len(ds.test)
