@@ -1,0 +1,78 @@
+"""The run store: names, overwrite protection, status that survives a killed kernel, metrics."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from jupyter_finetune.runs import RunExists, RunStore
+
+
+def test_unnamed_runs_auto_increment(tmp_path):
+    store = RunStore.at(tmp_path)
+    assert [store.create().name for _ in range(3)] == ["run-1", "run-2", "run-3"]
+    assert [r.name for r in store] == ["run-1", "run-2", "run-3"]
+
+
+def test_existing_run_is_never_overwritten_without_overwrite(tmp_path):
+    store = RunStore.at(tmp_path)
+    run = store.create("tickets-v1")
+    run.append_metrics({"step": 1, "loss": 2.0})
+    with pytest.raises(RunExists, match="--overwrite"):
+        store.create("tickets-v1")
+    assert run.metrics() == [{"step": 1, "loss": 2.0}]
+    assert store.create("tickets-v1", overwrite=True).metrics() == []
+
+
+@pytest.mark.parametrize("name", ["../x", "/etc", "a/b", "..", ""])
+def test_names_outside_the_store_are_refused(tmp_path, name):
+    with pytest.raises(ValueError, match="run name"):
+        RunStore.at(tmp_path).create(name)
+
+
+def test_root_comes_from_the_environment_for_durable_storage(tmp_path, monkeypatch):
+    monkeypatch.setenv("JUPYTER_FINETUNE_RUNS", str(tmp_path / "drive"))
+    assert RunStore.at().create("r").path == tmp_path / "drive" / "r"
+
+
+def test_run_of_a_killed_process_shows_as_interrupted_with_metrics_intact(tmp_path):
+    code = (f"import time; from jupyter_finetune.runs import RunStore; run = RunStore.at({str(tmp_path)!r}).create('r');"
+            "run.set_status('running');\nfor s in range(1, 4): run.append_metrics({'step': s, 'loss': 1.0 / s})\n"
+            "print('ready', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    run = RunStore.at(tmp_path).get("r")
+    assert run.status()["status"] == "running"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert run.status()["status"] == "interrupted"
+    assert [m["step"] for m in run.metrics()] == [1, 2, 3]
+
+
+def test_half_written_metrics_line_is_skipped_and_after_step_filters(tmp_path):
+    run = RunStore.at(tmp_path).create("r")
+    for s in range(1, 5):
+        run.append_metrics({"step": s, "loss": float(s)})
+    with open(run.path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "lo')
+    assert [m["step"] for m in run.metrics(after_step=2)] == [3, 4]
+
+
+def test_finished_status_records_times(tmp_path):
+    run = RunStore.at(tmp_path).create("r")
+    run.set_status("running")
+    time.sleep(0.01)
+    run.set_status("completed", step=10)
+    status = run.status()
+    assert status["status"] == "completed" and status["step"] == 10 and status["finished"] > status["started"]
+
+
+def test_unknown_run_lists_the_known_ones(tmp_path):
+    store = RunStore.at(tmp_path)
+    store.create("a")
+    with pytest.raises(FileNotFoundError, match=r"no run named 'b'.*runs: a"):
+        store.get("b")
