@@ -1,0 +1,103 @@
+"""One TrainConfig: presets fill it, flags override its fields, and it is saved with every run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+QUANTS = ("none", "4bit", "8bit")
+BACKENDS = ("auto", "hf", "unsloth")
+REPORTERS = ("tensorboard", "mlflow", "wandb")
+
+
+class ConfigError(ValueError):
+    """Every invalid setting at once, each with what is allowed."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = "smollm2-135m"
+    """Alias, local folder, .gguf file or cached hub id."""
+    epochs: float = 3.0
+    """Passes over the training split; ignored when ``steps`` is set."""
+    steps: int | None = None
+    """Optimizer steps; overrides ``epochs``."""
+    batch_size: int = 8
+    """Examples per device step."""
+    grad_accum: int = 1
+    """Steps accumulated per optimizer step (effective batch = batch_size * grad_accum)."""
+    lr: float = 2e-4
+    """Peak learning rate (linear warm-up, then linear decay)."""
+    warmup_ratio: float = 0.05
+    """Fraction of steps spent warming up."""
+    rank: int = 16
+    """LoRA rank r."""
+    alpha: int = 32
+    """LoRA alpha; the update is scaled by alpha / rank."""
+    dropout: float = 0.05
+    """LoRA dropout."""
+    target_modules: tuple[str, ...] = ("all-linear",)
+    """Modules that get adapters: all-linear, or names such as q_proj,v_proj."""
+    max_length: int = 1024
+    """Tokens per example; longer examples are cut at the end."""
+    seed: int = 0
+    """Seed for initialisation, shuffling and dropout."""
+    quant: str = "none"
+    """Base weights in 4bit (QLoRA, CUDA only), 8bit, or none."""
+    backend: str = "auto"
+    """auto, hf (transformers + peft) or unsloth (NVIDIA GPU)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, ~30% slower."""
+    save_steps: int = 50
+    """Checkpoint every N optimizer steps."""
+    logging_steps: int = 1
+    """Metrics every N optimizer steps."""
+    report_to: tuple[str, ...] = field(default_factory=tuple)
+    """Also log to tensorboard, mlflow and/or wandb."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("batch_size", "grad_accum", "rank", "alpha", "max_length", "save_steps", "logging_steps"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1 (got {getattr(self, name)})")
+        if self.steps is not None and self.steps < 1:
+            problems.append(f"steps must be at least 1 (got {self.steps})")
+        if self.epochs <= 0:
+            problems.append(f"epochs must be positive (got {self.epochs})")
+        if not 0 < self.lr < 1:
+            problems.append(f"lr must be between 0 and 1 (got {self.lr})")
+        if not 0 <= self.dropout < 1:
+            problems.append(f"dropout must be in [0, 1) (got {self.dropout})")
+        if not 0 <= self.warmup_ratio < 1:
+            problems.append(f"warmup_ratio must be in [0, 1) (got {self.warmup_ratio})")
+        for name, value, allowed in (("quant", self.quant, QUANTS), ("backend", self.backend, BACKENDS)):
+            if value not in allowed:
+                problems.append(f"{name} {value!r} is not one of {', '.join(allowed)}")
+        problems += [f"report_to {r!r} is not one of {', '.join(REPORTERS)}" for r in self.report_to if r not in REPORTERS]
+        if problems:
+            raise ConfigError("invalid training settings:\n  - " + "\n  - ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"epochs": 2.0, "rank": 8, "alpha": 16, "lr": 3e-4},
+    "balanced": {"epochs": 3.0, "rank": 16, "alpha": 32, "lr": 2e-4},
+    "thorough": {"epochs": 5.0, "rank": 32, "alpha": 64, "lr": 1e-4, "warmup_ratio": 0.1},
+}
+
+
+def build_config(preset: str = "balanced", **overrides: Any) -> TrainConfig:
+    """The preset's values, then every override that is not None."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}: known are {', '.join(sorted(known))}")
+    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    for name in ("target_modules", "report_to"):
+        if isinstance(values.get(name), str):
+            values[name] = tuple(s.strip() for s in values[name].split(",") if s.strip())
+    return replace(TrainConfig(), **values)

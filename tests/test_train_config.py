@@ -1,0 +1,34 @@
+"""Presets fill one TrainConfig; flags override fields; bad settings are all named at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from jupyter_finetune.engine import ConfigError, TrainConfig, build_config
+
+
+def test_preset_fills_and_flags_override():
+    config = build_config("quick", lr=1e-3, rank=None, target_modules="q_proj, v_proj")
+    assert (config.epochs, config.rank, config.lr) == (2.0, 8, 1e-3)
+    assert config.target_modules == ("q_proj", "v_proj")
+
+
+def test_every_bad_setting_is_listed_at_once():
+    with pytest.raises(ConfigError) as info:
+        build_config(batch_size=0, lr=5.0, quant="3bit", report_to="tensorboard,neptune")
+    message = str(info.value)
+    for text in ("batch_size must be at least 1", "lr must be between 0 and 1", "quant '3bit' is not one of",
+                 "report_to 'neptune'"):
+        assert text in message
+
+
+def test_unknown_preset_and_setting_are_named():
+    with pytest.raises(ConfigError, match="unknown preset 'fast'"):
+        build_config("fast")
+    with pytest.raises(ConfigError, match="unknown setting.*learning_rate"):
+        build_config(learning_rate=1e-4)
+
+
+def test_config_round_trips_through_a_dict():
+    config = build_config("thorough", steps=80)
+    assert TrainConfig(**{**config.to_dict(), "target_modules": tuple(config.target_modules)}) == config
