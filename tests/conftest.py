@@ -14,13 +14,34 @@ CHATML = (
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-CORPUS = [
+CORPUS = [  # a few hundred words of varied text, so ordinary English, numbers and JSON take few tokens
     "The printer on floor three is broken and the invoice did not print.",
     "Please reset my password; I cannot log in to the billing account since Monday.",
     '{"team": "it", "priority": "high", "case": 1234}',
+    '{"name": "Ada", "age": 36, "tags": ["math", "code"], "active": true, "manager": null, "score": 9.5}',
+    '[{"id": 1, "ok": false}, {"id": 2, "ok": true}]',
     "Ticket 42: shipping was late and the box arrived damaged. Refund, please!",
     "You sort support tickets. Answer with JSON only: team, priority and case number.",
-    "system user assistant human gpt bot thanks hello hi ok yes no 0 1 2 3 4 5 6 7 8 9",
+    "system user assistant human gpt bot thanks hello hi ok yes no 0 1 2 3 4 5 6 7 8 9 10 100 2024 3.14",
+    "What is the capital of France? The capital of France is Paris, a city on the river Seine.",
+    "Summarize the following text in one sentence. Translate it into French, then into German.",
+    "Once upon a time, a small robot lived in a quiet village by the sea. Every morning it walked to "
+    "the harbour, counted the boats, and wrote the number in a little blue notebook.",
+    "Q: How many days are in a week? A: There are seven days in a week.",
+    "Dear team, the meeting is moved to Tuesday at 10:30 am. Bring your laptop and the latest report.",
+    "Error: file not found (code 404). Check the path, then try again; if it still fails, call support.",
+    "The weather today is sunny with a high of 25 degrees and a light wind from the west.",
+    "Add two cups of flour, one egg, a pinch of salt and half a cup of milk; mix well and bake for 20 minutes.",
+    "def add(a, b):\n    return a + b  # returns the sum of two numbers",
+    "Customers asked about delivery times, returns, discounts, and their order status by email or phone.",
+    "Her answer was short: \"No, thank you.\" His reply was longer - and, frankly, rather confusing...",
+    "Write a polite email declining the offer. Keep it under 100 words and do not mention the price.",
+    "Water boils at 100 degrees Celsius at sea level; ice melts at 0 degrees.",
+    "The model was trained for 3 epochs with a learning rate of 0.0002 and a batch size of 8.",
+    "Which team should handle this: sales, billing, it, or shipping? Reply with the team name.",
+    "Good morning! Could you help me find a cheap flight from London to New York next Friday?",
+    "Apples, oranges & bananas cost $1.50, $2.00 and $0.75 each (tax included) = $4.25 total.",
+    "The quick brown fox jumps over the lazy dog while the cat sleeps under the warm kitchen table.",
 ]
 
 
@@ -31,12 +52,12 @@ def build_tokenizer():
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=SPECIAL,
+    trainer = trainers.BpeTrainer(vocab_size=1000, special_tokens=SPECIAL,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     backend.train_from_iterator(CORPUS * 20, trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>",
                                         pad_token="<|endoftext|>", bos_token="<|im_start|>",
-                                        unk_token="<|endoftext|>")
+                                        unk_token="<|endoftext|>", model_max_length=512)
     tokenizer.chat_template = CHATML
     return tokenizer
 

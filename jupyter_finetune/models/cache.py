@@ -8,7 +8,10 @@ import os
 import shutil
 import sys
 import tempfile
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+MARKER = "jupyter_finetune.json"
 
 
 def cache_dir() -> Path:
@@ -16,42 +19,68 @@ def cache_dir() -> Path:
     if os.environ.get("JUPYTER_FINETUNE_CACHE"):
         return Path(os.environ["JUPYTER_FINETUNE_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "jupyter_finetune"
+    return Path(base).expanduser() / "jupyter_finetune"
 
 
 def converted_folder(gguf: Path) -> Path:
-    """Where the conversion of this exact file lives: a changed file gets a new folder."""
+    """Where the conversion of this exact file lives: a replaced or rewritten file gets a new folder.
+
+    Keyed on name, size and mtime rather than content so that a later lookup costs one stat().
+    """
     stat = gguf.stat()
-    key = hashlib.blake2b(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode(), digest_size=5).hexdigest()
+    key = hashlib.blake2b(f"{gguf.name}:{stat.st_size}:{stat.st_mtime_ns}".encode(), digest_size=5).hexdigest()
     return cache_dir() / "models" / f"{gguf.stem}-{key}"
 
 
 def convert_gguf(gguf: Path) -> Path:
     """Dequantize ``gguf`` to fp32 safetensors with its tokenizer, once; later calls return the folder."""
     target = converted_folder(gguf)
-    if (target / "config.json").exists():
+    if target.is_dir():
         return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer, __version__ as tf_version
-
-    print(f"Converting {gguf.name} once to {target} (about 30 s); later uses load it in about a second.",
-          file=sys.stderr)
+    print(f"Converting {gguf.stem} once to {target} (about 30 s); later uses load it in about a second.",
+          file=sys.stderr, flush=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        # GGUF loading leaves a quantization config that makes save_pretrained and Trainer refuse the model.
-        del model.config.quantization_config
-        model.hf_quantizer = None
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "jupyter_finetune.json").write_text(json.dumps({
-            "source": str(gguf), "size": gguf.stat().st_size, "transformers": tf_version}, indent=2))
-        try:
-            tmp.rename(target)
-        except OSError:  # another kernel finished first: keep its folder
-            if not (target / "config.json").exists():
-                raise
+        _write_converted(gguf, tmp)
+        return publish(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish(tmp: Path, target: Path) -> Path:
+    """Rename a finished folder into place in one step; if another kernel got there first, keep theirs.
+
+    Readers therefore see either no folder or a complete one, never a half-written one.
+    """
+    try:
+        tmp.rename(target)
+    except OSError:
+        if not target.is_dir():
+            raise
     return target
+
+
+def _write_converted(gguf: Path, folder: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # GGUF loading leaves a quantization config that makes save_pretrained and Trainer refuse the model.
+    del model.config.quantization_config
+    model.hf_quantizer = None
+    # GGUF carries no tokenizer length limit; without one, truncation to the context window never happens.
+    tokenizer.model_max_length = model.config.max_position_embeddings
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    stat = gguf.stat()
+    record = {"source": str(gguf.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+              "versions": {name: _version(name) for name in ("jupyter-finetune", "transformers", "gguf", "torch")}}
+    (folder / MARKER).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None

@@ -9,52 +9,69 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from .aliases import ALIASES, ModelNotFound, packaged_gguf
+from .aliases import ALIASES, ModelNotFound
 from .cache import convert_gguf
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 
 @dataclass(frozen=True)
 class ResolvedModel:
     spec: str
+    """What the user typed."""
     path: Path
+    """An absolute local folder with config.json and tokenizer files."""
     kind: Literal["alias", "folder", "gguf", "hub"]
     display_name: str
 
 
 def resolve_model(spec: str) -> ResolvedModel:
-    """An alias, a local folder, a .gguf file, or a hub id already in the local HF cache."""
+    """An alias, a local folder, a .gguf file, or a hub id already in the local HF cache; never downloads."""
     if spec in ALIASES:
         alias = ALIASES[spec]
-        return ResolvedModel(spec, convert_gguf(packaged_gguf(alias)), "alias", alias.display_name)
-    path = Path(spec).expanduser()
+        return ResolvedModel(spec, convert_gguf(alias.gguf_path()), "alias", alias.display_name)
+    path = Path(spec).expanduser().resolve()
     if path.is_dir():
-        if not (path / "config.json").exists():
-            raise ModelNotFound(f"{path} has no config.json: give a folder saved with save_pretrained()")
-        return ResolvedModel(spec, path, "folder", path.name)
-    if path.suffix == ".gguf":
-        if not path.exists():
-            raise ModelNotFound(f"{path}: no such GGUF file")
+        return ResolvedModel(spec, _checked_folder(path), "folder", path.name)
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ModelNotFound(f"{path} is a file: pass the folder that holds config.json, or a .gguf file")
         return ResolvedModel(spec, convert_gguf(path), "gguf", path.stem)
+    if path.suffix == ".gguf":
+        raise ModelNotFound(f"{path}: no such GGUF file")
     if _HUB_ID.match(spec):
-        return ResolvedModel(spec, _from_hub_cache(spec), "hub", spec)
+        return ResolvedModel(spec, _checked_folder(_from_hub_cache(spec)), "hub", spec)
     close = difflib.get_close_matches(spec, ALIASES, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise ModelNotFound(f"unknown model {spec!r}: {hint}use an alias ({', '.join(ALIASES)}), a local folder, "
-                        "a .gguf file, or a hub id (owner/name) already downloaded")
+                        "a .gguf file, or a hub id (owner/name) already in the local Hugging Face cache")
+
+
+def _checked_folder(folder: Path) -> Path:
+    """Refuse a folder that transformers could not load, naming every missing piece at once."""
+    missing = [] if (folder / "config.json").is_file() else ["config.json"]
+    if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        missing.append(f"tokenizer files (one of {', '.join(_TOKENIZER_FILES)})")
+    if missing:
+        raise ModelNotFound(f"{folder} has no {' and no '.join(missing)}: give a folder where both the model "
+                            "and its tokenizer were saved with save_pretrained()")
+    return folder
 
 
 def _from_hub_cache(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
     try:
         return Path(snapshot_download(repo_id, local_files_only=True))
+    except HFValidationError as e:
+        raise ModelNotFound(f"{repo_id!r} is neither a local folder nor a valid hub id: {e}") from None
     except LocalEntryNotFoundError:
         raise ModelNotFound(
-            f"{repo_id} is not in the local Hugging Face cache and nothing is downloaded at run time. "
-            f"On a machine with internet run: huggingface-cli download {repo_id}, or pass a local folder"
+            f"{repo_id!r} is not a local folder and not in the local Hugging Face cache, and nothing is "
+            f"downloaded at run time. On a machine with internet run: hf download {repo_id} (older "
+            f"huggingface_hub: huggingface-cli download {repo_id}) and copy the cache here, or pass a local folder"
         ) from None
 
 
@@ -73,8 +90,10 @@ def _config(path: Path) -> Any:
 
 
 def load_tokenizer(spec: str) -> Any:
+    """The model's fast tokenizer, loaded once per folder per kernel."""
     return _tokenizer(resolve_model(spec).path)
 
 
 def load_config(spec: str) -> Any:
+    """The model's ``AutoConfig``, loaded once per folder per kernel."""
     return _config(resolve_model(spec).path)
