@@ -1,9 +1,9 @@
 """Data: read, normalise, check, count, split and version fine-tuning examples."""
 
-from .dataset import DEFAULT_MAX_LENGTH, FtDataset, TokenView, prepare
+from .dataset import DEFAULT_MAX_LENGTH, FtDataset, TokenView, prepare, restore
 from .formats import FORMATS, Example
 from .problems import DataError, Problem
 from .readers import RawRow, read_path, read_records, read_text
 
 __all__ = ["DEFAULT_MAX_LENGTH", "FORMATS", "DataError", "Example", "FtDataset", "Problem", "RawRow",
-           "TokenView", "prepare", "read_path", "read_records", "read_text"]
+           "TokenView", "prepare", "restore", "read_path", "read_records", "read_text"]

@@ -74,6 +74,15 @@ class FtDataset:
                  for split, rows in (("train", self.train), ("test", self.test)) for ex in rows]
         return "\n".join(lines) + "\n"
 
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "version": self.version, "format": self.format, "split": self.split,
+            "seed": self.seed, "model": self.model, "max_length": self.max_length,
+            "rows": {"train": len(self.train), "test": len(self.test)},
+            "tokens": {"train_per_epoch": self.stats.total, "mean": self.stats.mean, "max": self.stats.max},
+            "warnings": [str(p) for p in self.warnings],
+        }
+
     def save(self, folder: str | Path) -> Path:
         """Write ``NAME-<version>.jsonl`` and its manifest atomically; an existing copy is kept."""
         folder = Path(folder)
@@ -81,14 +90,7 @@ class FtDataset:
         path = folder / f"{self.name}-{self.version}.jsonl"
         if not path.exists():
             _atomic_write(path, self.jsonl())
-        manifest = {
-            "name": self.name, "version": self.version, "format": self.format, "split": self.split,
-            "seed": self.seed, "model": self.model, "max_length": self.max_length,
-            "rows": {"train": len(self.train), "test": len(self.test)},
-            "tokens": {"train_per_epoch": self.stats.total, "mean": self.stats.mean, "max": self.stats.max},
-            "warnings": [str(p) for p in self.warnings],
-        }
-        _atomic_write(path.with_suffix(".json"), json.dumps(manifest, indent=2))
+        _atomic_write(path.with_suffix(".json"), json.dumps(self.manifest(), indent=2))
         return path
 
     def example(self, index: int = 0, split: str = "train") -> Example:
@@ -152,6 +154,20 @@ def prepare(rows: list[RawRow], *, name: str, tokenizer: Any, model: str, fmt: s
         raise DataError(problems, name)
     return FtDataset(name, fmt, train, test, train_lengths, test_lengths, problems, seed, split_label,
                      max_length, model, renderer, parameters)
+
+
+def restore(path: Path, manifest: dict[str, Any], tokenizer: Any, parameters: int | None = None) -> FtDataset:
+    """A data set saved by ``save`` (already checked), read back with the same version."""
+    split: dict[str, list[Example]] = {"train": [], "test": []}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        split[record["split"]].append(Example(record["row"], record["messages"], manifest["format"] == "text"))
+    renderer = ChatRenderer(tokenizer)
+    _, train_lengths, _ = count_tokens(split["train"], renderer)
+    _, test_lengths, _ = count_tokens(split["test"], renderer)
+    return FtDataset(manifest["name"], manifest["format"], split["train"], split["test"], train_lengths,
+                     test_lengths, [], manifest["seed"], manifest["split"], manifest["max_length"],
+                     manifest["model"], renderer, parameters)
 
 
 def _check_rows(rows: list[RawRow], fmt: str, renderer: ChatRenderer, max_length: int,

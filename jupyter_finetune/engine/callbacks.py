@@ -1,0 +1,68 @@
+"""The bridge from the HF Trainer to our events: one dict per log step, and the stop request."""
+
+from __future__ import annotations
+
+import resource
+import sys
+import threading
+import time
+from typing import Any
+
+from transformers import TrainerCallback
+
+from .events import Event, Listener
+
+
+def memory_gb() -> float:
+    """Peak GPU memory allocated, or the process's peak resident memory on CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 1e9
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1e9 if sys.platform == "darwin" else peak / 1e6
+
+
+class EventCallback(TrainerCallback):
+    """Sends start/log events to listeners and turns a stop request into a clean stop at a step end."""
+
+    def __init__(self, run: str, listeners: list[Listener], stop: threading.Event, config: dict[str, Any]):
+        self.run = run
+        self.listeners = listeners
+        self.stop = stop
+        self.config = config
+        self._t0 = time.time()
+        self._step0 = 0
+        self._tokens_per_s = 0.0
+
+    def emit(self, event: Event) -> None:
+        for listener in self.listeners:
+            listener(event)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._t0, self._step0 = time.time(), state.global_step
+        self.emit({"event": "start", "run": self.run, "max_steps": state.max_steps, "step": state.global_step,
+                   "epochs": args.num_train_epochs, "config": self.config, "time": self._t0})
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.stop.is_set():
+            control.should_training_stop = True
+            control.should_save = True  # a checkpoint at the stop step, so --resume continues from here
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" not in logs and "eval_loss" not in logs:
+            return
+        now = time.time()
+        elapsed = max(now - self._t0, 1e-9)
+        done = state.global_step - self._step0
+        if "num_tokens" in logs and done:
+            # TRL's num_tokens counts non-padding tokens since step 0; a resumed run starts mid-way.
+            self._tokens_per_s = float(logs["num_tokens"]) * done / max(state.global_step, 1) / elapsed
+        remaining = state.max_steps - state.global_step
+        self.emit({
+            "event": "log", "step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch or 0.0,
+            "loss": logs.get("loss"), "eval_loss": logs.get("eval_loss"), "lr": logs.get("learning_rate"),
+            "tokens_per_s": self._tokens_per_s, "memory_gb": memory_gb(),
+            "eta_s": elapsed / done * remaining if done else None, "time": now,
+        })

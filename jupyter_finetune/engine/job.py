@@ -1,0 +1,197 @@
+"""A training job: setup, fit in a worker thread, and a clean ending whatever happens.
+
+The cell waits on the thread (so "Run all" works) and turns the notebook's interrupt into a
+graceful stop; a stop request (button, %ft_stop, interrupt) ends training at the next step
+end, after which the adapter so far is saved. Out-of-memory frees memory, keeps the kernel
+usable and marks the run failed with the settings to lower.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..data import FtDataset
+from ..runs import Run
+from .backends import Backend, cuda_available
+from .callbacks import EventCallback
+from .config import TrainConfig
+from .events import Event, Listener
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run: str
+    status: str
+    step: int
+    message: str
+    adapter: Path | None
+
+
+def steps_per_epoch(dataset: FtDataset, config: TrainConfig) -> int:
+    return max(1, math.ceil(len(dataset.train) / (config.batch_size * config.grad_accum)))
+
+
+def sft_config(dataset: FtDataset, config: TrainConfig, output_dir: Path) -> Any:
+    """The TRL SFTConfig for these settings: completion-only loss, eval once per epoch."""
+    import torch
+    from trl import SFTConfig
+
+    cuda = cuda_available()
+    per_epoch = steps_per_epoch(dataset, config)
+    return SFTConfig(
+        output_dir=str(output_dir), seed=config.seed, data_seed=config.seed,
+        num_train_epochs=config.epochs, max_steps=config.steps or -1,
+        per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum, learning_rate=config.lr, lr_scheduler_type="linear",
+        warmup_steps=config.warmup_ratio, logging_steps=config.logging_steps,
+        save_strategy="steps", save_steps=config.save_steps, save_total_limit=2,
+        eval_strategy="steps" if dataset.test else "no", eval_steps=per_epoch,
+        max_length=config.max_length, completion_only_loss=dataset.format != "text",
+        **({"gradient_checkpointing": True} if config.gradient_checkpointing else {}),
+        bf16=cuda and torch.cuda.is_bf16_supported(), fp16=cuda and not torch.cuda.is_bf16_supported(),
+        use_cpu=not cuda, report_to=list(config.report_to), disable_tqdm=True, dataloader_num_workers=0,
+    )
+
+
+class TrainJob:
+    """One run's training, on a worker thread, reporting to listeners and the run store."""
+
+    def __init__(self, run: Run, dataset: FtDataset, config: TrainConfig, model_path: Path, backend: Backend,
+                 listeners: list[Listener], resume_from: Path | None = None, callbacks: list[Any] | None = None):
+        self.run, self.dataset, self.config = run, dataset, config
+        self.model_path, self.backend, self.resume_from = model_path, backend, resume_from
+        self.listeners = [self._record, *listeners]
+        self.extra_callbacks = callbacks or []
+        self.stop_requested = threading.Event()
+        self.result: TrainResult | None = None
+        self._step = 0
+        self._finished = threading.Event()
+        self._thread = threading.Thread(target=self._main, name=f"ft-train-{run.name}", daemon=True)
+
+    def start(self) -> "TrainJob":
+        self.run.set_status("running", step=0)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_requested.set()
+
+    @property
+    def done(self) -> bool:
+        return self._finished.is_set()
+
+    def wait(self) -> TrainResult:
+        """Block until the job ends; an interrupt (Ctrl-C, the notebook's stop) stops it cleanly.
+
+        Waits on an Event, not Thread.join: a join interrupted by KeyboardInterrupt can leave the
+        thread reported dead while it still runs (CPython before 3.13).
+        """
+        while True:
+            try:
+                if self._finished.wait(timeout=0.2):
+                    break
+            except KeyboardInterrupt:
+                self.stop()
+        assert self.result is not None
+        return self.result
+
+    def _record(self, event: Event) -> None:
+        if event["event"] == "log":
+            self._step = event["step"]
+            self.run.append_metrics({k: v for k, v in event.items() if k != "event"})
+            self.run.set_status("running", step=event["step"], max_steps=event["max_steps"])
+        elif event["event"] == "start":
+            self.run.set_status("running", step=event["step"], max_steps=event["max_steps"])
+
+    def _emit(self, event: Event) -> None:
+        for listener in self.listeners:
+            listener(event)
+
+    def _main(self) -> None:
+        try:
+            self._fit_or_fail()
+        finally:
+            self._finished.set()
+
+    def _fit_or_fail(self) -> None:
+        try:
+            self._fit()
+            return
+        except Exception as exc:  # every failure must end as a readable run status, never a lost run
+            message = self._oom_message(exc) if _is_oom(exc) else f"{type(exc).__name__}: {exc}"
+            (self.run.path / "error.txt").write_text(traceback.format_exc())
+        _free_memory()  # outside the except block: the traceback no longer pins the model
+        self._finish("failed", message, None)
+
+    def _fit(self) -> None:
+        trainer = self._build_trainer()
+        trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
+        self._step = trainer.state.global_step
+        status = "stopped" if self.stop_requested.is_set() else "completed"
+        trainer.save_model(str(self.run.adapter_dir))
+        self._finish(status, f"{status} at step {self._step}; adapter saved to {self.run.adapter_dir}",
+                     self.run.adapter_dir)
+
+    def _finish(self, status: str, message: str, adapter: Path | None) -> None:
+        self.run.set_status(status, step=self._step, message=message)
+        self.result = TrainResult(self.run.name, status, self._step, message, adapter)
+        self._emit({"event": "end", "status": status, "step": self._step, "message": message, "time": time.time()})
+
+    def _build_trainer(self) -> Any:
+        from transformers import AutoTokenizer, PrinterCallback, set_seed
+        from trl import SFTTrainer
+
+        from ..data.render import CHATML_TEMPLATE
+
+        set_seed(self.config.seed)
+        tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        if not tokenizer.chat_template:
+            tokenizer.chat_template = CHATML_TEMPLATE
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        loaded = self.backend.load(self.model_path, self.config)
+        callback = EventCallback(self.run.name, self.listeners, self.stop_requested, self.config.to_dict())
+        trainer = SFTTrainer(
+            model=loaded.model, args=sft_config(self.dataset, self.config, self.run.checkpoints_dir),
+            train_dataset=self.dataset.to_hf("train"),
+            eval_dataset=self.dataset.to_hf("test") if self.dataset.test else None,
+            processing_class=tokenizer, peft_config=loaded.peft_config,
+            callbacks=[*self.extra_callbacks, callback],
+        )
+        trainer.remove_callback(PrinterCallback)  # our listeners report progress
+        return trainer
+
+    def _oom_message(self, exc: BaseException) -> str:
+        c = self.config
+        where = "GPU" if cuda_available() else "host"
+        hints = [f"--batch-size {max(1, c.batch_size // 2)} (now {c.batch_size}; add --grad-accum "
+                 f"{c.grad_accum * 2} to keep the effective batch)",
+                 f"--max-length {max(128, c.max_length // 2)} (now {c.max_length}; longest example "
+                 f"{self.dataset.stats.max} tokens)"]
+        if c.quant == "none" and cuda_available():
+            hints.append("--quant 4bit (now none)")
+        if not c.gradient_checkpointing:
+            hints.append("gradient checkpointing (now off)")
+        return (f"out of {where} memory at step {self._step} ({type(exc).__name__}); memory was freed and the "
+                f"kernel is usable. Lower: " + "; ".join(hints))
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
+
+
+def _free_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,167 @@
+"""Training on a real tiny model: parity with plain TRL, stop, resume, out-of-memory, killed kernels."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import _thread
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from jupyter_finetune import api
+from jupyter_finetune.data import prepare, read_records
+from jupyter_finetune.runs import RunExists, RunStore
+from helpers import good_rows
+
+SETTINGS = dict(steps=8, batch_size=4, lr=1e-3, save_steps=4, rank=8, alpha=16, dropout=0.0)
+
+
+@pytest.fixture()
+def tickets(tiny_model_dir, tiny_tokenizer):
+    return prepare(read_records(good_rows(60)), name="tickets", tokenizer=tiny_tokenizer, model=str(tiny_model_dir))
+
+
+def _train(data, runs, **kw):
+    job = api.prepare_training(data, runs_dir=runs, **{**SETTINGS, **kw})
+    return job, job.start().wait()
+
+
+def _losses(run_path):
+    return [m["loss"] for m in RunStore.at(run_path.parent).get(run_path.name).metrics() if m.get("loss") is not None]
+
+
+class _At(TrainerCallback):
+    """Does something at the end of a given step (a test's stand-in for a user or a failure)."""
+
+    def __init__(self, step, action):
+        self.step, self.action = step, action
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            self.action()
+
+
+def test_losses_equal_a_plain_trl_script_step_by_step(tickets, tiny_model_dir, tmp_path):
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    job, result = _train(tickets, tmp_path / "runs", name="ours")
+    assert result.status == "completed"
+    set_seed(0)
+    plain = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
+        args=SFTConfig(output_dir=str(tmp_path / "plain"), max_steps=8, per_device_train_batch_size=4,
+                       learning_rate=1e-3, lr_scheduler_type="linear", warmup_steps=0.05, logging_steps=1,
+                       seed=0, data_seed=0, max_length=1024, report_to=[], save_strategy="no", use_cpu=True),
+        train_dataset=tickets.to_hf("train"), processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
+        peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
+    plain.train()
+    expected = [h["loss"] for h in plain.state.log_history if "loss" in h]
+    ours = _losses(job.run.path)
+    assert len(ours) == len(expected) == 8
+    assert max(abs(a - b) for a, b in zip(ours, expected)) < 1e-4
+
+
+def test_run_folder_has_config_data_status_metrics_and_a_peft_adapter(tickets, tmp_path):
+    job, result = _train(tickets, tmp_path / "runs", name="r")
+    files = {p.name for p in job.run.path.iterdir()}
+    assert {"config.json", "data.json", "data.jsonl", "status.json", "metrics.jsonl", "adapter", "checkpoints"} <= files
+    assert json.loads((job.run.adapter_dir / "adapter_config.json").read_text())["r"] == 8
+    assert job.run.status()["status"] == "completed" and job.run.read("data.json")["version"] == tickets.version
+    assert job.run.read("config.json")["train"]["steps"] == 8
+
+
+def test_stop_mid_run_saves_the_adapter_and_marks_the_run_stopped(tickets, tmp_path):
+    job = api.prepare_training(tickets, runs_dir=tmp_path / "runs", name="s", **SETTINGS)
+    job.extra_callbacks.append(_At(3, job.stop))
+    result = job.start().wait()
+    assert (result.status, result.step) == ("stopped", 3)
+    assert (job.run.adapter_dir / "adapter_model.safetensors").exists()
+    assert (job.run.checkpoints_dir / "checkpoint-3").is_dir()
+    assert job.run.status()["status"] == "stopped"
+
+
+def test_notebook_interrupt_stops_gracefully(tickets, tmp_path):
+    job = api.prepare_training(tickets, runs_dir=tmp_path / "runs", name="i", **SETTINGS)
+    job.extra_callbacks.append(_At(2, _thread.interrupt_main))
+    result = job.start().wait()
+    assert result.status == "stopped" and 2 <= result.step < SETTINGS["steps"]
+
+
+def test_resume_continues_the_step_count_and_the_loss(tickets, tmp_path):
+    runs = tmp_path / "runs"
+    whole, _ = _train(tickets, runs, name="whole")
+    job = api.prepare_training(tickets, runs_dir=runs, name="part", **SETTINGS)
+    job.extra_callbacks.append(_At(4, job.stop))
+    assert job.start().wait().step == 4
+    resumed = api.prepare_training(resume="part", runs_dir=runs)
+    assert resumed.resume_from.name == "checkpoint-4"
+    assert resumed.start().wait().status == "completed"
+    steps = [m["step"] for m in resumed.run.metrics() if m.get("loss") is not None]
+    assert steps == list(range(1, 9))
+    assert max(abs(a - b) for a, b in zip(_losses(resumed.run.path), _losses(whole.run.path))) < 1e-4
+
+
+def test_resume_with_other_data_is_refused(tickets, tmp_path, tiny_tokenizer, tiny_model_dir):
+    from jupyter_finetune.engine import ConfigError
+
+    _train(tickets, tmp_path / "runs", name="r", steps=2)
+    other = prepare(read_records(good_rows(70)), name="tickets", tokenizer=tiny_tokenizer, model=str(tiny_model_dir))
+    with pytest.raises(ConfigError, match="was trained on data version"):
+        api.prepare_training(other, resume="r", runs_dir=tmp_path / "runs")
+
+
+def test_out_of_memory_fails_the_run_names_the_settings_and_keeps_the_kernel_usable(tickets, tmp_path):
+    def oom():
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    job = api.prepare_training(tickets, runs_dir=tmp_path / "runs", name="oom", **SETTINGS)
+    job.extra_callbacks.append(_At(2, oom))
+    result = job.start().wait()
+    assert result.status == "failed" and job.run.status()["status"] == "failed"
+    assert "out of host memory" in result.message and "--batch-size 2 (now 4" in result.message
+    assert "--max-length 512 (now 1024" in result.message
+    assert [m["step"] for m in job.run.metrics()] == [1]
+    _, again = _train(tickets, tmp_path / "runs", name="after", steps=2)
+    assert again.status == "completed"
+
+
+def test_existing_run_is_not_overwritten(tickets, tmp_path):
+    _train(tickets, tmp_path / "runs", name="r", steps=1)
+    with pytest.raises(RunExists, match="--overwrite"):
+        api.prepare_training(tickets, runs_dir=tmp_path / "runs", name="r", **SETTINGS)
+    assert api.prepare_training(tickets, runs_dir=tmp_path / "runs", name="r", overwrite=True, **SETTINGS)
+
+
+def test_killed_kernel_leaves_the_run_interrupted_with_its_metrics(tiny_model_dir, tmp_path):
+    script = f"""
+import sys, time
+sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parent)!r})
+from transformers import TrainerCallback
+from helpers import good_rows
+from jupyter_finetune import api, load_data
+class Slow(TrainerCallback):
+    def on_log(self, args, state, control, logs=None, **kw):
+        if state.global_step >= 4:
+            print("ready", flush=True)
+            time.sleep(60)
+data = load_data("tickets", good_rows(60), model={str(tiny_model_dir)!r}, save=False)
+job = api.prepare_training(data, runs_dir={str(tmp_path / 'runs')!r}, name="k", steps=50, batch_size=4, callbacks=[Slow()])
+job.start().wait()
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    run = RunStore.at(tmp_path / "runs").get("k")
+    assert run.status()["status"] == "interrupted"
+    assert [m["step"] for m in run.metrics()] == [1, 2, 3]
