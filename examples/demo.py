@@ -1,24 +1,50 @@
-"""`make demo`: the data step of the quickstart on the packaged SmolLM2, printed as text.
+"""`make demo`: run examples/quickstart.ipynb headless on the packaged SmolLM2 and print what it shows.
 
-Training and the base-vs-tuned table join this script when %ft_train and %ft_eval land.
+The executed notebook is written to examples/quickstart.out.ipynb (ignored by git).
 """
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 
-import jupyter_finetune as ft
-from jupyter_finetune.ui.data_report import report_text
+import nbformat
+from nbclient import NotebookClient
 
-DATA = Path(__file__).parent / "data" / "tickets.jsonl"
+HERE = Path(__file__).parent
 
 
-def main() -> None:
-    tickets = ft.load_data("tickets", DATA, split=0.1, seed=0)
-    print(report_text(tickets))
-    print("\nWhat training sees for the first example ([...] carries loss):")
-    print("".join(f"[{t.text}]" if t.carries_loss else t.text for t in tickets.preview(0)))
+def _text(output: dict) -> str:
+    if output.get("output_type") == "stream":
+        return output.get("text", "")
+    if output.get("output_type") == "error":
+        return f"{output.get('ename')}: {output.get('evalue')}\n"
+    data = output.get("data", {})
+    return data.get("text/plain", "") + "\n" if "text/plain" in data and "text/html" not in data else ""
+
+
+def main() -> int:
+    notebook = nbformat.read(HERE / "quickstart.ipynb", as_version=4)
+    start = time.perf_counter()
+    client = NotebookClient(notebook, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(HERE)}})
+    failed = None
+    try:
+        client.execute()
+    except Exception as exc:  # the executed cells are still printed below, up to the failure
+        failed = exc
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            print(f">>> {cell.source}")
+            for output in cell.get("outputs", []):
+                print(_text(output), end="")
+    nbformat.write(notebook, HERE / "quickstart.out.ipynb")
+    print(f"\nquickstart ran in {time.perf_counter() - start:.0f} s; executed notebook: examples/quickstart.out.ipynb")
+    if failed:
+        print(f"demo failed: {failed}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -11,7 +11,7 @@ from importlib import import_module
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["DEFAULT_MODEL", "load_data", "load_ipython_extension"]
+__all__ = ["DEFAULT_MODEL", "load_data", "load_ipython_extension", "stop", "train"]
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -20,7 +20,17 @@ def load_ipython_extension(ipython: Any) -> None:
     register(ipython)
 
 
+def train(data: Any = None, *, background: bool = False, **options: Any) -> Any:
+    """Train with the live dashboard (text progress outside a notebook); see api.prepare_training."""
+    from .api import prepare_training
+    from .ui.training import run_job
+
+    return run_job(prepare_training(data, **options), background=background)
+
+
 def __getattr__(name: str) -> Any:
-    if name in ("load_data", "DEFAULT_MODEL"):
+    if name in ("api",):
+        return import_module(".api", __name__)
+    if name in ("load_data", "stop", "DEFAULT_MODEL"):
         return getattr(import_module(".api", __name__), name)
     raise AttributeError(f"module 'jupyter_finetune' has no attribute {name!r}")

@@ -70,7 +70,11 @@ def prepare_training(data: FtDataset | None = None, *, name: str | None = None, 
     from .runs import RunStore
 
     store = RunStore.at(runs_dir)
+    given = sorted(k for k, v in settings.items() if v is not None)
     if resume is not None:
+        if given:
+            raise ConfigError(f"--resume continues with the run's own settings; drop {', '.join(given)} "
+                              "or start a new run")
         run = store.get(resume)
         if run.status().get("status") == "running":
             raise ConfigError(f"run {resume!r} is still training (pid {run.status().get('pid')}); stop it first")
@@ -87,7 +91,8 @@ def prepare_training(data: FtDataset | None = None, *, name: str | None = None, 
     else:
         if data is None:
             raise ConfigError("give the data to train on: a data set made by %ft_data / load_data")
-        settings.setdefault("max_length", data.max_length)
+        if settings.get("max_length") is None:
+            settings["max_length"] = data.max_length
         config = build_config(preset, model=settings.pop("model", None) or data.model, **settings)
         checkpoint = None
     backend, reason = select_backend(config)
@@ -121,3 +126,23 @@ def stop(name: str | None = None) -> list[str]:
 def _last_checkpoint(folder: Path) -> Path | None:
     found = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
     return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
+
+
+def evaluate(run: str, data: FtDataset | None = None, *, runs_dir: str | Path | None = None,
+             metrics: tuple[str, ...] = ("json_valid", "json_fields", "exact"), max_new_tokens: int = 64,
+             batch_size: int = 8, limit: int | None = None) -> Any:
+    """Base vs fine-tuned on the run's held-out rows (its stored data unless ``data`` is given)."""
+    from .data import restore
+    from .evaluation.compare import compare
+    from .models import load_tokenizer, resolve_model
+    from .runs import RunStore
+
+    stored = RunStore.at(runs_dir).get(run)
+    config = stored.read("config.json")
+    if not (stored.adapter_dir / "adapter_config.json").exists():
+        raise FileNotFoundError(f"run {run!r} has no adapter yet (status {stored.status()['status']})")
+    model = config["train"]["model"]
+    if data is None:
+        data = restore(stored.path / "data.jsonl", stored.read("data.json"), load_tokenizer(model))
+    return compare(resolve_model(model).path, stored.adapter_dir, data, metrics=metrics,
+                   max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Unicode
 
 FORMAT_CHOICES = ["auto", "messages", "prompt_completion", "alpaca", "sharegpt", "text"]
 
 
 @magics_class
 class FinetuneMagics(Magics):
+    runs_dir = Unicode("", config=True,
+                       help="Run store root (e.g. a mounted Drive folder); default $JUPYTER_FINETUNE_RUNS or ./ft_runs")
+
     @magic_arguments()
     @argument("name", help="Name for the data set; it is stored under this name in the notebook.")
     @argument("--from", dest="source", metavar="PATH_OR_VARIABLE",
@@ -65,6 +69,69 @@ class FinetuneMagics(Magics):
 
         if widgets_available():
             display(HTML(data_report.errors_html(name, exc.problems)))
+
+
+    @magic_arguments()
+    @argument("data", nargs="?", help="A data set made by %%ft_data (optional with --resume).")
+    @argument("--model", help="Alias, folder, .gguf or cached hub id (default: the data's model).")
+    @argument("--name", help="Run name (default: DATA-N, counting up).")
+    @argument("--preset", default="balanced", choices=["quick", "balanced", "thorough"])
+    @argument("--epochs", type=float)
+    @argument("--steps", type=int, help="Optimizer steps (overrides --epochs).")
+    @argument("--batch-size", type=int)
+    @argument("--grad-accum", type=int)
+    @argument("--lr", type=float)
+    @argument("--rank", type=int)
+    @argument("--alpha", type=int)
+    @argument("--dropout", type=float)
+    @argument("--target-modules", help="all-linear, or names such as q_proj,v_proj.")
+    @argument("--max-length", type=int)
+    @argument("--seed", type=int)
+    @argument("--quant", choices=["4bit", "8bit", "none"])
+    @argument("--backend", choices=["auto", "unsloth", "hf"])
+    @argument("--report-to", help="tensorboard,mlflow,wandb")
+    @argument("--background", action="store_true", help="Return at once; the dashboard keeps updating.")
+    @argument("--resume", metavar="RUN", help="Continue RUN from its last checkpoint.")
+    @argument("--overwrite", action="store_true", help="Replace an existing run of the same name.")
+    @argument("--runs-dir", help="Run store root for this call.")
+    @line_magic
+    def ft_train(self, line: str):
+        """LoRA fine-tune on a data set, with a live dashboard; the run is kept under ft_runs/NAME."""
+        from . import api
+        from .engine import ConfigError
+        from .runs import RunExists
+        from .ui.training import run_job
+
+        args = parse_argstring(self.ft_train, line)
+        data = None
+        if args.data is not None:
+            data = self.shell.user_ns.get(args.data)
+            if data is None or not hasattr(data, "to_hf"):
+                raise UsageError(f"{args.data!r} is not a data set in this notebook: make it with %%ft_data {args.data}")
+        settings = {k: getattr(args, k) for k in ("model", "epochs", "steps", "batch_size", "grad_accum", "lr", "rank",
+                                                  "alpha", "dropout", "target_modules", "max_length", "seed", "quant",
+                                                  "backend", "report_to")}
+        try:
+            job = api.prepare_training(data, name=args.name, preset=args.preset, resume=args.resume,
+                                       overwrite=args.overwrite, runs_dir=args.runs_dir or self.runs_dir or None,
+                                       **settings)
+        except (ConfigError, RunExists, FileNotFoundError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+        result = run_job(job, background=args.background)
+        if not args.background and result.status == "failed":
+            raise UsageError(f"run {result.run} failed: {result.message}")
+        return None
+
+    @line_magic
+    def ft_stop(self, line: str):
+        """Stop a training run of this kernel at its next step (all running ones without a name)."""
+        from . import api
+
+        try:
+            names = api.stop(line.strip() or None)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        print(f"stopping {', '.join(names)}" if names else "nothing is training")
 
 
 def register(ipython) -> None:

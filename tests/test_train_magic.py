@@ -1,0 +1,80 @@
+"""%ft_train and %ft_stop through a real IPython shell, on a tiny model."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+from jupyter_finetune.runs import RunStore
+from helpers import good_rows, jsonl
+
+
+@pytest.fixture()
+def shell(tmp_path, monkeypatch, tiny_model_dir):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("JUPYTER_FINETUNE_RUNS", raising=False)
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "jupyter_finetune")
+    with capture_output():
+        ip.run_cell_magic("ft_data", f"tickets --model {tiny_model_dir}", jsonl(good_rows(60)))
+    yield ip
+    InteractiveShell.clear_instance()
+
+
+def test_ft_train_shows_settings_progress_and_keeps_the_run(shell, tmp_path):
+    with capture_output() as cap:
+        shell.run_line_magic("ft_train", "tickets --steps 6 --batch-size 4 --name t1 --rank 4")
+    assert "backend hf: no CUDA GPU" in cap.stdout and "rank=4" in cap.stdout
+    assert "step 6/6" in cap.stdout and "completed" in cap.stdout
+    run = RunStore.at(tmp_path / "ft_runs").get("t1")
+    assert run.status()["status"] == "completed" and (run.adapter_dir / "adapter_config.json").exists()
+
+
+def test_names_count_up_from_the_data_name(shell, tmp_path):
+    with capture_output():
+        shell.run_line_magic("ft_train", "tickets --steps 1 --batch-size 4")
+        shell.run_line_magic("ft_train", "tickets --steps 1 --batch-size 4")
+    assert [r.name for r in RunStore.at(tmp_path / "ft_runs")] == ["tickets-1", "tickets-2"]
+
+
+def test_config_sets_the_run_store_root(shell, tmp_path):
+    shell.run_line_magic("config", f"FinetuneMagics.runs_dir = {str(tmp_path / 'drive')!r}")
+    with capture_output():
+        shell.run_line_magic("ft_train", "tickets --steps 1 --batch-size 4 --name d")
+    assert (tmp_path / "drive" / "d" / "adapter").is_dir()
+
+
+def test_usage_errors_name_the_fix(shell):
+    with pytest.raises(UsageError, match="make it with %%ft_data nope"):
+        shell.run_line_magic("ft_train", "nope")
+    with pytest.raises(UsageError, match="batch_size must be at least 1"):
+        shell.run_line_magic("ft_train", "tickets --batch-size 0")
+    with pytest.raises(UsageError, match="needs an NVIDIA GPU"):
+        shell.run_line_magic("ft_train", "tickets --quant 4bit")
+    with capture_output():
+        shell.run_line_magic("ft_train", "tickets --steps 1 --batch-size 4 --name x")
+    with pytest.raises(UsageError, match="--overwrite"):
+        shell.run_line_magic("ft_train", "tickets --steps 1 --name x")
+    with pytest.raises(UsageError, match="drop steps"):
+        shell.run_line_magic("ft_train", "--resume x --steps 3")
+
+
+def test_background_run_is_stopped_by_ft_stop(shell, tmp_path):
+    with capture_output():
+        job = shell.run_line_magic("ft_train", "tickets --steps 400 --batch-size 4 --name bg --background")
+    assert job is None
+    deadline = time.time() + 60
+    run = RunStore.at(tmp_path / "ft_runs").get("bg")
+    while not run.metrics() and time.time() < deadline:
+        time.sleep(0.05)
+    with capture_output() as cap:
+        shell.run_line_magic("ft_stop", "bg")
+    assert "stopping bg" in cap.stdout
+    while run.status()["status"] == "running" and time.time() < deadline:
+        time.sleep(0.05)
+    status = run.status()
+    assert status["status"] == "stopped" and status["step"] < 400
