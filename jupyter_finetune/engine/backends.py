@@ -88,5 +88,19 @@ def select_backend(config: TrainConfig) -> tuple[Backend, str]:
                           "--backend unsloth needs an NVIDIA GPU and `pip install \"jupyter-finetune[unsloth]\"`"
                           f" ({'no CUDA device' if not cuda else 'unsloth is not installed'}); use --backend auto")
     if not cuda:
+        _check_trl_on_cpu()
         return HFBackend(), "hf: no CUDA GPU, so transformers + peft LoRA in fp32 on CPU"
     return HFBackend(), f"hf: CUDA GPU{', ' + config.quant + ' base weights' if config.quant != 'none' else ''}"
+
+
+def _check_trl_on_cpu() -> None:
+    """TRL before 1.16 computes the loss with a Triton kernel that has no CPU driver."""
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    import trl.trainer.utils as trl_utils
+
+    if Version(version("trl")) < Version("1.16") and hasattr(trl_utils, "add_fused_lm_head"):
+        raise ConfigError(f"TRL {version('trl')} cannot train on CPU (its fused loss needs a GPU Triton driver); "
+                          "run pip install 'trl>=1.16' for CPU training")
