@@ -5,6 +5,8 @@ The executed notebook is written to examples/quickstart.out.ipynb (ignored by gi
 
 from __future__ import annotations
 
+import html
+import re
 import sys
 import time
 from pathlib import Path
@@ -21,7 +23,16 @@ def _text(output: dict) -> str:
     if output.get("output_type") == "error":
         return f"{output.get('ename')}: {output.get('evalue')}\n"
     data = output.get("data", {})
-    return data.get("text/plain", "") + "\n" if "text/plain" in data and "text/html" not in data else ""
+    if "application/vnd.jupyter.widget-view+json" in data:
+        return ""  # live widgets; their static record follows as HTML
+    if "text/html" in data:
+        text = re.sub(r"<(style|script)[^>]*>.*?</\1>", "", data["text/html"], flags=re.S)
+        text = re.sub(r"</(tr|p|h4|div|summary)>", "\n", text)
+        text = re.sub(r"</t[dh]>", "  ", text)
+        text = re.sub(r"<[^>]+>", "", text)
+        lines = [line.strip() for line in text.splitlines() if line.strip() and "data:image" not in line]
+        return html.unescape("\n".join(lines[:40])) + "\n"
+    return data.get("text/plain", "") + "\n" if "text/plain" in data else ""
 
 
 def main() -> int:

@@ -165,3 +165,21 @@ job.start().wait()
     run = RunStore.at(tmp_path / "runs").get("k")
     assert run.status()["status"] == "interrupted"
     assert [m["step"] for m in run.metrics()] == [1, 2, 3]
+
+
+def test_every_training_example_ends_with_the_templates_end_token_and_padding_is_masked(tickets, tmp_path, tiny_tokenizer):
+    rows = good_rows(60)
+    rows[5]["messages"][2]["content"] = "a much longer answer " * 12
+    data = prepare(read_records(rows), name="tickets", tokenizer=tiny_tokenizer, model=tickets.model, split=0.0)
+    trainer = api.prepare_training(data, runs_dir=tmp_path / "runs", name="eos", **SETTINGS).build_trainer()
+    end = tiny_tokenizer.encode("<|im_end|>\n", add_special_tokens=False)
+    seen = 0
+    for batch in trainer.get_train_dataloader():
+        for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"]):
+            real = mask.bool()
+            assert ids[real][-len(end):].tolist() == end
+            assert labels[real][-len(end):].tolist() == end
+            assert (labels[~real] == -100).all()
+            assert (labels[real] != -100).sum() > len(end)
+            seen += 1
+    assert seen == 60

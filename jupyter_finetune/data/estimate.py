@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
 
-# Measured: LoRA r16 on SmolLM2-135M trains ~200 tokens/s on 2 CPU cores. Training costs about
-# 6 FLOPs per parameter per token, so one core delivers about 200 * 6 * 135e6 / 2 FLOP/s.
-CPU_FLOPS_PER_CORE = 200 * 6 * 135e6 / 2
+# Measured (examples/quickstart.ipynb, torch 2.13 CPU, TRL 1.16): LoRA r16 on SmolLM2-135M trains
+# ~80 non-padding tokens/s on 2 cores. Training costs about 6 FLOPs per parameter per token, so one
+# core delivers about 80 * 6 * 135e6 / 2 FLOP/s.
+CPU_FLOPS_PER_CORE = 80 * 6 * 135e6 / 2
 
 
 @dataclass(frozen=True)

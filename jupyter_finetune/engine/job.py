@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import FtDataset
+from ..models.quiet import library_bars_off
 from ..runs import Run
 from .backends import Backend, cuda_available
 from .callbacks import EventCallback
@@ -131,7 +132,8 @@ class TrainJob:
         self._finish("failed", message, None)
 
     def _fit(self) -> None:
-        trainer = self._build_trainer()
+        with library_bars_off():
+            trainer = self.build_trainer()
         trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
         self._step = trainer.state.global_step
         status = "stopped" if self.stop_requested.is_set() else "completed"
@@ -144,7 +146,8 @@ class TrainJob:
         self.result = TrainResult(self.run.name, status, self._step, message, adapter)
         self._emit({"event": "end", "status": status, "step": self._step, "message": message, "time": time.time()})
 
-    def _build_trainer(self) -> Any:
+    def build_trainer(self) -> Any:
+        """The SFTTrainer this job runs (public so that what training sees can be inspected)."""
         from transformers import AutoTokenizer, PrinterCallback, set_seed
         from trl import SFTTrainer
 

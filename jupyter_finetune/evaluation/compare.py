@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import FtDataset
+from ..models.quiet import library_bars_off
 from .generate import generate
 from .metrics import METRICS
 
@@ -49,9 +50,10 @@ def compare(model_path: Path, adapter_dir: Path, data: FtDataset, *, metrics: tu
     rows = data.test[:limit] if limit else data.test
     if not rows:
         raise ValueError(f"{data.name!r} has no test rows: make it with --split 0.1 or a test file")
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    model = PeftModel.from_pretrained(base, adapter_dir).eval()
+    with library_bars_off():
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        model = PeftModel.from_pretrained(base, adapter_dir).eval()
     prompts = [ex.messages[:-1] for ex in rows]
     references = [ex.messages[-1]["content"] for ex in rows]
     result = Comparison(len(rows), tuple(metrics))

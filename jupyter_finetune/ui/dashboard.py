@@ -1,16 +1,19 @@
-"""The live training dashboard: a listener for engine events.
+"""The live training dashboard: a listener for engine events that owns one output.
 
-In a notebook: a progress bar, a stats line, the loss curves (redrawn at most once per
-``min_redraw_s`` whatever the step rate) and a Stop button; when training ends the widgets are
-replaced, in the same output, by static HTML (summary table + PNG of the curves) so a saved
-notebook keeps them. Elsewhere: a text line at most every ``min_redraw_s`` and a summary.
-Events arrive on the training thread; only widget traits are touched here, never pyplot.
+In a notebook: a header, a progress bar with a Stop button, a stats line and the loss curves.
+Cheap widget updates happen on every event; the figure is rendered on a short-lived timer thread
+at most once per ``min_redraw_s`` (the training thread never waits for matplotlib, and the
+newest records are drawn even when events pause). When training ends the widgets are replaced,
+in the same output, by static HTML (summary table + PNG of the curves) so a saved notebook keeps
+them. Elsewhere: a text line at most every ``min_redraw_s`` and a summary line.
 """
 
 from __future__ import annotations
 
 import base64
+import threading
 import time
+from html import escape
 from typing import Any, Callable
 
 from .env import widgets_available
@@ -20,33 +23,41 @@ from .tables import duration, summary_html, summary_rows
 _BAR_STYLE = {"completed": "success", "failed": "danger", "stopped": "warning"}
 
 
-def progress_line(record: dict[str, Any]) -> str:
-    parts = [f"step {record['step']}/{record['max_steps']}", f"epoch {record.get('epoch', 0):.2f}"]
-    if record.get("loss") is not None:
-        parts.append(f"loss {record['loss']:.4f}")
-    if record.get("eval_loss") is not None:
-        parts.append(f"eval {record['eval_loss']:.4f}")
-    if record.get("lr") is not None:
-        parts.append(f"lr {record['lr']:.1e}")
-    parts += [f"{record.get('tokens_per_s', 0):.0f} tok/s", f"mem {record.get('memory_gb', 0):.1f} GB",
-              f"ETA {duration(record.get('eta_s'))}"]
+def progress_line(latest: dict[str, Any]) -> str:
+    """``step 12/80  epoch 0.60  loss 1.2340  eval 1.3000  lr 1.9e-04  412 tok/s  mem 1.2 GB  ETA 1m05s``."""
+    parts = [f"step {latest['step']}/{latest['max_steps']}", f"epoch {latest.get('epoch', 0.0):.2f}"]
+    for key, label, fmt in (("loss", "loss", ".4f"), ("eval_loss", "eval", ".4f"), ("lr", "lr", ".1e")):
+        if latest.get(key) is not None:
+            parts.append(f"{label} {latest[key]:{fmt}}")
+    parts += [f"{latest.get('tokens_per_s', 0.0):.0f} tok/s", f"mem {latest.get('memory_gb', 0.0):.1f} GB",
+              f"ETA {duration(latest.get('eta_s'))}"]
     return "  ".join(parts)
 
 
 class Dashboard:
+    """Listener (``dashboard(event)``) that shows one run's progress as widgets or text lines.
+
+    Safe to call from the training thread: it only sets widget traits and prints; figures are
+    built with matplotlib's object API, never pyplot. ``redraws`` counts rendered figures.
+    """
+
     def __init__(self, run_name: str, on_stop: Callable[[], None] | None = None, min_redraw_s: float = 1.0,
                  widgets: bool | None = None):
         self.run_name = run_name
         self.on_stop = on_stop
         self.min_redraw_s = min_redraw_s
         self.widgets = widgets_available() if widgets is None else widgets
-        self.records: list[dict[str, Any]] = []
         self.start: dict[str, Any] = {"run": run_name, "time": time.time()}
+        self.records: list[dict[str, Any]] = []
         self.end: dict[str, Any] | None = None
         self.redraws = 0
-        self._last_draw = 0.0
-        self._last_print = 0.0
-        self._ui: dict[str, Any] = {}
+        self._latest: dict[str, Any] = {}  # newest non-None value per key: eval and train logs interleave
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._last_draw = float("-inf")
+        self._last_print = float("-inf")
+        self._printed = 0  # how many records the last printed line covered
+        self.ui: dict[str, Any] = {}  # the widgets by name (bar, stop, stats, plot, ...); empty in text mode
         self._handle: Any = None
         self._static = ""
 
@@ -58,73 +69,119 @@ class Dashboard:
                 self._show_widgets()
         elif kind == "log":
             self.records.append(event)
-            self._update(event)
+            self._latest.update((k, v) for k, v in event.items() if v is not None)
+            if not self.widgets:
+                self._print_progress()
+                return
+            if not self.ui:  # attached after the start event
+                self._show_widgets()
+            self._update_widgets()
         elif kind == "end":
-            self.end = event
-            self._finish()
+            self._finish(event)
 
     def static_html(self) -> str:
-        """What stays in the notebook once training ended: summary table and loss curves."""
+        """What stays in the notebook once training ended: summary table and loss curves ("" before)."""
         return self._static
+
+    # widgets
 
     def _show_widgets(self) -> None:
         import ipywidgets as w
         from IPython.display import display
 
-        bar = w.IntProgress(value=self.start.get("step", 0), min=0, max=max(1, self.start.get("max_steps", 1)),
-                            description="training", bar_style="info")
+        steps = self.start.get("max_steps") or self._latest.get("max_steps") or 1
+        head = f"<b>{escape(self.run_name)}</b>"
+        if "max_steps" in self.start:
+            head += escape(f": {self.start['max_steps']} steps, {self.start.get('epochs', '?')} epochs")
+        bar = w.IntProgress(value=self.start.get("step", 0), min=0, max=max(1, steps), bar_style="info")
         stop = w.Button(description="Stop", icon="stop", button_style="warning",
                         tooltip="Stop at the next step; the adapter so far is saved")
         stop.on_click(self._stop_clicked)
-        self._ui = {"bar": bar, "stats": w.HTML(f"<b>{self.run_name}</b>: starting…"), "plot": w.Image(format="png"),
-                    "stop": stop}
-        box = w.VBox([w.HBox([bar, stop]), self._ui["stats"], self._ui["plot"]])
-        self._ui["box"] = box
-        self._handle = display(box, display_id=True)
+        self.ui = {"header": w.HTML(head), "bar": bar, "stop": stop,
+                    "stats": w.HTML("<span style='font-family:monospace'>starting…</span>"),
+                    "plot": w.Image(format="png")}
+        self.ui["row"] = w.HBox([bar, stop])
+        self.ui["box"] = w.VBox([self.ui["header"], self.ui["row"], self.ui["stats"], self.ui["plot"]])
+        self._handle = display(self.ui["box"], display_id=True)  # None outside a kernel: display() just prints
 
     def _stop_clicked(self, _button: Any = None) -> None:
-        stop = self._ui["stop"]
+        stop = self.ui["stop"]
         if stop.disabled:
             return
         stop.disabled, stop.description = True, "Stopping…"
         if self.on_stop:
             self.on_stop()
 
-    def _update(self, record: dict[str, Any]) -> None:
-        now = time.time()
-        due = now - self._last_draw >= self.min_redraw_s
-        if self.widgets and self._ui:
-            self._ui["bar"].value = record["step"]
-            self._ui["stats"].value = f"<b>{self.run_name}</b>: {progress_line(record)}"
-            if due:
-                self._draw()
-        elif not self.widgets and (len(self.records) == 1 or now - self._last_print >= self.min_redraw_s):
-            self._last_print = now
-            print(f"{self.run_name}: {progress_line(record)}", flush=True)
+    def _update_widgets(self) -> None:
+        latest = self._latest
+        self.ui["bar"].max = max(1, latest["max_steps"])
+        self.ui["bar"].value = latest["step"]
+        self.ui["stats"].value = f"<span style='font-family:monospace'>{escape(progress_line(latest))}</span>"
+        with self._lock:
+            if self._timer is not None:
+                return  # a pending redraw will pick up this record
+            delay = max(0.0, self._last_draw + self.min_redraw_s - time.monotonic())
+            self._timer = threading.Timer(delay, self._redraw)
+            self._timer.daemon = True
+            self._timer.start()
 
-    def _draw(self) -> None:
-        self._ui["plot"].value = figure_png(loss_figure(self.records, self.run_name))
-        self._last_draw = time.time()
-        self.redraws += 1
-
-    def _finish(self) -> None:
-        assert self.end is not None
-        png = figure_png(loss_figure(self.records, self.run_name))
-        self._static = (f"<div><p><b>{self.run_name}</b>: {self.end['message']}</p>"
-                        f"{summary_html(self.start, self.records, self.end)}"
-                        f"<img src='data:image/png;base64,{base64.b64encode(png).decode()}'/></div>")
-        if self.widgets and self._ui:
-            from IPython.display import HTML
-
-            self._ui["bar"].bar_style = _BAR_STYLE.get(self.end["status"], "")
-            self._ui["plot"].value = png
+    def _redraw(self) -> None:
+        """Runs on the timer thread; records arriving while it renders schedule the next redraw."""
+        with self._lock:
+            self._timer = None
+            if self.end is not None:
+                return
+            self._last_draw = time.monotonic()
+            records = list(self.records)
+        png = figure_png(loss_figure(records, self.run_name))
+        with self._lock:
             self.redraws += 1
-            if self._handle is not None:  # None where display() has no front end (plain Python)
-                self._handle.update(HTML(self._static))
-            for widget in self._ui.values():
-                widget.close()
-            return
-        if self.records:
-            print(f"{self.run_name}: {progress_line(self.records[-1])}", flush=True)
-        summary = ", ".join(f"{k} {v}" for k, v in summary_rows(self.start, self.records, self.end)[1:])
-        print(f"{self.run_name}: {self.end['message']} ({summary})", flush=True)
+            if self.end is None:
+                self.ui["plot"].value = png
+
+    # end
+
+    def _finish(self, end: dict[str, Any]) -> None:
+        with self._lock:
+            self.end = end
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        png = figure_png(loss_figure(self.records, self.run_name))
+        with self._lock:
+            self.redraws += 1
+        self._static = (f"<div><p><b>{escape(self.run_name)}</b>: {escape(end['message'])}</p>"
+                        f"{summary_html(self.start, self.records, end)}"
+                        f"<img src='data:image/png;base64,{base64.b64encode(png).decode()}'"
+                        f" alt='loss curves of {escape(self.run_name, quote=True)}'/></div>")
+        if self.widgets:
+            self._show_static(end)
+        else:
+            self._print_end(end)
+
+    def _show_static(self, end: dict[str, Any]) -> None:
+        from IPython.display import HTML, display
+
+        if self.ui:
+            self.ui["bar"].bar_style = _BAR_STYLE.get(end["status"], "")
+            self.ui["stop"].disabled = True
+        if self._handle is not None:
+            self._handle.update(HTML(self._static))
+        else:  # no widgets were shown (training failed before its start event), or no kernel
+            display(HTML(self._static))
+        for widget in self.ui.values():
+            widget.close()
+
+    # text
+
+    def _print_progress(self) -> None:
+        now = time.monotonic()
+        if self._printed == 0 or now - self._last_print >= self.min_redraw_s:
+            self._last_print, self._printed = now, len(self.records)
+            print(f"{self.run_name}: {progress_line(self._latest)}", flush=True)
+
+    def _print_end(self, end: dict[str, Any]) -> None:
+        if self._printed < len(self.records):
+            print(f"{self.run_name}: {progress_line(self._latest)}", flush=True)
+        summary = ", ".join(f"{k} {v}" for k, v in summary_rows(self.start, self.records, end)[1:])
+        print(f"{self.run_name}: {end['message']} ({summary})", flush=True)

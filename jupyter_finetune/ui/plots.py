@@ -5,30 +5,35 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from matplotlib.figure import Figure
 
-def loss_figure(records: list[dict[str, Any]], title: str = "") -> Any:
-    from matplotlib.figure import Figure
 
+def loss_figure(records: list[dict[str, Any]], title: str = "") -> Figure:
+    """Train and eval loss against step on one small axes.
+
+    Colours come from the active matplotlib style and the background stays opaque, so the PNG
+    reads the same on a light or a dark notebook theme.
+    """
     fig = Figure(figsize=(6, 3), layout="constrained")
     ax = fig.add_subplot()
     train = [(r["step"], r["loss"]) for r in records if r.get("loss") is not None]
     evals = [(r["step"], r["eval_loss"]) for r in records if r.get("eval_loss") is not None]
     if train:
-        ax.plot(*zip(*train), label="train loss", color="#1f77b4")
+        ax.plot(*zip(*train), color="C0", linewidth=1.2, label="train loss")
     if evals:
-        ax.plot(*zip(*evals), "o-", label="eval loss", color="#ff7f0e")
+        ax.plot(*zip(*evals), "o-", color="C1", markersize=3, linewidth=1.2, label="eval loss")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title.replace("$", r"\$"), fontsize=10)  # a run name is not mathtext
     if train or evals:
         ax.legend(loc="upper right", fontsize=8)
     return fig
 
 
-def figure_png(fig: Any, dpi: int = 90) -> bytes:
+def figure_png(fig: Figure, dpi: int = 90) -> bytes:
     """PNG bytes at a modest resolution, so saved notebooks stay small."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
+    fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()

@@ -1,37 +1,45 @@
-"""Small HTML tables for training summaries."""
+"""Small HTML tables for training summaries: plain data in, escaped HTML out."""
 
 from __future__ import annotations
 
 from html import escape
 from typing import Any
 
+_CELL = "padding:2px 10px;border-bottom:1px solid #8884;text-align:left"
+
 
 def duration(seconds: float | None) -> str:
+    """``1m05s`` / ``2h03m``: short enough for a progress line."""
     if seconds is None:
         return "-"
     seconds = int(seconds)
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def summary_rows(start: dict[str, Any], records: list[dict[str, Any]], end: dict[str, Any] | None) -> list[tuple[str, str]]:
+def summary_rows(start: dict[str, Any], records: list[dict[str, Any]],
+                 end: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """(label, value) pairs shared by the HTML table and the final text line."""
     last = records[-1] if records else {}
     losses = [r["loss"] for r in records if r.get("loss") is not None]
     evals = [r["eval_loss"] for r in records if r.get("eval_loss") is not None]
     rates = [r["tokens_per_s"] for r in records if r.get("tokens_per_s")]
-    elapsed = (end or last or start).get("time", start.get("time", 0)) - start.get("time", 0)
+    memory = [r["memory_gb"] for r in records if r.get("memory_gb") is not None]
+    t0 = start.get("time", 0.0)
+    step = (end or last or start).get("step", 0)
     return [
         ("run", str(start.get("run", ""))),
         ("status", end["status"] if end else "running"),
-        ("step", f"{last.get('step', start.get('step', 0))}/{start.get('max_steps', '?')}"),
-        ("epoch", f"{last.get('epoch', 0):.2f}"),
+        ("step", f"{step}/{start.get('max_steps', last.get('max_steps', '?'))}"),
+        ("epoch", f"{last.get('epoch', 0.0):.2f}"),
         ("last train loss", f"{losses[-1]:.4f}" if losses else "-"),
         ("best eval loss", f"{min(evals):.4f}" if evals else "-"),
-        ("tokens/s", f"{sum(rates) / len(rates):.0f}" if rates else "-"),
-        ("elapsed", duration(elapsed)),
-        ("peak memory", f"{last.get('memory_gb', 0):.2f} GB"),
+        ("tokens/s (mean)", f"{sum(rates) / len(rates):.0f}" if rates else "-"),
+        ("elapsed", duration((end or last or start).get("time", t0) - t0)),
+        ("peak memory", f"{max(memory):.2f} GB" if memory else "-"),
     ]
 
 
 def summary_html(start: dict[str, Any], records: list[dict[str, Any]], end: dict[str, Any] | None) -> str:
-    body = "".join(f"<tr><td>{escape(k)}</td><td>{escape(v)}</td></tr>" for k, v in summary_rows(start, records, end))
-    return f"<table>{body}</table>"
+    body = "".join(f"<tr><th style='{_CELL}'>{escape(k)}</th><td style='{_CELL}'>{escape(v)}</td></tr>"
+                   for k, v in summary_rows(start, records, end))
+    return f"<table style='border-collapse:collapse;margin:4px 0'>{body}</table>"
