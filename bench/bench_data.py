@@ -16,6 +16,8 @@ import random
 import time
 from pathlib import Path
 
+from results_io import report
+
 from jupyter_finetune.api import DEFAULT_MODEL
 from jupyter_finetune.data import prepare, read_text
 from jupyter_finetune.models import load_tokenizer
@@ -84,10 +86,7 @@ def main() -> None:
         "machine": f"{platform.node()} {platform.machine()} {len(__import__('os').sched_getaffinity(0))} cores",
         "python": platform.python_version(),
     }
-    print(json.dumps(result, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    report(result, args.out)
 
 
 if __name__ == "__main__":

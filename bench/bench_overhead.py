@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import platform
 import tempfile
@@ -19,6 +18,8 @@ import time
 from pathlib import Path
 
 import jupyter_finetune as ft
+from results_io import report
+
 from jupyter_finetune import api
 from jupyter_finetune.models import resolve_model
 from jupyter_finetune.ui.dashboard import Dashboard
@@ -72,10 +73,7 @@ def main() -> None:
     result = {"steps": args.steps, "plain_trl_s": round(plain_s, 2), "ours_with_dashboard_s": round(ours_s, 2),
               "ratio": round(ours_s / plain_s, 3), "target": "<= 1.05",
               "machine": f"{platform.machine()} {len(os.sched_getaffinity(0))} cores, CPU"}
-    print(json.dumps(result, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    report(result, args.out)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -20,6 +19,7 @@ from .readers import RawRow
 from .render import ChatRenderer
 from .split import split_indices
 from .tokens import Lengths, TokenStats, check_lengths, count_tokens
+from ..runs.store import write_text_atomic
 
 DEFAULT_MAX_LENGTH = 1024
 
@@ -89,8 +89,8 @@ class FtDataset:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{self.name}-{self.version}.jsonl"
         if not path.exists():
-            _atomic_write(path, self.jsonl())
-        _atomic_write(path.with_suffix(".json"), json.dumps(self.manifest(), indent=2))
+            write_text_atomic(path, self.jsonl())
+        write_text_atomic(path.with_suffix(".json"), json.dumps(self.manifest(), indent=2))
         return path
 
     def example(self, index: int = 0, split: str = "train") -> Example:
@@ -202,8 +202,3 @@ def _gc_paused() -> Iterator[None]:
         if was_enabled:
             gc.enable()
 
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

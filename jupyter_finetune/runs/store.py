@@ -37,10 +37,15 @@ def check_name(name: str) -> str:
     return name
 
 
-def write_json(path: Path, value: Any) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Temp file + rename: a reader sees the old file or the new one, never half of one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str))
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_json(path: Path, value: Any) -> None:
+    write_text_atomic(path, json.dumps(value, indent=2, default=str))
 
 
 def read_json(path: Path, default: Any = None) -> Any:
