@@ -128,21 +128,103 @@ def _last_checkpoint(folder: Path) -> Path | None:
     return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
 
 
-def evaluate(run: str, data: FtDataset | None = None, *, runs_dir: str | Path | None = None,
-             metrics: tuple[str, ...] = ("json_valid", "json_fields", "exact"), max_new_tokens: int = 64,
-             batch_size: int = 8, limit: int | None = None) -> Any:
-    """Base vs fine-tuned on the run's held-out rows (its stored data unless ``data`` is given)."""
+def evaluate(run: str, data: FtDataset | None = None, *, split: str = "test",
+             against: tuple[str, ...] | str = ("base", "fewshot"), shots: int = 3,
+             metrics: tuple[Any, ...] | str | None = None, threshold: str | float | None = None,
+             max_new_tokens: int | None = None, batch_size: int = 8, limit: int | None = None,
+             forgetting: bool = False, regenerate: bool = False, runs_dir: str | Path | None = None) -> Any:
+    """Fine-tuned vs base zero-shot vs base few-shot on held-out rows, with a verdict.
+
+    ``data`` defaults to the run's own stored copy (its test split). ``metrics`` default to JSON
+    metrics when the answers are JSON, else exact/f1/rougeL; ``max_new_tokens`` to the longest
+    reference answer plus a margin. Answers are saved under the run (``eval/<data-version>.json``)
+    and reused when asked again with the same adapter and settings.
+    """
     from .data import restore
-    from .evaluation.compare import compare
+    from .evaluation import compare as cmp
+    from .evaluation import report
+    from .evaluation.forgetting import check_forgetting
+    from .evaluation.loading import load_with_adapter
+    from .evaluation.metrics import resolve_metric
+    from .evaluation.verdict import Threshold, decide
     from .models import load_tokenizer, resolve_model
     from .runs import RunStore
 
     stored = RunStore.at(runs_dir).get(run)
-    config = stored.read("config.json")
-    if not (stored.adapter_dir / "adapter_config.json").exists():
-        raise FileNotFoundError(f"run {run!r} has no adapter yet (status {stored.status()['status']})")
-    model = config["train"]["model"]
+    stored.trained_adapter()
+    model = stored.read("config.json")["train"]["model"]
+    tokenizer = load_tokenizer(model)
     if data is None:
-        data = restore(stored.path / "data.jsonl", stored.read("data.json"), load_tokenizer(model))
-    return compare(resolve_model(model).path, stored.adapter_dir, data, metrics=metrics,
-                   max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit)
+        data = restore(stored.path / "data.jsonl", stored.read("data.json"), tokenizer)
+    rows = cmp.held_out(data, split, limit)
+    systems = ("fine-tuned", *_names(against))
+    chosen = dict(resolve_metric(m) for m in (_names(metrics) if metrics else _default_metrics(rows)))
+    if max_new_tokens is None:
+        longest = max(len(tokenizer(ex.messages[-1]["content"], add_special_tokens=False)["input_ids"]) for ex in rows)
+        max_new_tokens = min(1024, longest + 16)
+    settings = {"split": split, "shots": shots, "seed": 0, "max_new_tokens": max_new_tokens, "limit": limit}
+    adapter = report.adapter_fingerprint(stored.adapter_dir)
+    reuse = None if regenerate else report.saved_outputs(stored, data.version, adapter, settings)
+    model_path = resolve_model(model).path
+    outputs = cmp.generate_outputs(model_path, stored.adapter_dir, data, systems=systems, split=split, shots=shots,
+                                   max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit, reuse=reuse)
+    comparison = cmp.score_outputs(outputs, chosen, [{"row": ex.row, "messages": ex.messages} for ex in rows])
+    verdict = decide(comparison, Threshold.parse(str(threshold), comparison.metrics[0]) if threshold is not None else None)
+    checked = check_forgetting(*load_with_adapter(model_path, stored.adapter_dir)) if forgetting else None
+    report.save(stored, data.version, adapter, comparison, verdict, checked)
+    generated = tuple(s for s in systems if reuse is None or s not in reuse.generations)
+    return report.EvalReport(run, data.name, data.version, comparison, verdict, checked,
+                             report.results_file(stored, data.version), generated)
+
+
+def _names(value: tuple[Any, ...] | list[Any] | str) -> tuple[Any, ...]:
+    """``"a,b"`` or a sequence -> a tuple of names."""
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return tuple(value)
+
+
+def _default_metrics(rows: list[Any]) -> tuple[str, ...]:
+    from .evaluation.metrics import json_valid
+
+    if all(ex.messages[-1]["content"].lstrip().startswith(("{", "[")) and json_valid(ex.messages[-1]["content"], "")
+           for ex in rows):
+        return ("json_fields", "json_valid", "exact")
+    return ("exact", "f1", "rougeL")
+
+
+def runs(runs_dir: str | Path | None = None) -> list[Any]:
+    """A RunSummary per run in the store, newest first: status, settings, losses, eval scores."""
+    from .runs import RunStore
+    from .runs.summary import summarize_all
+
+    return summarize_all(RunStore.at(runs_dir))
+
+
+def compare_runs(names: list[str], runs_dir: str | Path | None = None) -> Any:
+    """A RunComparison of the named runs: summaries, loss records, settings and which of them differ."""
+    from .runs import RunStore
+    from .runs.summary import compare_runs as compare
+
+    return compare(RunStore.at(runs_dir), names)
+
+
+def chat_session(run: str, *, runs_dir: str | Path | None = None, max_new_tokens: int | None = None) -> Any:
+    """A ChatSession: the run's model loaded once, answering each message as base and as fine-tuned.
+
+    Its ``system`` is the system prompt most training rows share; ``max_new_tokens`` defaults to 128.
+    """
+    from .evaluation.chat import ChatSession
+    from .runs import RunStore
+
+    return ChatSession(RunStore.at(runs_dir).get(run), max_new_tokens=max_new_tokens)
+
+
+def chat(run: str, message: str, *, system: str | None = None, runs_dir: str | Path | None = None,
+         max_new_tokens: int | None = None) -> Any:
+    """One message answered by the base model and by the fine-tuned one (a ChatReply, with timings).
+
+    ``system`` defaults to the training data's system prompt; pass "" to send none. Loads the model
+    on every call: for several messages, keep a ``chat_session`` instead.
+    """
+    return chat_session(run, runs_dir=runs_dir, max_new_tokens=max_new_tokens).ask(message, system)

@@ -133,6 +133,101 @@ class FinetuneMagics(Magics):
             raise UsageError(str(exc)) from None
         print(f"stopping {', '.join(names)}" if names else "nothing is training")
 
+    @magic_arguments()
+    @argument("run", help="The run to evaluate.")
+    @argument("--data", metavar="NAME[:test]", help="A data set of this notebook and its split (default: the run's own).")
+    @argument("--against", default="base,fewshot", help="Systems beside fine-tuned: base, fewshot, or none.")
+    @argument("--shots", type=int, default=3, help="Training examples in the few-shot prompt (default 3).")
+    @argument("--metric", help="exact,json_valid,json_fields,f1,rougeL or module:function (default: by answer type).")
+    @argument("--threshold", help="The bar, e.g. json_fields>=0.9 (or 0.9 for the first metric).")
+    @argument("--max-new-tokens", type=int, help="Default: the longest reference answer + 16.")
+    @argument("--batch-size", type=int, default=8)
+    @argument("--limit", type=int, help="Evaluate on the first N held-out rows only.")
+    @argument("--forgetting", action="store_true", help="Also check general-prompt perplexity for regressions.")
+    @argument("--regenerate", action="store_true", help="Generate again even if saved answers match.")
+    @argument("--runs-dir", help="Run store root for this call.")
+    @line_magic
+    def ft_eval(self, line: str):
+        """Fine-tuned vs base zero-shot vs base few-shot on held-out rows, with a verdict."""
+        from . import api
+        from .ui import eval_view
+
+        args = parse_argstring(self.ft_eval, line)
+        data, split = None, "test"
+        if args.data:
+            name, _, split = args.data.partition(":")
+            split = split or "test"
+            data = self.shell.user_ns.get(name)
+            if data is None or not hasattr(data, "to_hf") or split not in ("test", "train"):
+                raise UsageError(f"--data {args.data!r}: give a data set of this notebook (made with %%ft_data "
+                                 f"{name}) and optionally :test or :train")
+        against = "" if args.against == "none" else args.against
+        try:
+            report = api.evaluate(args.run, data, split=split, against=against, shots=args.shots,
+                                  metrics=args.metric, threshold=args.threshold, max_new_tokens=args.max_new_tokens,
+                                  batch_size=args.batch_size, limit=args.limit, forgetting=args.forgetting,
+                                  regenerate=args.regenerate, runs_dir=args.runs_dir or self.runs_dir or None)
+        except (FileNotFoundError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+        eval_view.show(report)
+
+    @magic_arguments()
+    @argument("names", nargs="*", metavar="RUN", help="Runs to compare: loss curves overlaid, settings side by side.")
+    @argument("--runs-dir", help="Run store root for this call.")
+    @line_magic
+    def ft_runs(self, line: str):
+        """Every run in the store, newest first; with RUN names, those runs compared.
+
+        The comparison overlays their loss curves (train solid, eval dashed, one colour per run)
+        and highlights the settings that differ between them.
+        """
+        from . import api
+        from .runs import runs_root
+        from .ui import runs_view
+
+        args = parse_argstring(self.ft_runs, line)
+        runs_dir = args.runs_dir or self.runs_dir or None
+        if not args.names:
+            runs_view.show_runs(api.runs(runs_dir), runs_root(runs_dir))
+            return
+        try:
+            runs_view.show_comparison(api.compare_runs(args.names, runs_dir))
+        except (FileNotFoundError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+
+    @magic_arguments()
+    @argument("run", help="A trained run (it needs its adapter).")
+    @argument("--message", help="Send this one message and show both answers (the form for a plain terminal).")
+    @argument("--system", help="System prompt (default: the one most training rows share; '' for none).")
+    @argument("--max-new-tokens", type=int, help="Longest answer in tokens (default 128).")
+    @argument("--runs-dir", help="Run store root for this call.")
+    @line_magic
+    def ft_chat(self, line: str):
+        """Chat playground: each message answered by the base model and by RUN's fine-tuned model, side by side."""
+        from . import api
+        from .ui import chat
+        from .ui.env import widgets_available
+
+        args = parse_argstring(self.ft_chat, line)
+        if args.message is None and not widgets_available():
+            raise UsageError(f'widgets cannot render here: %ft_chat {args.run} --message "..." prints both answers')
+        message, system = self._unquoted(args.message), self._unquoted(args.system)
+        options = dict(runs_dir=args.runs_dir or self.runs_dir or None, max_new_tokens=args.max_new_tokens)
+        try:
+            if message is not None:
+                chat.show_reply(api.chat(args.run, message, system=system, **options))
+            else:
+                chat.ChatPlayground(api.chat_session(args.run, **options), system=system).show()
+        except (FileNotFoundError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+
+    @staticmethod
+    def _unquoted(text: str | None) -> str | None:
+        """The text without the quotes typed around it: magic_arguments keeps them (%%writefile strips them too)."""
+        if text and len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+            return text[1:-1]
+        return text
+
 
 def register(ipython) -> None:
     ipython.register_magics(FinetuneMagics)

@@ -1,70 +1,147 @@
-"""Base model vs fine-tuned on the same held-out rows, the same prompts and the same decoding."""
+"""Fine-tuned vs base zero-shot vs base few-shot: the same rows, prompts and decoding for all.
+
+Generating is the slow part and is kept (``Outputs``, saved under the run) apart from scoring,
+so a new metric or threshold re-scores saved answers without generating again.
+"""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..data import FtDataset
-from ..models.quiet import library_bars_off
-from .generate import generate
-from .metrics import METRICS
+from ..data.formats import Example
+from .fewshot import pick_shots, with_shots
+from .generate import Generation, generate_timed
+from .loading import load_with_adapter
+from .metrics import Metric, score
+
+SYSTEMS = ("fine-tuned", "base", "fewshot")
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What each system answered on the held-out rows, and under which settings."""
+
+    settings: dict[str, Any]
+    rows: list[int]
+    prompts: list[list[dict[str, str]]]
+    references: list[str]
+    shot_rows: list[int]
+    generations: dict[str, Generation] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Outputs":
+        return cls(**{**d, "generations": {k: Generation(**g) for k, g in d["generations"].items()}})
 
 
 @dataclass(frozen=True)
 class SystemScores:
-    """One system's answers on the held-out rows and its mean score per metric."""
+    """One system's per-row scores and its costs."""
 
     system: str
-    answers: list[str]
-    scores: dict[str, float]
-    seconds: float
+    per_row: dict[str, list[float]]
+    prompt_tokens: float
+    latency_s: float
+    tokens_per_s: float
+
+    def mean(self, metric: str) -> float:
+        values = self.per_row[metric]
+        return sum(values) / len(values)
 
 
 @dataclass(frozen=True)
 class Comparison:
-    rows: int
+    outputs: Outputs
     metrics: tuple[str, ...]
-    systems: list[SystemScores] = field(default_factory=list)
+    systems: dict[str, SystemScores]
+
+    @property
+    def rows(self) -> int:
+        return len(self.outputs.rows)
+
+    def table(self) -> list[dict[str, Any]]:
+        """One dict per system: its mean per metric, prompt tokens per request, latency, tokens/s."""
+        return [{"system": name, **{m: s.mean(m) for m in self.metrics}, "prompt tokens": s.prompt_tokens,
+                 "s/request": s.latency_s, "tokens/s": s.tokens_per_s} for name, s in self.systems.items()]
 
     def table_text(self) -> str:
-        width = max(len(s.system) for s in self.systems)
-        head = f"{'system':<{width}}  " + "  ".join(f"{m:>11}" for m in self.metrics) + "  seconds"
-        lines = [head] + [f"{s.system:<{width}}  " + "  ".join(f"{s.scores[m]:>11.2f}" for m in self.metrics)
-                          + f"  {s.seconds:>7.1f}" for s in self.systems]
+        table = self.table()
+        columns = [c for c in table[0] if c != "system"]
+        width = max(len("system"), *(len(r["system"]) for r in table))
+        lines = [f"{'system':<{width}}  " + "  ".join(f"{c:>13}" for c in columns)]
+        for r in table:
+            lines.append(f"{r['system']:<{width}}  " + "  ".join(f"{format_value(c, r[c]):>13}" for c in columns))
         return "\n".join(lines) + f"\n({self.rows} held-out rows)"
 
+    def summary(self) -> dict[str, Any]:
+        """Mean scores per system, as saved next to the outputs (the runs table reads these)."""
+        return {name: {"scores": {m: s.mean(m) for m in self.metrics}, "prompt_tokens": s.prompt_tokens,
+                       "latency_s": s.latency_s, "tokens_per_s": s.tokens_per_s} for name, s in self.systems.items()}
 
-def compare(model_path: Path, adapter_dir: Path, data: FtDataset, *, metrics: tuple[str, ...] = ("json_valid", "json_fields", "exact"),
-            max_new_tokens: int = 64, batch_size: int = 8, limit: int | None = None) -> Comparison:
-    """Greedy answers of the base model and of base + adapter, scored on the test split."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        raise ValueError(f"unknown metric(s) {', '.join(unknown)}: use {', '.join(METRICS)}")
-    rows = data.test[:limit] if limit else data.test
+def format_value(column: str, value: float) -> str:
+    """How a table cell shows a value: counts whole, rates and scores to a sensible precision."""
+    if column == "prompt tokens":
+        return f"{value:.0f}"
+    if column == "tokens/s":
+        return f"{value:.1f}"
+    return f"{value:.3f}" if column == "s/request" else f"{value:.2f}"
+
+
+def held_out(data: FtDataset, split: str, limit: int | None) -> list[Example]:
+    rows = data.test if split == "test" else data.train
+    if data.format == "text":
+        raise ValueError(f"{data.name!r} is plain text: there is no answer to compare; evaluate a chat or "
+                         "prompt/completion data set")
     if not rows:
-        raise ValueError(f"{data.name!r} has no test rows: make it with --split 0.1 or a test file")
-    with library_bars_off():
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-        base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-        model = PeftModel.from_pretrained(base, adapter_dir).eval()
+        raise ValueError(f"{data.name!r} has no {split} rows: make it with --split 0.1 or a test file")
+    return rows[:limit] if limit else rows
+
+
+def generate_outputs(model_path: Path, adapter_dir: Path, data: FtDataset, *, systems: tuple[str, ...],
+                     split: str = "test", shots: int = 3, seed: int = 0, max_new_tokens: int = 64,
+                     batch_size: int = 8, limit: int | None = None, reuse: Outputs | None = None) -> Outputs:
+    """Answers of each system; systems already in ``reuse`` (same settings) are not generated again."""
+    rows = held_out(data, split, limit)
+    unknown = [s for s in systems if s not in SYSTEMS]
+    if unknown:
+        raise ValueError(f"unknown system(s) {', '.join(unknown)}: compare with {', '.join(SYSTEMS[1:])}")
+    shot_examples = pick_shots(data.train, shots, seed) if "fewshot" in systems else []
     prompts = [ex.messages[:-1] for ex in rows]
-    references = [ex.messages[-1]["content"] for ex in rows]
-    result = Comparison(len(rows), tuple(metrics))
-    for system in ("base", "fine-tuned"):
-        start = time.perf_counter()
-        if system == "base":
-            with model.disable_adapter():
-                answers = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-        else:
-            answers = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-        seconds = time.perf_counter() - start
-        scores = {m: sum(METRICS[m](a, r) for a, r in zip(answers, references)) / len(rows) for m in metrics}
-        result.systems.append(SystemScores(system, answers, scores, seconds))
-    return result
+    outputs = Outputs({"split": split, "shots": shots, "seed": seed, "max_new_tokens": max_new_tokens,
+                       "limit": limit}, [ex.row for ex in rows], prompts,
+                      [ex.messages[-1]["content"] for ex in rows], [ex.row for ex in shot_examples],
+                      dict(reuse.generations) if reuse else {})
+    todo = [s for s in systems if s not in outputs.generations]
+    if not todo:
+        return outputs
+    model, tokenizer = load_with_adapter(model_path, adapter_dir)
+    for system in todo:
+        if system == "fine-tuned":
+            outputs.generations[system] = generate_timed(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                                         batch_size=batch_size)
+            continue
+        asked = [with_shots(p, shot_examples) for p in prompts] if system == "fewshot" else prompts
+        with model.disable_adapter():
+            outputs.generations[system] = generate_timed(model, tokenizer, asked, max_new_tokens=max_new_tokens,
+                                                         batch_size=batch_size)
+    return outputs
+
+
+def score_outputs(outputs: Outputs, metrics: dict[str, Metric], rows: list[dict[str, Any]]) -> Comparison:
+    """Per-row scores of every system; ``rows`` are the held-out examples handed to user metrics."""
+    systems = {}
+    for name in SYSTEMS:
+        gen = outputs.generations.get(name)
+        if gen is None:
+            continue
+        per_row = {m: [score(m, fn, a, r, row) for a, r, row in zip(gen.answers, outputs.references, rows)]
+                   for m, fn in metrics.items()}
+        n = len(gen.answers)
+        systems[name] = SystemScores(name, per_row, sum(gen.prompt_tokens) / n, gen.seconds / n, gen.tokens_per_s)
+    return Comparison(outputs, tuple(metrics), systems)

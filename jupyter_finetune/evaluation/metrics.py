@@ -1,11 +1,30 @@
-"""Metrics on one prediction against its reference: each returns a score in [0, 1]."""
+"""Metrics on one prediction against its reference: each returns a score in [0, 1].
+
+Every metric takes ``(prediction, reference, row)``, the signature users give their own
+functions (``--metric mymodule:score``); ``row`` is the held-out example as a dict with its
+``messages``, for metrics that need the question too.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
+import re
+from collections import Counter
+from functools import lru_cache
 from typing import Any, Callable
 
-Metric = Callable[[str, str], float]
+Metric = Callable[[str, str, Any], float]
+
+# Words are runs of letters/digits; CJK and kana/hangul characters count one by one, as they are
+# written without spaces.
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_WORD = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased words without punctuation: what F1 and ROUGE-L compare."""
+    return _WORD.findall(text.lower())
 
 
 def _json(text: str) -> Any:
@@ -15,15 +34,15 @@ def _json(text: str) -> Any:
         return None
 
 
-def exact(prediction: str, reference: str) -> float:
+def exact(prediction: str, reference: str, row: Any = None) -> float:
     return float(prediction.strip() == reference.strip())
 
 
-def json_valid(prediction: str, reference: str) -> float:
+def json_valid(prediction: str, reference: str, row: Any = None) -> float:
     return float(_json(prediction) is not None)
 
 
-def json_fields(prediction: str, reference: str) -> float:
+def json_fields(prediction: str, reference: str, row: Any = None) -> float:
     """Share of the reference object's fields that the prediction has with the same value."""
     want, got = _json(reference), _json(prediction)
     if not isinstance(want, dict) or not want:
@@ -33,4 +52,65 @@ def json_fields(prediction: str, reference: str) -> float:
     return sum(got.get(k) == v for k, v in want.items()) / len(want)
 
 
-METRICS: dict[str, Metric] = {"exact": exact, "json_valid": json_valid, "json_fields": json_fields}
+def f1(prediction: str, reference: str, row: Any = None) -> float:
+    """Token F1 as in SQuAD: harmonic mean of word precision and recall, words counted as a bag."""
+    got, want = words(prediction), words(reference)
+    if not got or not want:
+        return float(got == want)
+    common = sum((Counter(got) & Counter(want)).values())
+    if not common:
+        return 0.0
+    precision, recall = common / len(got), common / len(want)
+    return 2 * precision * recall / (precision + recall)
+
+
+class _Words:
+    """The tokenizer interface rouge_score expects, with our Unicode-aware words."""
+
+    @staticmethod
+    def tokenize(text: str) -> list[str]:
+        return words(text)
+
+
+@lru_cache(maxsize=1)
+def _rouge_scorer() -> Any:
+    from rouge_score.rouge_scorer import RougeScorer
+
+    return RougeScorer(["rougeL"], tokenizer=_Words())
+
+
+def rouge_l(prediction: str, reference: str, row: Any = None) -> float:
+    """ROUGE-L F-measure (longest common subsequence of words), computed by rouge-score."""
+    return _rouge_scorer().score(reference, prediction)["rougeL"].fmeasure
+
+
+METRICS: dict[str, Metric] = {"exact": exact, "json_valid": json_valid, "json_fields": json_fields,
+                              "f1": f1, "rougeL": rouge_l}
+
+
+def resolve_metric(spec: str | Metric) -> tuple[str, Metric]:
+    """A built-in metric by name, a user function as ``module:function``, or a callable."""
+    if callable(spec):
+        return getattr(spec, "__name__", "custom"), spec
+    if spec in METRICS:
+        return spec, METRICS[spec]
+    if ":" not in spec:
+        raise ValueError(f"unknown metric {spec!r}: use {', '.join(METRICS)}, or module:function for your own "
+                         "(a function (prediction, reference, row) -> float in [0, 1])")
+    module_name, _, func_name = spec.partition(":")
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"metric {spec!r}: cannot load {func_name!r} from module {module_name!r} ({exc}); "
+                         "the module must be importable from the notebook's folder or sys.path") from None
+    if not callable(func):
+        raise ValueError(f"metric {spec!r} is not a function")
+    return func_name, func
+
+
+def score(name: str, metric: Metric, prediction: str, reference: str, row: Any) -> float:
+    """One score, checked: a user function returning something else fails naming itself."""
+    value = metric(prediction, reference, row)
+    if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"metric {name!r} returned {value!r}; it must return a number in [0, 1]")
+    return float(value)

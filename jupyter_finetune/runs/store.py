@@ -81,6 +81,14 @@ class Run:
     def adapter_dir(self) -> Path:
         return self.path / "adapter"
 
+    def trained_adapter(self) -> Path:
+        """The adapter folder, or an error saying how to get one (evaluation and chat need it)."""
+        if not (self.adapter_dir / "adapter_config.json").exists():
+            raise FileNotFoundError(f"run {self.name!r} has no adapter yet (status {self.status()['status']}): "
+                                    f"finish it with %ft_train --resume {self.name}, or if it is training, "
+                                    f"%ft_stop {self.name} saves the adapter so far")
+        return self.adapter_dir
+
     @property
     def checkpoints_dir(self) -> Path:
         return self.path / "checkpoints"

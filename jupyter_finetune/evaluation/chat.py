@@ -1,0 +1,85 @@
+"""Chat with a run: one message answered by the base model and by the fine-tuned one, side by side.
+
+Each exchange stands alone (system prompt + this message), so both systems see exactly the same
+prompt and the answers compare like for like; decoding is the same greedy decoding evaluation
+uses. A session loads the model once and serves every exchange of a playground.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+
+from ..runs import Run
+from .generate import Generation, generate_timed
+from .loading import load_with_adapter
+
+DEFAULT_MAX_NEW_TOKENS = 128
+"""Enough for a short answer; generation on CPU takes a few seconds per system at this length."""
+
+
+@dataclass(frozen=True)
+class ChatReply:
+    """One exchange: what was asked, and both systems' answers with their generation times."""
+
+    run: str
+    system: str
+    message: str
+    base: str
+    fine_tuned: str
+    base_seconds: float
+    fine_tuned_seconds: float
+
+
+def training_system_prompt(run: Run) -> str:
+    """The system prompt that most of the run's training rows share ("" if no prompt has a majority).
+
+    The fine-tuned model learned to answer under that prompt, so a chat without it would not
+    show what training changed.
+    """
+    try:
+        lines = (run.path / "data.jsonl").read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return ""
+    prompts: Counter[str | None] = Counter()
+    for line in lines:
+        record = json.loads(line)
+        if record.get("split", "train") == "train":
+            first = record["messages"][0] if record["messages"] else {}
+            prompts[first["content"] if first.get("role") == "system" else None] += 1
+    if not prompts:
+        return ""
+    prompt, count = prompts.most_common(1)[0]
+    return prompt if prompt is not None and count * 2 > sum(prompts.values()) else ""
+
+
+class ChatSession:
+    """A run's base model with its adapter, loaded once; ``ask`` answers as both systems."""
+
+    def __init__(self, run: Run, *, max_new_tokens: int | None = None):
+        from ..models import resolve_model
+
+        run.trained_adapter()
+        self.run = run
+        self.system = training_system_prompt(run)
+        self.max_new_tokens = max_new_tokens or DEFAULT_MAX_NEW_TOKENS
+        self.model, self.tokenizer = load_with_adapter(resolve_model(run.read("config.json")["train"]["model"]).path,
+                                                       run.adapter_dir)
+
+    def ask(self, message: str, system: str | None = None) -> ChatReply:
+        """Both answers to ``message`` under ``system`` (default: the training data's system prompt)."""
+        if not message.strip():
+            raise ValueError("type a message to send")
+        system = self.system if system is None else system
+        conversation = [{"role": "system", "content": system}] if system else []
+        conversation.append({"role": "user", "content": message})
+        with self.model.disable_adapter():
+            base = self._answer(conversation)
+        fine_tuned = self._answer(conversation)
+        return ChatReply(self.run.name, system, message, base.answers[0], fine_tuned.answers[0], base.seconds,
+                         fine_tuned.seconds)
+
+    def _answer(self, conversation: list[dict[str, str]]) -> Generation:
+        return generate_timed(self.model, self.tokenizer, [conversation], max_new_tokens=self.max_new_tokens,
+                              batch_size=1)

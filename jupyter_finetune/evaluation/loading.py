@@ -1,0 +1,21 @@
+"""Base model with a run's adapter attached: one copy in memory serves both systems."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..models.quiet import library_bars_off
+
+
+def load_with_adapter(model_path: Path, adapter_dir: Path) -> tuple[Any, Any]:
+    """(model, tokenizer); inside ``model.disable_adapter()`` the model is the base model."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with library_bars_off():
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        model = PeftModel.from_pretrained(base, adapter_dir).eval()
+    return model, tokenizer

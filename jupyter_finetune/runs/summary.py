@@ -1,0 +1,105 @@
+"""One line per run, and runs side by side: read from the run store only, so any process can list them.
+
+Nothing here loads a model; a run whose files are partly missing (queued, killed before its first
+step) still gets a summary with what is there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from .store import Run, RunStore, read_json
+
+KEY_SETTINGS = ("preset", "steps", "epochs", "lr", "rank", "batch_size")
+"""The settings the runs table shows; a comparison shows them all."""
+
+FINE_TUNED = "fine-tuned"
+"""The system name under which evaluation results store the run's own (adapter) scores."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What the runs table shows about one run."""
+
+    name: str
+    status: str
+    """As Run.status() says: a dead kernel's ``running`` reads ``interrupted``."""
+    model: str
+    data: str
+    """Data set name and version (content hash), e.g. ``tickets v3f2a9c1d0b7e``."""
+    settings: dict[str, Any]
+    """``preset`` and every TrainConfig field, as saved in config.json."""
+    step: int
+    max_steps: int | None
+    best_eval_loss: float | None
+    last_train_loss: float | None
+    eval_scores: dict[str, float]
+    """The fine-tuned system's scores in the newest ``eval/*.json``; empty when never evaluated."""
+    created: float
+    """When training started (a queued run: when it was made); the table's order."""
+    seconds: float | None
+    """Wall time from start to the last status update, pauses before a resume included."""
+
+
+@dataclass(frozen=True)
+class RunComparison:
+    """Runs side by side: their summaries, loss records, and every setting with the differing ones named."""
+
+    runs: list[RunSummary]
+    curves: dict[str, list[dict[str, Any]]]
+    """Run name -> its metrics.jsonl records."""
+    settings: dict[str, tuple[Any, ...]]
+    """Setting -> its value in each run, in the order of ``runs``."""
+    differing: tuple[str, ...]
+
+
+def summarize(run: Run) -> RunSummary:
+    """The run's summary from status.json, config.json, data.json, metrics.jsonl and eval/."""
+    status = run.status()
+    config = run.read("config.json", {})
+    data = run.read("data.json", {})
+    records = run.metrics()
+    losses = [r["loss"] for r in records if r.get("loss") is not None]
+    evals = [r["eval_loss"] for r in records if r.get("eval_loss") is not None]
+    started = status.get("started")
+    return RunSummary(
+        name=run.name, status=status.get("status", "queued"), model=config.get("train", {}).get("model", "?"),
+        data=f"{data.get('name', '?')} v{data.get('version', '?')}",
+        settings={"preset": config.get("preset"), **config.get("train", {})},
+        step=status.get("step", 0), max_steps=status.get("max_steps"),
+        best_eval_loss=min(evals) if evals else None, last_train_loss=losses[-1] if losses else None,
+        eval_scores=_fine_tuned_scores(run), created=started or status.get("updated", 0.0),
+        seconds=status["updated"] - started if started and "updated" in status else None,
+    )
+
+
+def _fine_tuned_scores(run: Run) -> dict[str, float]:
+    """The newest evaluation file's fine-tuned scores; files in another shape are skipped."""
+    files = sorted((run.path / "eval").glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in files:
+        result = read_json(path)
+        systems = result.get("systems") if isinstance(result, dict) else None
+        system = systems.get(FINE_TUNED) if isinstance(systems, dict) else None
+        scores = system.get("scores") if isinstance(system, dict) else None
+        if isinstance(scores, dict):
+            return {k: float(v) for k, v in scores.items() if isinstance(v, (int, float))}
+    return {}
+
+
+def summarize_all(store: RunStore) -> list[RunSummary]:
+    """Every run in the store, newest first."""
+    return sorted((summarize(run) for run in store), key=lambda s: (s.created, s.name), reverse=True)
+
+
+def compare_runs(store: RunStore, names: Iterable[str]) -> RunComparison:
+    """The named runs (unknown names raise, listing the known runs) with their settings lined up."""
+    runs = [store.get(name) for name in dict.fromkeys(names)]
+    if not runs:
+        raise ValueError("name at least one run to compare (runs: "
+                         f"{', '.join(r.name for r in store) or 'none yet'})")
+    summaries = [summarize(run) for run in runs]
+    keys = ["data", *dict.fromkeys(k for s in summaries for k in s.settings)]
+    settings = {k: tuple(s.data if k == "data" else s.settings.get(k) for s in summaries) for k in keys}
+    differing = tuple(k for k, values in settings.items() if any(v != values[0] for v in values))
+    return RunComparison(summaries, {run.name: run.metrics() for run in runs}, settings, differing)

@@ -1,0 +1,112 @@
+"""The evaluation's display: comparison table with the verdict, and the per-example view.
+
+The table, the verdict and the fine-tuned model's failures (as a collapsed list) are static HTML,
+so a saved notebook keeps them; in a kernel with widgets an example browser filters all rows.
+In a terminal the report prints as text.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from ..evaluation.compare import format_value
+from .env import widgets_available
+
+_CELL = "padding:2px 8px;border-bottom:1px solid #8884;text-align:left;vertical-align:top"
+_PRE = "white-space:pre-wrap;font-family:monospace;font-size:90%;margin:0;max-width:28em"
+FILTERS = ("all", "fine-tuned fails", "fine-tuned worse than another")
+STATIC_EXAMPLES = 30
+
+
+def comparison_html(report: Any) -> str:
+    """Systems as rows, metrics as columns (best value in bold), then the verdict in words."""
+    table = report.comparison.table()
+    columns = [c for c in table[0] if c != "system"]
+    best = {m: max(r[m] for r in table) for m in report.comparison.metrics}
+    head = "".join(f"<th style='{_CELL}'>{escape(c)}</th>" for c in ["system", *columns])
+    body = ""
+    for r in table:
+        cells = [f"<td style='{_CELL}'>{escape(r['system'])}</td>"]
+        for c in columns:
+            text = format_value(c, r[c])
+            cells.append(f"<td style='{_CELL}'>{f'<b>{text}</b>' if c in best and r[c] == best[c] else text}</td>")
+        body += f"<tr>{''.join(cells)}</tr>"
+    mark = {True: "&#10004; ", False: "&#10008; ", None: ""}[report.verdict.passes]
+    extra = f"<p>{escape(report.forgetting.text())}</p>" if report.forgetting else ""
+    return (f"<div><p><b>{escape(report.run)}</b> on {escape(report.data)} v{escape(report.version)} "
+            f"({report.comparison.rows} held-out rows)</p><table style='border-collapse:collapse'>"
+            f"<tr>{head}</tr>{body}</table><p>{mark}<b>Verdict:</b> {escape(report.verdict.text)}</p>{extra}</div>")
+
+
+def selected_rows(report: Any, which: str) -> list[int]:
+    """Indices of the held-out rows a filter keeps, judged on the verdict's metric."""
+    per_row = {name: s.per_row[report.verdict.metric] for name, s in report.comparison.systems.items()}
+    tuned = per_row["fine-tuned"]
+    if which == FILTERS[1]:
+        return [i for i, v in enumerate(tuned) if v < 1.0]
+    if which == FILTERS[2]:
+        return [i for i, v in enumerate(tuned) if any(other[i] > v for other in per_row.values())]
+    return list(range(len(tuned)))
+
+
+def examples_html(report: Any, indices: list[int]) -> str:
+    """Input, reference, each system's answer and its score on the verdict's metric."""
+    outputs, metric = report.comparison.outputs, report.verdict.metric
+    systems = list(report.comparison.systems)
+    head = "".join(f"<th style='{_CELL}'>{escape(h)}</th>" for h in ["row", "input", "reference", *systems])
+    body = ""
+    for i in indices:
+        question = outputs.prompts[i][-1]["content"]
+        cells = [str(outputs.rows[i]), _pre(question), _pre(outputs.references[i])]
+        for name in systems:
+            value = report.comparison.systems[name].per_row[metric][i]
+            cells.append(f"{_pre(outputs.generations[name].answers[i])}<small>{escape(metric)} {value:.2f}</small>")
+        body += "<tr>" + "".join(f"<td style='{_CELL}'>{c}</td>" for c in cells) + "</tr>"
+    return f"<table style='border-collapse:collapse'><tr>{head}</tr>{body}</table>"
+
+
+def _pre(text: str) -> str:
+    return f"<pre style='{_PRE}'>{escape(text)}</pre>"
+
+
+def static_html(report: Any) -> str:
+    """The record a saved notebook keeps: the comparison and the first failures, collapsed."""
+    failures = selected_rows(report, FILTERS[1])
+    shown = failures[:STATIC_EXAMPLES]
+    more = f" (first {len(shown)})" if len(failures) > len(shown) else ""
+    details = (f"<details><summary>{len(failures)} held-out rows where fine-tuned scores below 1 on "
+               f"{escape(report.verdict.metric)}{more}</summary>{examples_html(report, shown)}</details>"
+               if failures else "")
+    return comparison_html(report) + details
+
+
+def show(report: Any) -> None:
+    from IPython.display import HTML, display
+
+    if not widgets_available():
+        print(report.text())
+        return
+    display(HTML(static_html(report)))
+    display(browser(report))
+
+
+def browser(report: Any) -> Any:
+    """Widget: filter the held-out rows and page through them, 10 at a time."""
+    import ipywidgets as w
+
+    which = w.ToggleButtons(options=FILTERS, description="rows")
+    page = w.BoundedIntText(value=1, min=1, max=1, description="page")
+    out = w.HTML()
+
+    def redraw(_: Any = None) -> None:
+        rows = selected_rows(report, which.value)
+        page.max = max(1, -(-len(rows) // 10))
+        first = (min(page.value, page.max) - 1) * 10
+        out.value = (f"<p>{len(rows)} rows</p>" + examples_html(report, rows[first:first + 10])) if rows else \
+            "<p>no rows</p>"
+
+    which.observe(redraw, "value")
+    page.observe(redraw, "value")
+    redraw()
+    return w.VBox([w.HTML("<b>Per-example answers</b>"), w.HBox([which, page]), out])

@@ -1,0 +1,155 @@
+"""%ft_eval: few-shot prompts from training rows only, the verdict, saved answers, on a real tiny run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+from jupyter_finetune import api
+from jupyter_finetune.data import prepare, read_records
+from jupyter_finetune.evaluation.compare import Outputs, score_outputs
+from jupyter_finetune.evaluation.fewshot import pick_shots, with_shots
+from jupyter_finetune.evaluation.generate import Generation, generate
+from jupyter_finetune.evaluation.loading import load_with_adapter
+from jupyter_finetune.evaluation.metrics import METRICS
+from jupyter_finetune.evaluation.verdict import Threshold, decide
+from jupyter_finetune.ui import eval_view
+from helpers import good_rows
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, tiny_tokenizer, tmp_path_factory):
+    data = prepare(read_records(good_rows(60)), name="tickets", tokenizer=tiny_tokenizer, model=str(tiny_model_dir))
+    runs = tmp_path_factory.mktemp("runs")
+    job = api.prepare_training(data, name="t1", runs_dir=runs, steps=4, batch_size=4, lr=1e-3, rank=8, alpha=16)
+    assert job.start().wait().status == "completed"
+    return data, runs
+
+
+def test_shots_come_from_the_training_split_and_follow_the_system_prompt(trained):
+    data, _ = trained
+    shots = pick_shots(data.train, 3, seed=0)
+    assert shots == pick_shots(data.train, 3, seed=0) and all(s in data.train for s in shots)
+    prompt = data.test[0].messages[:-1]
+    asked = with_shots(prompt, shots)
+    assert asked[0] == prompt[0] and asked[0]["role"] == "system"
+    assert asked[-1] == prompt[-1] and [m["role"] for m in asked[1:-1]] == ["user", "assistant"] * 3
+    test_texts = {m["content"] for ex in data.test for m in ex.messages if m["role"] != "system"}
+    assert not test_texts & {m["content"] for m in asked[1:-1]}
+    with pytest.raises(ValueError, match="--shots 99 but the training split has only"):
+        pick_shots(data.train[:5], 99)
+
+
+def _comparison(answers: dict[str, list[str]], refs: list[str], prompt_tokens: dict[str, int]):
+    gens = {name: Generation(a, [prompt_tokens[name]] * len(a), [5] * len(a), 1.0) for name, a in answers.items()}
+    outputs = Outputs({"shots": 3}, list(range(len(refs))), [[{"role": "user", "content": "q"}]] * len(refs), refs,
+                      [0, 1, 2], gens)
+    return score_outputs(outputs, {m: METRICS[m] for m in ("json_fields", "exact")}, [{}] * len(refs))
+
+
+REFS = ['{"a": 1, "b": 2}'] * 4
+
+
+def test_verdict_pass_and_beats_fewshot_in_plain_words():
+    c = _comparison({"fine-tuned": REFS, "base": ["no"] * 4, "fewshot": ['{"a": 1}', "x", "x", "x"]}, REFS,
+                    {"fine-tuned": 40, "base": 40, "fewshot": 652})
+    v = decide(c, Threshold.parse("json_fields>=0.9", "json_fields"))
+    assert v.passes is True and v.beats_fewshot is True and v.tokens_saved == 612
+    assert v.text == ("fine-tuned passes json_fields>=0.9 (1.00); few-shot (3 examples) reaches 0.12 with 612 more "
+                      "prompt tokens per request; base zero-shot reaches 0.00")
+
+
+def test_verdict_says_when_fewshot_is_enough_and_when_the_bar_is_missed():
+    half = [REFS[0], REFS[0], "x", "x"]
+    c = _comparison({"fine-tuned": half, "fewshot": REFS}, REFS, {"fine-tuned": 40, "fewshot": 300})
+    v = decide(c, Threshold.parse("0.9", "json_fields"))
+    assert v.passes is False and v.beats_fewshot is False
+    assert v.text.startswith("fine-tuned fails json_fields>=0.9 (0.50)")
+    assert "fine-tuning may not be needed" in v.text
+    both = decide(_comparison({"fine-tuned": REFS, "fewshot": REFS[:3] + ["x"]}, REFS,
+                              {"fine-tuned": 40, "fewshot": 300}), Threshold.parse("exact>=0.7", "json_fields"))
+    assert both.passes and both.beats_fewshot and "few-shot also passes the threshold" in both.text
+    assert decide(c).passes is None and decide(c).text.startswith("fine-tuned reaches json_fields 0.50")
+    with pytest.raises(ValueError, match="'f1' is not among the metrics scored.*add it with --metric"):
+        decide(c, Threshold.parse("f1>=0.5", "json_fields"))
+    with pytest.raises(ValueError, match="write METRIC>=X"):
+        Threshold.parse("json_fields=>0.9", "json_fields")
+
+
+def test_evaluate_runs_three_systems_saves_answers_and_reuses_them(trained):
+    data, runs = trained
+    report = api.evaluate("t1", runs_dir=runs, threshold="json_fields>=0.5", max_new_tokens=8, limit=4)
+    c = report.comparison
+    assert list(c.systems) == ["fine-tuned", "base", "fewshot"] and c.metrics == ("json_fields", "json_valid", "exact")
+    assert report.generated == ("fine-tuned", "base", "fewshot") and c.rows == 4
+    # the same rows and decoding as plain generate, with and without the adapter
+    model, tokenizer = load_with_adapter(*_paths(runs))
+    prompts = [ex.messages[:-1] for ex in data.test[:4]]
+    assert c.outputs.generations["fine-tuned"].answers == generate(model, tokenizer, prompts, max_new_tokens=8)
+    with model.disable_adapter():
+        assert c.outputs.generations["base"].answers == generate(model, tokenizer, prompts, max_new_tokens=8)
+        shots = [ex for ex in data.train if ex.row in c.outputs.shot_rows]
+        assert len(shots) == 3
+    few = c.systems["fewshot"]
+    assert few.prompt_tokens > c.systems["base"].prompt_tokens + 3 * 10  # three examples in every prompt
+    saved = json.loads(report.path.read_text())
+    assert report.path == runs / "t1" / "eval" / f"{data.version}.json"
+    assert set(saved["systems"]) == {"fine-tuned", "base", "fewshot"} and len(saved["outputs"]["rows"]) == 4
+    again = api.evaluate("t1", runs_dir=runs, metrics="exact,f1", max_new_tokens=8, limit=4)
+    assert again.generated == () and again.comparison.metrics == ("exact", "f1")
+    assert again.comparison.outputs.generations == c.outputs.generations
+    assert "answers reused from" in again.text()
+    assert api.evaluate("t1", runs_dir=runs, max_new_tokens=6, limit=4, against="base").generated == ("fine-tuned", "base")
+
+
+def _paths(runs):
+    from jupyter_finetune.models import resolve_model
+    from jupyter_finetune.runs import RunStore
+
+    run = RunStore.at(runs).get("t1")
+    return resolve_model(run.read("config.json")["train"]["model"]).path, run.adapter_dir
+
+
+def test_forgetting_check_compares_general_prompt_perplexity(trained):
+    _, runs = trained
+    report = api.evaluate("t1", runs_dir=runs, max_new_tokens=4, limit=2, against="", forgetting=True)
+    f = report.forgetting
+    assert len(f.prompts) == len(f.base) == len(f.fine_tuned) == 12
+    assert all(b > 1 for b in f.base) and f.base != f.fine_tuned
+    assert f.ratio == pytest.approx(sum(f.fine_tuned) / sum(f.base))
+    assert "forgetting check: general-prompt perplexity" in report.text()
+
+
+def test_per_example_view_filters_to_failures(trained):
+    _, runs = trained
+    report = api.evaluate("t1", runs_dir=runs, threshold="json_fields>=0.5", max_new_tokens=8, limit=4)
+    scores = report.comparison.systems["fine-tuned"].per_row["json_fields"]
+    failing = [i for i, s in enumerate(scores) if s < 1]
+    assert eval_view.selected_rows(report, "fine-tuned fails") == failing
+    html = eval_view.static_html(report)
+    assert "Verdict:" in html and html.count("<tr>") == 1 + 3 + (1 + len(failing) if failing else 0)
+    widget = eval_view.browser(report)
+    which, out = widget.children[1].children[0], widget.children[2]
+    which.value = "fine-tuned fails"
+    assert f"<p>{len(failing)} rows</p>" in out.value or (not failing and "no rows" in out.value)
+    which.value = "all"
+    assert out.value.startswith("<p>4 rows</p>")
+
+
+def test_ft_eval_magic_prints_the_table_and_verdict(trained, capsys):
+    data, runs = trained
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "jupyter_finetune")
+    shell.user_ns["tickets"] = data
+    shell.run_line_magic("ft_eval", f"t1 --data tickets:test --limit 4 --max-new-tokens 8 --against base "
+                                    f"--metric exact,f1,rougeL --threshold rougeL>=0.5 --runs-dir {runs}")
+    out = capsys.readouterr().out
+    assert "system" in out and "rougeL" in out and "fine-tuned" in out and "base" in out
+    assert "verdict: fine-tuned " in out and "rougeL>=0.5" in out
+    with pytest.raises(UsageError, match="no run named 'nope'"):
+        shell.run_line_magic("ft_eval", f"nope --runs-dir {runs}")
+    with pytest.raises(UsageError, match="--data 'missing'"):
+        shell.run_line_magic("ft_eval", f"t1 --data missing --runs-dir {runs}")
