@@ -228,3 +228,18 @@ def chat(run: str, message: str, *, system: str | None = None, runs_dir: str | P
     on every call: for several messages, keep a ``chat_session`` instead.
     """
     return chat_session(run, runs_dir=runs_dir, max_new_tokens=max_new_tokens).ask(message, system)
+
+
+def export(run: str, to: str = "adapter", *, quant: str = "f16", out: str | Path | None = None,
+           overwrite: bool = False, runs_dir: str | Path | None = None) -> Any:
+    """Write a trained run as its adapter (with a model card), merged safetensors, a GGUF file or an Ollama folder.
+
+    ``to`` is adapter, merged, gguf or ollama; ``quant`` (f16 or q8_0) applies to gguf and ollama.
+    Exports go under ``ft_runs/RUN/export/<to>/`` unless ``out`` is given, and are recorded in the
+    run's ``export/exports.json``. Returns an ExportResult (files, notes, and for ollama the
+    ``ollama create`` command). Raises ExportExists for an existing target unless ``overwrite``, and
+    ExportError (a ValueError) for what this run or model cannot be exported as, before weights load.
+    """
+    from .export import export_named
+
+    return export_named(run, to, quant=quant, out=out, overwrite=overwrite, runs_dir=runs_dir)

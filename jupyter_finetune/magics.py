@@ -228,6 +228,27 @@ class FinetuneMagics(Magics):
             return text[1:-1]
         return text
 
+    @magic_arguments()
+    @argument("run", help="A trained run (it needs its adapter).")
+    @argument("--to", default="adapter", choices=["adapter", "merged", "gguf", "ollama"],
+              help="adapter (with a model card), merged safetensors, a GGUF file, or a folder for ollama create.")
+    @argument("--quant", default="f16", choices=["f16", "q8_0"], help="GGUF weights, for gguf and ollama (default f16).")
+    @argument("--out", metavar="DIR", help="Where to write (default: ft_runs/RUN/export/KIND).")
+    @argument("--overwrite", action="store_true", help="Replace an earlier export in the same place.")
+    @argument("--runs-dir", help="Run store root for this call.")
+    @line_magic
+    def ft_export(self, line: str):
+        """Export a trained run for use outside this notebook; what was written is recorded in the run."""
+        from . import api
+
+        args = parse_argstring(self.ft_export, line)
+        try:
+            result = api.export(args.run, args.to, quant=args.quant, out=args.out, overwrite=args.overwrite,
+                                runs_dir=args.runs_dir or self.runs_dir or None)
+        except (FileExistsError, FileNotFoundError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+        print(result.summary())
+
 
 def register(ipython) -> None:
     ipython.register_magics(FinetuneMagics)

@@ -132,3 +132,14 @@ def test_to_hf_gives_trl_prompt_completion_rows(tiny_tokenizer):
     hf = ds.to_hf("train")
     assert hf.column_names == ["prompt", "completion"]
     assert hf[0]["completion"][0]["role"] == "assistant" and hf[0]["prompt"][-1]["role"] == "user"
+
+
+def test_counts_stay_exact_after_a_padded_call_on_the_same_tokenizer(tiny_tokenizer):
+    import copy
+
+    tokenizer = copy.deepcopy(tiny_tokenizer)  # the session fixture must keep padding off
+    before = count_tokens([Example(i, chat(i)["messages"]) for i in range(6)], ChatRenderer(tokenizer))[1]
+    tokenizer.pad_token = tokenizer.eos_token
+    tokenizer(["a", "a much longer text that pads the first one"], padding=True)  # as batched generation does
+    after = count_tokens([Example(i, chat(i)["messages"]) for i in range(6)], ChatRenderer(tokenizer))[1]
+    assert after == before

@@ -183,3 +183,11 @@ def test_every_training_example_ends_with_the_templates_end_token_and_padding_is
             assert (labels[real] != -100).sum() > len(end)
             seen += 1
     assert seen == 60
+
+
+def test_gradient_checkpointing_is_what_the_config_says_not_trls_default(tickets, tmp_path):
+    from jupyter_finetune.engine import build_config
+    from jupyter_finetune.engine.job import sft_config
+
+    assert sft_config(tickets, build_config(model="m"), tmp_path).gradient_checkpointing is False
+    assert sft_config(tickets, build_config(model="m", gradient_checkpointing=True), tmp_path).gradient_checkpointing

@@ -62,6 +62,12 @@ def batch_counter(tokenizer: Any) -> Callable[[Sequence[str]], list[int]]:
     """Token counts for many strings, through the fast tokenizer's batch path where there is one."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None and hasattr(backend, "encode_batch_fast"):
+        # A private copy: a padded call on the shared tokenizer (batched generation) leaves padding
+        # switched on in its backend, which would count padded lengths.
+        backend = type(backend).from_str(backend.to_str())
+        backend.no_padding()
+        backend.no_truncation()
+
         def count(texts: Sequence[str]) -> list[int]:
             return list(map(len, backend.encode_batch_fast(list(texts), add_special_tokens=False)))
         return count

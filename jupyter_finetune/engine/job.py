@@ -55,7 +55,7 @@ def sft_config(dataset: FtDataset, config: TrainConfig, output_dir: Path) -> Any
         save_strategy="steps", save_steps=config.save_steps, save_total_limit=2,
         eval_strategy="steps" if dataset.test else "no", eval_steps=per_epoch,
         max_length=config.max_length, completion_only_loss=dataset.format != "text",
-        **({"gradient_checkpointing": True} if config.gradient_checkpointing else {}),
+        gradient_checkpointing=config.gradient_checkpointing,  # TRL's own default is on
         bf16=cuda and torch.cuda.is_bf16_supported(), fp16=cuda and not torch.cuda.is_bf16_supported(),
         use_cpu=not cuda, report_to=list(config.report_to), disable_tqdm=True, dataloader_num_workers=0,
     )

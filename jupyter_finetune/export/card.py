@@ -1,0 +1,116 @@
+"""The model card (README.md) that travels with an exported adapter or merged model.
+
+Everything comes from the run store, so a card written months later says what the run did:
+base model, data version (content hash), every training setting, the losses, and the
+evaluation results when the run was evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..models import ALIASES
+from .source import RunSource
+
+_TOOL = "[jupyter-finetune](https://pypi.org/project/jupyter-finetune/)"
+
+
+def model_card(source: RunSource, kind: str, notes: tuple[str, ...] = ()) -> str:
+    """Markdown with a Hugging Face metadata header; ``kind`` is adapter or merged."""
+    run = source.run
+    spec = source.train["model"]
+    hub_id = ALIASES[spec].hub_id if source.base.kind == "alias" else spec if source.base.kind == "hub" else None
+    what = "LoRA adapter" if kind == "adapter" else "LoRA fine-tune merged into the base weights"
+    header = ["---", *([f"base_model: {hub_id}"] if hub_id else []),
+              f"library_name: {'peft' if kind == 'adapter' else 'transformers'}",
+              "tags:", "- jupyter-finetune", "- lora", *(["- merged"] if kind == "merged" else []), "---", ""]
+    body = [f"# {run.name}", "", f"A {what} of `{spec}`, trained with {_TOOL}.", ""]
+    body += [f"> {note}" for note in notes] + ([""] if notes else [])
+    body += _base_section(source, hub_id) + _data_section(source) + _settings_section(source)
+    body += _training_section(source) + _eval_section(source) + _usage_section(kind)
+    return "\n".join(header + body).rstrip() + "\n"
+
+
+def _table(rows: list[tuple[str, Any]]) -> list[str]:
+    return ["| | |", "|---|---|", *(f"| {k} | {_cell(v)} |" for k, v in rows), ""]
+
+
+def _cell(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _base_section(source: RunSource, hub_id: str | None) -> list[str]:
+    spec = source.train["model"]
+    rows = [("model", f"`{spec}`"), ("weights trained on", f"`{source.base_path}`")]
+    if hub_id:
+        rows.insert(1, ("source", f"[{hub_id}](https://huggingface.co/{hub_id})"))
+    return ["## Base model", "", *_table(rows)]
+
+
+def _data_section(source: RunSource) -> list[str]:
+    data = source.run.read("data.json", {}) or {}
+    rows_count = data.get("rows", {})
+    tokens = data.get("tokens", {})
+    rows = [("name", data.get("name", "?")), ("version (content hash)", f"`{data.get('version', '?')}`"),
+            ("format", data.get("format", "?")), ("split", data.get("split", "?")),
+            ("rows", f"{rows_count.get('train', '?')} train / {rows_count.get('test', '?')} test"),
+            ("tokens per epoch", tokens.get("train_per_epoch", "?"))]
+    return ["## Data", "", *_table(rows)]
+
+
+def _settings_section(source: RunSource) -> list[str]:
+    rows = [("preset", source.config.get("preset", "?")), ("ran on", source.config.get("backend", "?")),
+            *sorted(source.train.items())]
+    return ["## Training settings", "", *_table(rows)]
+
+
+def _training_section(source: RunSource) -> list[str]:
+    status = source.run.status()
+    records = source.run.metrics()
+    losses = [r["loss"] for r in records if r.get("loss") is not None]
+    evals = [r["eval_loss"] for r in records if r.get("eval_loss") is not None]
+    rows = [("status", status.get("status", "?")), ("steps", status.get("step", "?")),
+            ("last training loss", f"{losses[-1]:.4f}" if losses else "none logged"),
+            ("best held-out loss", f"{min(evals):.4f}" if evals else "none logged")]
+    return ["## Training", "", *_table(rows)]
+
+
+def _eval_section(source: RunSource) -> list[str]:
+    """One table per saved evaluation (eval/<data-version>.json): systems by metric, and the verdict."""
+    out = ["## Evaluation", ""]
+    for path in sorted((source.run.path / "eval").glob("*.json")):
+        try:
+            result = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue
+        systems = result.get("systems") if isinstance(result, dict) else None
+        if not isinstance(systems, dict) or not systems:
+            continue
+        metrics = list(result.get("metrics") or next(iter(systems.values())).get("scores", {}))
+        out += [f"On held-out data version `{result.get('data_version', path.stem)}`:", "",
+                "| system | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+        for name, system in systems.items():
+            scores = system.get("scores", {}) if isinstance(system, dict) else {}
+            out.append(f"| {name} | " + " | ".join(_score(scores.get(m)) for m in metrics) + " |")
+        out += [""] + ([f"Verdict: {result['verdict']}", ""] if result.get("verdict") else [])
+    if len(out) == 2:
+        out += [f"Not evaluated yet (`%ft_eval {source.run.name}` compares it with the base model).", ""]
+    return out
+
+
+def _score(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
+
+
+def _usage_section(kind: str) -> list[str]:
+    if kind == "adapter":
+        code = ["from peft import AutoPeftModelForCausalLM", "from transformers import AutoTokenizer", "",
+                'model = AutoPeftModelForCausalLM.from_pretrained("path/to/this/folder")',
+                'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")']
+    else:
+        code = ["from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+                'model = AutoModelForCausalLM.from_pretrained("path/to/this/folder")',
+                'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")']
+    return ["## Use", "", "```python", *code, "```", ""]

@@ -1,0 +1,83 @@
+"""What an export reads from a run: its settings, its base model, its adapter and its data."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from ..models import ResolvedModel, resolve_model
+from ..models.cache import MARKER
+from ..runs import Run
+from .result import ExportError
+
+
+@dataclass(frozen=True)
+class RunSource:
+    """A finished run's adapter and the base model it was trained on."""
+
+    run: Run
+    config: dict[str, Any]
+    base: ResolvedModel
+
+    @classmethod
+    def of(cls, run: Run) -> "RunSource":
+        """Refuses a run that has no adapter yet, before any weights load."""
+        status = run.status().get("status")
+        if status == "running":
+            raise ExportError(f"run {run.name!r} is still training; export it after it finishes (or %ft_stop it)")
+        run.trained_adapter()
+        config = run.read("config.json")
+        if not config or "train" not in config:
+            raise FileNotFoundError(f"run {run.name!r} has no readable config.json in {run.path}")
+        return cls(run, config, resolve_model(config["train"]["model"]))
+
+    @property
+    def base_path(self) -> Path:
+        return self.base.path
+
+    @property
+    def train(self) -> dict[str, Any]:
+        return self.config["train"]
+
+    @property
+    def quantized_training(self) -> bool:
+        """True when training saw 4-bit or 8-bit base weights (QLoRA)."""
+        return self.train.get("quant", "none") != "none"
+
+    @cached_property
+    def base_config(self) -> Any:
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(self.base_path)
+
+    def tokenizer(self) -> Any:
+        """The tokenizer training used: saved next to the adapter, with the chat template training applied."""
+        from transformers import AutoTokenizer
+
+        from ..data.render import CHATML_TEMPLATE
+
+        folder = self.run.adapter_dir if (self.run.adapter_dir / "tokenizer_config.json").is_file() else self.base_path
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        if not tokenizer.chat_template:
+            tokenizer.chat_template = CHATML_TEMPLATE  # what training rendered with (engine/job.py)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer
+
+    def source_gguf(self) -> Path | None:
+        """The GGUF file the base model was converted from, if it was (models/cache.py), and is still there."""
+        try:
+            source = Path(json.loads((self.base_path / MARKER).read_text())["source"])
+        except (FileNotFoundError, KeyError, json.JSONDecodeError):
+            return None
+        return source if source.is_file() else None
+
+    def conversations(self) -> list[list[dict[str, str]]]:
+        """Every stored training and test conversation (data.jsonl), in chat ``messages`` form."""
+        path = self.run.path / "data.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line)["messages"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -1,0 +1,100 @@
+"""Where an export goes, why an existing one is never silently replaced, and its record in the run store.
+
+An export is written into a hidden sibling folder and renamed into place when complete, so a
+killed kernel leaves either the old export or the new one, never half of one. Folders we write
+carry ``export.json``; --overwrite replaces only such a folder (or an empty one), so a mistyped
+--out can never delete someone's files.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from ..runs import Run
+from ..runs.store import read_json, write_json
+from .result import ExportedFile, ExportExists, ExportResult
+
+MARKER = "export.json"
+RECORDS = "exports.json"
+
+
+def exports_dir(run: Run) -> Path:
+    return run.path / "export"
+
+
+def target_path(run: Run, kind: str, quant: str, out: str | Path | None) -> Path:
+    """``ft_runs/<run>/export/<kind>/`` or ``out``, absolute; a gguf export is one file inside that folder.
+
+    Absolute, so that the recorded paths and the printed ``ollama create`` command work from anywhere.
+    """
+    folder = (exports_dir(run) / kind if out is None else Path(out).expanduser()).resolve()
+    return folder / gguf_name(run.name, quant) if kind == "gguf" else folder
+
+
+def gguf_name(run: str, quant: str) -> str:
+    return f"{run}-{quant}.gguf"
+
+
+def claim(target: Path, overwrite: bool) -> None:
+    """Refuse an existing target unless --overwrite, and even then one that an export did not write.
+
+    Replaceable: a folder holding our ``export.json``, an empty folder, or a .gguf file.
+    """
+    if not target.exists():
+        return
+    if not overwrite:
+        raise ExportExists(f"{target} already exists: pass --overwrite (overwrite=True) to replace it, "
+                           "or --out another folder")
+    if target.is_dir():
+        ours = (target / MARKER).is_file() or not any(target.iterdir())
+    else:
+        ours = target.suffix == ".gguf"
+    if not ours:
+        raise ExportExists(f"{target} was not written by %ft_export, so --overwrite will not delete it: "
+                           "give --out a new or empty folder")
+
+
+@contextmanager
+def staging(target: Path) -> Iterator[Path]:
+    """An empty hidden folder next to ``target``, removed afterwards whatever happens."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish(written: Path, target: Path) -> None:
+    """Move a finished file or folder into place, replacing an old export of the same target."""
+    if target.is_dir():
+        shutil.rmtree(target)
+    elif target.exists():
+        target.unlink()
+    os.replace(written, target)
+
+
+def listing(path: Path) -> tuple[ExportedFile, ...]:
+    """Every file of an export (a folder's, recursively) with its size."""
+    if path.is_file():
+        return (ExportedFile(path.name, path.stat().st_size),)
+    return tuple(ExportedFile(p.relative_to(path).as_posix(), p.stat().st_size)
+                 for p in sorted(path.rglob("*")) if p.is_file() and p.name != MARKER)
+
+
+def record(run: Run, result: ExportResult) -> None:
+    """Add the export to ``export/exports.json`` in the run, replacing an older record of the same path."""
+    path = exports_dir(run) / RECORDS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kept = [r for r in read_json(path, []) if r.get("path") != str(result.path)]
+    write_json(path, [*kept, result.record()])
+
+
+def recorded(run: Run) -> list[dict]:
+    """The run's export records, oldest first."""
+    return read_json(exports_dir(run) / RECORDS, [])

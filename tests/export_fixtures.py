@@ -1,0 +1,136 @@
+"""Builders for the export tests: tiny models of each GGUF family, a LoRA adapter that matters, a finished run.
+
+No training: the adapter is made with peft directly and its B matrices set to random values, so
+that base + adapter differs from the base and a wrong merge or a dropped adapter shows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from jupyter_finetune.engine import TrainConfig
+from jupyter_finetune.runs import Run, RunStore
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+SYSTEM = "You sort support tickets. Reply with JSON."
+MISTRAL_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
+                    "{% else %}{{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}")
+
+
+def tiny_model(folder: Path, tokenizer: Any, family: str = "llama", seed: int = 0, **overrides: Any) -> Path:
+    """A random 2-layer model saved with ``tokenizer``; weights large enough that attention is not uniform.
+
+    With the usual 0.02 initialisation every attention score is ~0, so a q/k permutation error
+    would not change the logits; 0.1 makes scores of order 1 and logits of order 1-10.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, \
+        Qwen2ForCausalLM
+
+    classes = {"llama": (LlamaConfig, LlamaForCausalLM), "mistral": (MistralConfig, MistralForCausalLM),
+               "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
+    config_class, model_class = classes[family]
+    settings = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=512,
+                    eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+                    pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=family != "qwen2", initializer_range=0.1,
+                    rms_norm_eps=1e-6)
+    torch.manual_seed(seed)
+    model = model_class(config_class(**{**settings, **overrides}))
+    with torch.no_grad():  # norms and biases away from their 1/0 init, so a mis-mapped one shows too
+        for name, param in model.named_parameters():
+            if param.ndim == 1:
+                param.add_(torch.randn_like(param) * 0.1)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def lora_adapter(model_dir: Path, folder: Path, tokenizer: Any, seed: int = 1, scale: float = 0.1) -> Any:
+    """A LoRA adapter on every linear layer with random B (as if trained), saved as the trainer saves one.
+
+    Returns the in-memory base + adapter model (fp32) as the reference to compare exports with.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS, lora_dropout=0.0,
+                                            task_type="CAUSAL_LM"))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn_like(param) * scale)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return model.eval()
+
+
+def finished_run(runs_dir: Path, name: str, model: str, *, quant: str = "none",
+                 conversations: list[list[dict[str, str]]] | None = None) -> Run:
+    """A completed run folder as %ft_train leaves it, minus the adapter (``run.adapter_dir`` is to be filled)."""
+    run = RunStore.at(runs_dir).create(name)
+    config = TrainConfig(model=model, steps=3, rank=8, alpha=16, quant=quant)
+    run.write("config.json", {"train": config.to_dict(), "preset": "quick", "backend": "hf: test", "model_path": model})
+    run.write("data.json", {"name": "tickets", "version": "0123456789ab", "format": "messages", "split": "0.1",
+                            "seed": 0, "model": model, "max_length": 1024, "rows": {"train": 2, "test": 1},
+                            "tokens": {"train_per_epoch": 60, "mean": 30.0, "max": 31}, "warnings": []})
+    rows = conversations or [ticket(i) for i in range(3)]
+    lines = [json.dumps({"messages": m, "split": "train" if i else "test", "row": i}) for i, m in enumerate(rows)]
+    (run.path / "data.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for step, loss in enumerate((2.0, 1.5, 1.25), start=1):
+        run.append_metrics({"step": step, "loss": loss, "eval_loss": None})
+    run.append_metrics({"step": 3, "loss": None, "eval_loss": 1.375})
+    run.set_status("completed", step=3, message="completed at step 3")
+    return run
+
+
+def ticket(i: int, system: str | None = SYSTEM) -> list[dict[str, str]]:
+    messages = [{"role": "user", "content": f"Ticket {i}: the printer on floor {i} is broken."},
+                {"role": "assistant", "content": json.dumps({"team": "it", "priority": "high"})}]
+    return ([{"role": "system", "content": system}] if system else []) + messages
+
+
+def sentencepiece_tokenizer() -> Any:
+    """A Llama-2/Mistral-style tokenizer (BPE with byte fallback and '▁' for spaces), as transformers builds one."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaTokenizer
+
+    from conftest import CORPUS
+
+    backend = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
+    backend.train_from_iterator(CORPUS * 20, trainers.BpeTrainer(vocab_size=700, special_tokens=["<unk>"]))
+    spec = json.loads(backend.to_str())["model"]
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"<0x{b:02X}>": 3 + b for b in range(256)}}
+    for token in sorted(spec["vocab"], key=spec["vocab"].get):
+        vocab.setdefault(token, len(vocab))
+    tokenizer = LlamaTokenizer(vocab=vocab, merges=[tuple(m) for m in spec["merges"]], bos_token="<s>",
+                               eos_token="</s>", unk_token="<unk>", add_bos_token=True)
+    tokenizer.chat_template = MISTRAL_TEMPLATE
+    return tokenizer
+
+
+def tiny_run(root: Path, tokenizer: Any, family: str = "llama", name: str | None = None,
+             **run_options: Any) -> tuple[Run, Any]:
+    """A finished run on a fresh tiny model of ``family`` with a LoRA adapter; and base + adapter as reference."""
+    name = name or f"tiny-{family}"
+    model_dir = tiny_model(root / f"{name}-base", tokenizer, family)
+    run = finished_run(root / "ft_runs", name, str(model_dir), **run_options)
+    return run, lora_adapter(model_dir, run.adapter_dir, tokenizer)
+
+
+def logits(model: Any, tokenizer: Any, texts: list[str]) -> Any:
+    """fp32 logits of each text (one batch per text, so padding plays no part)."""
+    import torch
+
+    with torch.no_grad():
+        return [model(torch.tensor([tokenizer(t)["input_ids"]])).logits[0] for t in texts]
+
+
+def max_diff(a: list[Any], b: list[Any]) -> float:
+    return max(float((x - y).abs().max()) for x, y in zip(a, b))

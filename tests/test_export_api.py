@@ -1,0 +1,72 @@
+"""%ft_export and api.export: a run name in, the export and its record out, fixable errors as UsageError."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+from export_fixtures import tiny_run
+from jupyter_finetune import api
+from jupyter_finetune.export import ExportExists
+from jupyter_finetune.export.targets import recorded
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_tokenizer):
+    run, _ = tiny_run(tmp_path_factory.mktemp("api"), tiny_tokenizer, name="tickets-v1")
+    return run
+
+
+@pytest.fixture()
+def shell(trained, monkeypatch):
+    monkeypatch.chdir(trained.path.parent.parent)  # ./ft_runs is the run store, as in a notebook
+    monkeypatch.delenv("JUPYTER_FINETUNE_RUNS", raising=False)
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "jupyter_finetune")
+    yield ip
+    InteractiveShell.clear_instance()
+
+
+def test_api_export_finds_the_run_in_the_store(trained):
+    result = api.export("tickets-v1", "gguf", quant="q8_0", runs_dir=trained.path.parent)
+    assert result.path == trained.path / "export" / "gguf" / "tickets-v1-q8_0.gguf" and result.path.is_file()
+    with pytest.raises(ExportExists, match="--overwrite"):
+        api.export("tickets-v1", "gguf", quant="q8_0", runs_dir=trained.path.parent)
+
+
+def test_package_level_export_is_the_function_even_after_the_subpackage_is_imported(trained, tmp_path):
+    import jupyter_finetune as ft
+
+    result = ft.export("tickets-v1", "adapter", out=tmp_path / "adapter", runs_dir=trained.path.parent)
+    assert callable(ft.export) and (tmp_path / "adapter" / "adapter_config.json").is_file()
+    assert "base model" in (tmp_path / "adapter" / "README.md").read_text().lower() and result.kind == "adapter"
+
+
+def test_ft_export_prints_what_it_wrote_and_the_ollama_command(shell, trained):
+    with capture_output() as cap:
+        shell.run_line_magic("ft_export", "tickets-v1 --to ollama --quant q8_0 --overwrite")
+    folder = trained.path / "export" / "ollama"
+    assert f"exported run 'tickets-v1' as ollama (q8_0) to {folder}" in cap.stdout
+    assert "Modelfile" in cap.stdout and "tickets-v1-q8_0.gguf" in cap.stdout
+    assert f"next, run: cd {folder} && ollama create tickets-v1 -f Modelfile" in cap.stdout
+    assert any(r["kind"] == "ollama" and r["quant"] == "q8_0" for r in recorded(trained))
+
+
+def test_ft_export_writes_to_out_and_refuses_to_overwrite_without_the_flag(shell, tmp_path):
+    with capture_output():
+        shell.run_line_magic("ft_export", f"tickets-v1 --to merged --out {tmp_path / 'merged'}")
+    assert (tmp_path / "merged" / "model.safetensors").is_file()
+    with pytest.raises(UsageError, match=r"already exists: pass --overwrite"):
+        shell.run_line_magic("ft_export", f"tickets-v1 --to merged --out {tmp_path / 'merged'}")
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("nosuchrun --to adapter", r"no run named 'nosuchrun'"),
+    ("tickets-v1 --to onnx", r"invalid choice: 'onnx'"),
+    ("tickets-v1 --to gguf --quant q4_k", r"invalid choice: 'q4_k'"),
+])
+def test_ft_export_turns_mistakes_into_usage_errors(shell, line, message):
+    with pytest.raises(UsageError, match=message):
+        shell.run_line_magic("ft_export", line)
