@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
@@ -97,10 +99,27 @@ class FinetuneMagics(Magics):
     @line_magic
     def ft_train(self, line: str):
         """LoRA fine-tune on a data set, with a live dashboard; the run is kept under ft_runs/NAME."""
+        from .ui.training import run_job
+
+        job, background = self._training_job(line)
+        result = run_job(job, background=background)
+        if not background:
+            self._check_result(result)
+
+    async def ft_train_awaited(self, line: str) -> None:
+        """``%ft_train`` as an awaited call (see ``awaited_training``): the cell waits on the event
+        loop, so the kernel handles the dashboard's Stop button while training runs."""
+        from .ui.training import run_job
+
+        job, background = self._training_job(line)
+        run_job(job, background=True)
+        if not background:
+            self._check_result(await job.wait_async())
+
+    def _training_job(self, line: str):
         from . import api
         from .engine import ConfigError
         from .runs import RunExists
-        from .ui.training import run_job
 
         args = parse_argstring(self.ft_train, line)
         data = None
@@ -117,10 +136,12 @@ class FinetuneMagics(Magics):
                                        **settings)
         except (ConfigError, RunExists, FileNotFoundError, ValueError) as exc:
             raise UsageError(str(exc)) from None
-        result = run_job(job, background=args.background)
-        if not args.background and result.status == "failed":
+        return job, args.background
+
+    @staticmethod
+    def _check_result(result) -> None:
+        if result.status == "failed":
             raise UsageError(f"run {result.run} failed: {result.message}")
-        return None
 
     @line_magic
     def ft_stop(self, line: str):
@@ -250,5 +271,24 @@ class FinetuneMagics(Magics):
         print(result.summary())
 
 
+_TOP_LEVEL_TRAIN = re.compile(r"^get_ipython\(\)\.run_line_magic\('ft_train', (.*)\)(\s*)$")
+AWAITED_NAME = "_ft_train_awaited"
+
+
+def awaited_training(lines: list[str]) -> list[str]:
+    """Input transformer: a top-level ``%ft_train`` in a kernel cell becomes an awaited call.
+
+    A cell blocked in plain Python cannot receive widget messages until it ends, so a Stop button
+    would do nothing; ipykernel (7+) handles them while an async cell awaits. Lines inside blocks
+    (indented) are left as they are.
+    """
+    return [_TOP_LEVEL_TRAIN.sub(rf"await {AWAITED_NAME}(\1)\2", line) for line in lines]
+
+
 def register(ipython) -> None:
-    ipython.register_magics(FinetuneMagics)
+    magics = FinetuneMagics(ipython)
+    ipython.register_magics(magics)
+    if type(ipython).__name__ == "ZMQInteractiveShell" and ipython.autoawait:
+        ipython.push({AWAITED_NAME: magics.ft_train_awaited}, interactive=False)
+        if awaited_training not in ipython.input_transformers_post:
+            ipython.input_transformers_post.append(awaited_training)

@@ -103,6 +103,21 @@ class TrainJob:
         assert self.result is not None
         return self.result
 
+    async def wait_async(self) -> TrainResult:
+        """``wait`` for an async notebook cell: meanwhile the kernel keeps handling widget messages,
+        so the dashboard's Stop button works while the cell runs. The notebook's interrupt arrives
+        in an awaiting cell as CancelledError; it stops the run cleanly, as in ``wait``.
+        """
+        import asyncio
+
+        while not self._finished.is_set():
+            try:
+                await asyncio.sleep(0.2)
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                self.stop()
+        assert self.result is not None
+        return self.result
+
     def _record(self, event: Event) -> None:
         if event["event"] == "log":
             self._step = event["step"]
