@@ -89,6 +89,8 @@ def test_stop_mid_run_saves_the_adapter_and_marks_the_run_stopped(tickets, tmp_p
 
 
 def test_notebook_interrupt_stops_gracefully(tickets, tmp_path):
+    # As in a kernel; a shell that started us in the background may have left SIGINT ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     job = api.prepare_training(tickets, runs_dir=tmp_path / "runs", name="i", **SETTINGS)
 
     def interrupt():  # as the notebook's interrupt does; then give the waiting cell time to react
@@ -96,7 +98,10 @@ def test_notebook_interrupt_stops_gracefully(tickets, tmp_path):
         job.stop_requested.wait(timeout=5)
 
     job.extra_callbacks.append(_At(2, interrupt))
-    result = job.start().wait()
+    try:
+        result = job.start().wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert (result.status, result.step) == ("stopped", 2)
 
 
