@@ -1,8 +1,9 @@
 """Wall time of training through jupyter-finetune (dashboard on) vs a plain TRL script, same steps.
 
-Both run in this process, on the packaged SmolLM2 and the example tickets, with the same
-settings (seed, batches, LoRA, schedule, no gradient checkpointing; fp32 on CPU: TRL's default bf16 autocast is ~10x slower
-on CPUs without bf16 units). Each side is timed from loading the model to the saved adapter.
+Both run in this process, on the packaged SmolLM2 and the example tickets, doing the same work:
+the same seed, batches, LoRA and schedule, no gradient checkpointing, eval loss on the held-out
+split once per epoch and at the end, a checkpoint at the end, fp32 (TRL's default bf16 autocast
+is ~10x slower on CPUs without bf16 units). Each side is timed from loading the model to the saved adapter.
 After a one-step warm-up of each side, rounds alternate which side goes first, so drift in the
 machine's speed (thermal, other processes) falls on both. Target: ratio <= 1.05.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import math
 import os
 import platform
 import statistics
@@ -29,7 +31,7 @@ from jupyter_finetune.models import resolve_model
 from jupyter_finetune.ui.dashboard import Dashboard
 
 DATA = Path(__file__).parents[1] / "examples" / "data" / "tickets.jsonl"
-SEED, BATCH, LR, RANK, ALPHA, DROPOUT, WARMUP, MAX_LENGTH = 0, 8, 3e-4, 16, 32, 0.05, 0.05, 1024
+SEED, BATCH, LR, RANK, ALPHA, DROPOUT, WARMUP, MAX_LENGTH, SAVE_STEPS = 0, 8, 3e-4, 16, 32, 0.05, 0.05, 1024, 10_000
 
 
 def plain_trl(data, steps: int, out: Path) -> float:
@@ -45,11 +47,13 @@ def plain_trl(data, steps: int, out: Path) -> float:
     trainer = SFTTrainer(
         model=AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),
         args=SFTConfig(output_dir=str(out / "plain"), max_steps=steps, per_device_train_batch_size=BATCH,
-                       learning_rate=LR, lr_scheduler_type="linear", warmup_steps=WARMUP, seed=SEED,
-                       data_seed=SEED, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
-                       max_length=MAX_LENGTH, disable_tqdm=True, bf16=False,
-                       gradient_checkpointing=False),
-        train_dataset=data.to_hf("train"), processing_class=AutoTokenizer.from_pretrained(path),
+                       per_device_eval_batch_size=BATCH, learning_rate=LR, lr_scheduler_type="linear",
+                       warmup_steps=WARMUP, seed=SEED, data_seed=SEED, logging_steps=1, report_to=[], use_cpu=True,
+                       save_strategy="steps", save_steps=SAVE_STEPS, save_total_limit=2,
+                       eval_strategy="steps", eval_steps=math.ceil(len(data.train) / BATCH),  # once per epoch
+                       max_length=MAX_LENGTH, disable_tqdm=True, bf16=False, gradient_checkpointing=False),
+        train_dataset=data.to_hf("train"), eval_dataset=data.to_hf("test"),
+        processing_class=AutoTokenizer.from_pretrained(path),
         peft_config=LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=DROPOUT, target_modules="all-linear",
                                task_type="CAUSAL_LM"),
     )
@@ -63,7 +67,7 @@ def ours(data, steps: int, out: Path) -> float:
     start = time.perf_counter()
     job = api.prepare_training(data, name="bench", overwrite=True, runs_dir=out / "runs", steps=steps,
                                batch_size=BATCH, lr=LR, rank=RANK, alpha=ALPHA, dropout=DROPOUT, seed=SEED,
-                               max_length=MAX_LENGTH, save_steps=10_000)
+                               max_length=MAX_LENGTH, save_steps=SAVE_STEPS)
     job.listeners.append(Dashboard(job.run.name, on_stop=job.stop, widgets=True))
     with contextlib.redirect_stdout(io.StringIO()):  # outside a kernel, display() prints reprs
         job.start().wait()
