@@ -140,6 +140,8 @@ def evaluate(run: str, data: FtDataset | None = None, *, split: str = "test",
     reference answer plus a margin. Answers are saved under the run (``eval/<data-version>.json``)
     and reused when asked again with the same adapter and settings.
     """
+    from functools import cache, partial
+
     from .data import restore
     from .evaluation import compare as cmp
     from .evaluation import report
@@ -165,12 +167,12 @@ def evaluate(run: str, data: FtDataset | None = None, *, split: str = "test",
     settings = {"split": split, "shots": shots, "seed": 0, "max_new_tokens": max_new_tokens, "limit": limit}
     adapter = report.adapter_fingerprint(stored.adapter_dir)
     reuse = None if regenerate else report.saved_outputs(stored, data.version, adapter, settings)
-    model_path = resolve_model(model).path
-    outputs = cmp.generate_outputs(model_path, stored.adapter_dir, data, systems=systems, split=split, shots=shots,
-                                   max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit, reuse=reuse)
+    loaded = cache(partial(load_with_adapter, resolve_model(model).path, stored.adapter_dir))  # one load at most
+    outputs = cmp.generate_outputs(loaded, rows, data.train, settings, systems=systems, batch_size=batch_size,
+                                   reuse=reuse)
     comparison = cmp.score_outputs(outputs, chosen, [{"row": ex.row, "messages": ex.messages} for ex in rows])
     verdict = decide(comparison, Threshold.parse(str(threshold), comparison.metrics[0]) if threshold is not None else None)
-    checked = check_forgetting(*load_with_adapter(model_path, stored.adapter_dir)) if forgetting else None
+    checked = check_forgetting(*loaded()) if forgetting else None
     report.save(stored, data.version, adapter, comparison, verdict, checked)
     generated = tuple(s for s in systems if reuse is None or s not in reuse.generations)
     return report.EvalReport(run, data.name, data.version, comparison, verdict, checked,

@@ -179,7 +179,7 @@ class FinetuneMagics(Magics):
             name, _, split = args.data.partition(":")
             split = split or "test"
             data = self.shell.user_ns.get(name)
-            if data is None or not hasattr(data, "to_hf") or split not in ("test", "train"):
+            if data is None or not hasattr(data, "to_hf"):
                 raise UsageError(f"--data {args.data!r}: give a data set of this notebook (made with %%ft_data "
                                  f"{name}) and optionally :test or :train")
         against = "" if args.against == "none" else args.against

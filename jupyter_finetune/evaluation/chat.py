@@ -7,7 +7,6 @@ uses. A session loads the model once and serves every exchange of a playground.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 
@@ -38,16 +37,7 @@ def training_system_prompt(run: Run) -> str:
     The fine-tuned model learned to answer under that prompt, so a chat without it would not
     show what training changed.
     """
-    try:
-        lines = (run.path / "data.jsonl").read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return ""
-    prompts: Counter[str | None] = Counter()
-    for line in lines:
-        record = json.loads(line)
-        if record.get("split", "train") == "train":
-            first = record["messages"][0] if record["messages"] else {}
-            prompts[first["content"] if first.get("role") == "system" else None] += 1
+    prompts = Counter(m[0]["content"] if m and m[0]["role"] == "system" else None for m in run.conversations("train"))
     if not prompts:
         return ""
     prompt, count = prompts.most_common(1)[0]

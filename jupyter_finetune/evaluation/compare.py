@@ -7,14 +7,12 @@ so a new metric or threshold re-scores saved answers without generating again.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..data import FtDataset
 from ..data.formats import Example
 from .fewshot import pick_shots, with_shots
 from .generate import Generation, generate_timed
-from .loading import load_with_adapter
 from .metrics import Metric, score
 
 SYSTEMS = ("fine-tuned", "base", "fewshot")
@@ -94,6 +92,9 @@ def format_value(column: str, value: float) -> str:
 
 
 def held_out(data: FtDataset, split: str, limit: int | None) -> list[Example]:
+    """The rows to evaluate on: the ``split`` ("test", or "train" for a sanity check), first ``limit``."""
+    if split not in ("test", "train"):
+        raise ValueError(f"split {split!r}: evaluate on test (the held-out rows) or train")
     rows = data.test if split == "test" else data.train
     if data.format == "text":
         raise ValueError(f"{data.name!r} is plain text: there is no answer to compare; evaluate a chat or "
@@ -103,24 +104,26 @@ def held_out(data: FtDataset, split: str, limit: int | None) -> list[Example]:
     return rows[:limit] if limit else rows
 
 
-def generate_outputs(model_path: Path, adapter_dir: Path, data: FtDataset, *, systems: tuple[str, ...],
-                     split: str = "test", shots: int = 3, seed: int = 0, max_new_tokens: int = 64,
-                     batch_size: int = 8, limit: int | None = None, reuse: Outputs | None = None) -> Outputs:
-    """Answers of each system; systems already in ``reuse`` (same settings) are not generated again."""
-    rows = held_out(data, split, limit)
+def generate_outputs(load: Callable[[], tuple[Any, Any]], rows: list[Example], train: list[Example],
+                     settings: dict[str, Any], *, systems: tuple[str, ...], batch_size: int = 8,
+                     reuse: Outputs | None = None) -> Outputs:
+    """Answers of each system on ``rows``; systems already in ``reuse`` are not generated again.
+
+    ``settings`` (shots, seed, max_new_tokens and what chose the rows) are kept with the answers;
+    ``load`` gives (model, tokenizer) and is called only when something must be generated.
+    """
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown:
         raise ValueError(f"unknown system(s) {', '.join(unknown)}: compare with {', '.join(SYSTEMS[1:])}")
-    shot_examples = pick_shots(data.train, shots, seed) if "fewshot" in systems else []
+    shot_examples = pick_shots(train, settings["shots"], settings["seed"]) if "fewshot" in systems else []
     prompts = [ex.messages[:-1] for ex in rows]
-    outputs = Outputs({"split": split, "shots": shots, "seed": seed, "max_new_tokens": max_new_tokens,
-                       "limit": limit}, [ex.row for ex in rows], prompts,
-                      [ex.messages[-1]["content"] for ex in rows], [ex.row for ex in shot_examples],
-                      dict(reuse.generations) if reuse else {})
+    outputs = Outputs(dict(settings), [ex.row for ex in rows], prompts, [ex.messages[-1]["content"] for ex in rows],
+                      [ex.row for ex in shot_examples], dict(reuse.generations) if reuse else {})
     todo = [s for s in systems if s not in outputs.generations]
     if not todo:
         return outputs
-    model, tokenizer = load_with_adapter(model_path, adapter_dir)
+    model, tokenizer = load()
+    max_new_tokens = settings["max_new_tokens"]
     for system in todo:
         if system == "fine-tuned":
             outputs.generations[system] = generate_timed(model, tokenizer, prompts, max_new_tokens=max_new_tokens,

@@ -73,7 +73,7 @@ def _gguf(source: RunSource, folder: Path, quant: str, target: Path) -> tuple[tu
 def _ollama(source: RunSource, folder: Path, quant: str, target: Path) -> tuple[tuple[str, ...], str]:
     tokenizer = source.tokenizer()
     layout = chat_layout(tokenizer)  # refuses an inexpressible chat template before any weights load
-    system, system_note = shared_system_prompt(source.conversations())
+    system, system_note = shared_system_prompt(source.run.conversations())
     name = gguf_name(source.run.name, quant)
     _write_gguf(source, tokenizer, folder / name, quant)
     modelfile = Modelfile(name, layout.go_template(), stop_sequences(layout, tokenizer), system)

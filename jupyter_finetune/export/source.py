@@ -74,10 +74,3 @@ class RunSource:
         except (FileNotFoundError, KeyError, json.JSONDecodeError):
             return None
         return source if source.is_file() else None
-
-    def conversations(self) -> list[list[dict[str, str]]]:
-        """Every stored training and test conversation (data.jsonl), in chat ``messages`` form."""
-        path = self.run.path / "data.jsonl"
-        if not path.is_file():
-            return []
-        return [json.loads(line)["messages"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -89,6 +89,14 @@ class Run:
                                     f"%ft_stop {self.name} saves the adapter so far")
         return self.adapter_dir
 
+    def conversations(self, split: str | None = None) -> list[list[dict[str, str]]]:
+        """The run's copy of its data (data.jsonl) as chat messages: one split, or all rows."""
+        path = self.path / "data.jsonl"
+        if not path.is_file():
+            return []
+        records = (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+        return [r["messages"] for r in records if split is None or r.get("split", "train") == split]
+
     @property
     def checkpoints_dir(self) -> Path:
         return self.path / "checkpoints"

@@ -54,12 +54,13 @@ class RunComparison:
     differing: tuple[str, ...]
 
 
-def summarize(run: Run) -> RunSummary:
-    """The run's summary from status.json, config.json, data.json, metrics.jsonl and eval/."""
+def summarize(run: Run, records: list[dict[str, Any]] | None = None) -> RunSummary:
+    """The run's summary from status.json, config.json, data.json, metrics.jsonl (or ``records``
+    already read from it) and eval/."""
     status = run.status()
     config = run.read("config.json", {})
     data = run.read("data.json", {})
-    records = run.metrics()
+    records = run.metrics() if records is None else records
     losses = [r["loss"] for r in records if r.get("loss") is not None]
     evals = [r["eval_loss"] for r in records if r.get("eval_loss") is not None]
     started = status.get("started")
@@ -98,8 +99,9 @@ def compare_runs(store: RunStore, names: Iterable[str]) -> RunComparison:
     if not runs:
         raise ValueError("name at least one run to compare (runs: "
                          f"{', '.join(r.name for r in store) or 'none yet'})")
-    summaries = [summarize(run) for run in runs]
+    curves = {run.name: run.metrics() for run in runs}
+    summaries = [summarize(run, curves[run.name]) for run in runs]
     keys = ["data", *dict.fromkeys(k for s in summaries for k in s.settings)]
     settings = {k: tuple(s.data if k == "data" else s.settings.get(k) for s in summaries) for k in keys}
     differing = tuple(k for k, values in settings.items() if any(v != values[0] for v in values))
-    return RunComparison(summaries, {run.name: run.metrics() for run in runs}, settings, differing)
+    return RunComparison(summaries, curves, settings, differing)
