@@ -28,6 +28,16 @@ def train(data: Any = None, *, background: bool = False, **options: Any) -> Any:
     return run_job(prepare_training(data, **options), background=background)
 
 
+async def train_async(data: Any = None, **options: Any) -> Any:
+    """``train`` for an awaited notebook cell: the kernel handles the Stop button between steps."""
+    from .api import prepare_training
+    from .ui.training import show_job
+
+    job = prepare_training(data, **options)
+    show_job(job)
+    return await job.train_async()
+
+
 def __getattr__(name: str) -> Any:
     if name in ("api", "export"):  # export: a package that is also callable, export("run", "gguf")
         return import_module(f".{name}", __name__)

@@ -109,12 +109,14 @@ class FinetuneMagics(Magics):
     async def ft_train_awaited(self, line: str) -> None:
         """``%ft_train`` as an awaited call (see ``awaited_training``): the cell waits on the event
         loop, so the kernel handles the dashboard's Stop button while training runs."""
-        from .ui.training import run_job
+        from .ui.training import run_job, show_job
 
         job, background = self._training_job(line)
-        run_job(job, background=True)
-        if not background:
-            self._check_result(await job.wait_async())
+        if background:
+            run_job(job, background=True)
+            return
+        show_job(job)
+        self._check_result(await job.train_async())
 
     def _training_job(self, line: str):
         from . import api

@@ -30,7 +30,7 @@ def root(tmp_path_factory, tiny_model_dir, tiny_tokenizer):
     rows = [chat(i, SYSTEM if i % 3 else "You are a pirate.") for i in range(20)]
     data = prepare(read_records(rows), name="tickets", tokenizer=tiny_tokenizer, model=str(tiny_model_dir), split=0.2)
     job = api.prepare_training(data, runs_dir=root, name="c", steps=2, batch_size=8, lr=1e-2, warmup_ratio=0.0)
-    assert job.start().wait().status == "completed"
+    assert job.train().status == "completed"
     return root
 
 

@@ -25,7 +25,7 @@ def trained(tiny_model_dir, tiny_tokenizer, tmp_path_factory):
     data = prepare(read_records(good_rows(60)), name="tickets", tokenizer=tiny_tokenizer, model=str(tiny_model_dir))
     runs = tmp_path_factory.mktemp("runs")
     job = api.prepare_training(data, name="t1", runs_dir=runs, steps=4, batch_size=4, lr=1e-3, rank=8, alpha=16)
-    assert job.start().wait().status == "completed"
+    assert job.train().status == "completed"
     return data, runs
 
 

@@ -31,7 +31,7 @@ def root(tmp_path_factory, tiny_model_dir, tiny_tokenizer):
                    split=0.2)
     for name, lr, rank in (("small", 1e-3, 4), ("large", 2e-3, 8)):
         job = api.prepare_training(data, runs_dir=root, name=name, lr=lr, rank=rank, **COMMON)
-        assert job.start().wait().status == "completed"
+        assert job.train().status == "completed"
     evals = root / "large" / "eval"
     evals.mkdir()
     (evals / "old.json").write_text(json.dumps({"systems": {"fine-tuned": {"scores": {"exact": 0.1}}}}))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
-import threading
-import _thread
 
 import pytest
 import torch
@@ -28,7 +28,7 @@ def tickets(tiny_model_dir, tiny_tokenizer):
 
 def _train(data, runs, **kw):
     job = api.prepare_training(data, runs_dir=runs, **{**SETTINGS, **kw})
-    return job, job.start().wait()
+    return job, job.train()
 
 
 def _losses(run_path):
@@ -81,7 +81,7 @@ def test_run_folder_has_config_data_status_metrics_and_a_peft_adapter(tickets, t
 def test_stop_mid_run_saves_the_adapter_and_marks_the_run_stopped(tickets, tmp_path):
     job = api.prepare_training(tickets, runs_dir=tmp_path / "runs", name="s", **SETTINGS)
     job.extra_callbacks.append(_At(3, job.stop))
-    result = job.start().wait()
+    result = job.train()
     assert (result.status, result.step) == ("stopped", 3)
     assert (job.run.adapter_dir / "adapter_model.safetensors").exists()
     assert (job.run.checkpoints_dir / "checkpoint-3").is_dir()
@@ -92,17 +92,35 @@ def test_notebook_interrupt_stops_gracefully(tickets, tmp_path):
     # As in a kernel; a shell that started us in the background may have left SIGINT ignored.
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     job = api.prepare_training(tickets, runs_dir=tmp_path / "runs", name="i", **SETTINGS)
-
-    def interrupt():  # as the notebook's interrupt does; then give the waiting cell time to react
-        _thread.interrupt_main()
-        job.stop_requested.wait(timeout=5)
-
-    job.extra_callbacks.append(_At(2, interrupt))
+    job.extra_callbacks.append(_At(2, lambda: os.kill(os.getpid(), signal.SIGINT)))  # the notebook's interrupt
     try:
-        result = job.start().wait()
+        result = job.train()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the kernel's handler is back
     finally:
         signal.signal(signal.SIGINT, previous)
     assert (result.status, result.step) == ("stopped", 2)
+
+
+def test_awaited_training_lets_the_event_loop_run_between_steps(tickets, tmp_path):
+    import jupyter_finetune as ft
+
+    async def stop_after_step_2():  # runs only when training hands the loop a turn
+        run = RunStore.at(tmp_path / "runs").get("a")
+        while not any(m.get("step", 0) >= 2 for m in run.metrics()):
+            await asyncio.sleep(0.001)
+        api.stop("a")
+
+    async def cell():
+        job = api.prepare_training(tickets, runs_dir=tmp_path / "runs", name="a", **SETTINGS)
+        stopper = asyncio.create_task(stop_after_step_2())
+        result = await job.train_async()
+        await stopper
+        return result
+
+    result = asyncio.run(cell())
+    # Step 2 is logged after its step end, so the stop is seen at the end of step 3.
+    assert (result.status, result.step) == ("stopped", 3)
+    assert asyncio.run(ft.train_async(tickets, runs_dir=tmp_path / "runs", name="b", steps=2)).status == "completed"
 
 
 def test_resume_continues_the_step_count_and_the_loss(tickets, tmp_path):
@@ -110,10 +128,10 @@ def test_resume_continues_the_step_count_and_the_loss(tickets, tmp_path):
     whole, _ = _train(tickets, runs, name="whole")
     job = api.prepare_training(tickets, runs_dir=runs, name="part", **SETTINGS)
     job.extra_callbacks.append(_At(4, job.stop))
-    assert job.start().wait().step == 4
+    assert job.train().step == 4
     resumed = api.prepare_training(resume="part", runs_dir=runs)
     assert resumed.resume_from.name == "checkpoint-4"
-    assert resumed.start().wait().status == "completed"
+    assert resumed.train().status == "completed"
     steps = [m["step"] for m in resumed.run.metrics() if m.get("loss") is not None]
     assert steps == list(range(1, 9))
     assert max(abs(a - b) for a, b in zip(_losses(resumed.run.path), _losses(whole.run.path))) < 1e-4
@@ -134,7 +152,7 @@ def test_out_of_memory_fails_the_run_names_the_settings_and_keeps_the_kernel_usa
 
     job = api.prepare_training(tickets, runs_dir=tmp_path / "runs", name="oom", **SETTINGS)
     job.extra_callbacks.append(_At(2, oom))
-    result = job.start().wait()
+    result = job.train()
     assert result.status == "failed" and job.run.status()["status"] == "failed"
     assert "out of host memory" in result.message and "--batch-size 2 (now 4" in result.message
     assert "--max-length 512 (now 1024" in result.message
@@ -164,7 +182,7 @@ class Slow(TrainerCallback):
             time.sleep(60)
 data = load_data("tickets", good_rows(60), model={str(tiny_model_dir)!r}, save=False)
 job = api.prepare_training(data, runs_dir={str(tmp_path / 'runs')!r}, name="k", steps=50, batch_size=4, callbacks=[Slow()])
-job.start().wait()
+job.train()
 """
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:

@@ -6,7 +6,7 @@ import resource
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from transformers import TrainerCallback
 
@@ -26,8 +26,10 @@ def memory_gb() -> float:
 class EventCallback(TrainerCallback):
     """Sends start/log events to listeners and turns a stop request into a clean stop at a step end."""
 
-    def __init__(self, run: str, listeners: list[Listener], stop: threading.Event, config: dict[str, Any]):
+    def __init__(self, run: str, listeners: list[Listener], stop: threading.Event, config: dict[str, Any],
+                 between_steps: Callable[[], None] = lambda: None):
         self.run = run
+        self.between_steps = between_steps  # lets an awaiting kernel handle messages, e.g. a Stop click
         self.listeners = listeners
         self.stop = stop
         self.config = config
@@ -45,6 +47,7 @@ class EventCallback(TrainerCallback):
                    "epochs": args.num_train_epochs, "config": self.config, "time": self._t0})
 
     def on_step_end(self, args, state, control, **kwargs):
+        self.between_steps()
         if self.stop.is_set():
             control.should_training_stop = True
             control.should_save = True  # a checkpoint at the stop step, so --resume continues from here

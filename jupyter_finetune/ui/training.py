@@ -25,8 +25,8 @@ def settings_text(job: Any) -> str:
     return f"{job.run.name}: backend {config['backend']}{resumed}\nsettings: {values}"
 
 
-def run_job(job: Any, *, background: bool = False) -> Any:
-    """Start ``job`` with a dashboard; return its TrainResult, or the job itself when in the background."""
+def show_job(job: Any) -> None:
+    """The resolved settings, then the live dashboard (attached to ``job``, so it sees every event)."""
     from IPython.display import HTML, display
 
     from .dashboard import Dashboard
@@ -36,5 +36,9 @@ def run_job(job: Any, *, background: bool = False) -> Any:
     else:
         print(settings_text(job), flush=True)
     job.listeners.append(Dashboard(job.run.name, on_stop=job.stop))
-    job.start()
-    return job if background else job.wait()
+
+
+def run_job(job: Any, *, background: bool = False) -> Any:
+    """Train ``job`` with a dashboard; return its TrainResult, or the job itself when in the background."""
+    show_job(job)
+    return job.start() if background else job.train()
