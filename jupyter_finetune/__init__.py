@@ -20,6 +20,11 @@ def load_ipython_extension(ipython: Any) -> None:
     register(ipython)
 
 
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """The jupyter_server extension (the runs and resources endpoints); importing it loads no torch."""
+    return [{"module": "jupyter_finetune.server"}]
+
+
 def train(data: Any = None, *, background: bool = False, **options: Any) -> Any:
     """Train with the live dashboard (text progress outside a notebook); see api.prepare_training."""
     from .api import prepare_training

@@ -40,6 +40,8 @@ class RunSummary:
     """When training started (a queued run: when it was made); the table's order."""
     seconds: float | None
     """Wall time from start to the last status update, pauses before a resume included."""
+    updated: float
+    """When status.json last changed (a step, a finish): how fresh the row is."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ def summarize(run: Run, records: list[dict[str, Any]] | None = None) -> RunSumma
         best_eval_loss=min(evals) if evals else None, last_train_loss=losses[-1] if losses else None,
         eval_scores=_fine_tuned_scores(run), created=started or status.get("updated", 0.0),
         seconds=status["updated"] - started if started and "updated" in status else None,
+        updated=status.get("updated", 0.0),
     )
 
 

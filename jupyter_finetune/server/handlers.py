@@ -1,0 +1,88 @@
+"""The routes under ``<base_url>/jupyter-finetune/api/``: every handler authenticated, every answer JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+from tornado import web
+from tornado.ioloop import IOLoop
+
+from ..runs import Run
+from .resources import probe
+from .views import finite, open_run, run_detail, run_metrics, runs_list
+
+NAME = r"([^/]+)"
+
+
+def encode(build: Callable[..., Any], *args: Any) -> str:
+    return json.dumps(finite(build(*args)))
+
+
+class JsonHandler(APIHandler):
+    async def reply(self, build: Callable[..., Any], *args: Any) -> None:
+        """Builds and encodes the answer in a thread: a long metrics.jsonl or a slow nvidia-smi must not
+        stall the server's other requests."""
+        self.set_header("Content-Type", "application/json")
+        self.finish(await IOLoop.current().run_in_executor(None, encode, build, *args))
+
+
+class StoreHandler(JsonHandler):
+    """A handler that reads the run store at ``root`` (resolved once, when the extension loads)."""
+
+    def initialize(self, root: Path) -> None:
+        self.root = root
+
+    def find_run(self, name: str) -> Run:
+        """400 for a malformed name (separators, ``..``, absolute), 404 for one that is not a run in the store."""
+        try:
+            return open_run(self.root, name)
+        except ValueError as e:
+            raise web.HTTPError(400, str(e)) from e
+        except FileNotFoundError as e:
+            raise web.HTTPError(404, str(e)) from e
+
+
+class RunsHandler(StoreHandler):
+    @web.authenticated
+    async def get(self) -> None:
+        await self.reply(runs_list, self.root)
+
+
+class RunHandler(StoreHandler):
+    @web.authenticated
+    async def get(self, name: str) -> None:
+        await self.reply(run_detail, self.find_run(name))
+
+
+class MetricsHandler(StoreHandler):
+    @web.authenticated
+    async def get(self, name: str) -> None:
+        """``?after=<step>``: only newer records, so a poller fetches each record once."""
+        run = self.find_run(name)
+        after = self.get_query_argument("after", "-1")
+        try:
+            step = int(after)
+        except ValueError as e:
+            raise web.HTTPError(400, f"after={after!r}: give the last step already seen, a whole number") from e
+        await self.reply(run_metrics, run, step)
+
+
+class ResourcesHandler(JsonHandler):
+    @web.authenticated
+    async def get(self) -> None:
+        await self.reply(probe)
+
+
+def setup_handlers(web_app: web.Application, root: Path) -> None:
+    api = url_path_join(web_app.settings["base_url"], "jupyter-finetune", "api")
+    store = {"root": root}
+    web_app.add_handlers(".*$", [
+        (url_path_join(api, "runs"), RunsHandler, store),
+        (url_path_join(api, "runs", NAME), RunHandler, store),
+        (url_path_join(api, "runs", NAME, "metrics"), MetricsHandler, store),
+        (url_path_join(api, "resources"), ResourcesHandler),
+    ])

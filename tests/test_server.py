@@ -1,0 +1,257 @@
+"""The jupyter_server extension: runs, one run, its metrics and the machine's resources, as JSON.
+
+A real run store is built with the library's own writers (RunStore, TrainConfig, FtDataset's manifest,
+the evaluation report) and served by a real jupyter_server started by pytest-jupyter.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from traitlets.config import Config
+
+from jupyter_finetune import _jupyter_server_extension_points
+from jupyter_finetune.data.dataset import FtDataset
+from jupyter_finetune.data.formats import Example
+from jupyter_finetune.data.tokens import Lengths
+from jupyter_finetune.engine.config import build_config
+from jupyter_finetune.evaluation import report
+from jupyter_finetune.evaluation.compare import Outputs, score_outputs
+from jupyter_finetune.evaluation.generate import Generation
+from jupyter_finetune.evaluation.metrics import resolve_metric
+from jupyter_finetune.evaluation.verdict import Threshold, decide
+from jupyter_finetune.runs import Run, RunStore
+from jupyter_finetune.server.resources import parse_smi
+from jupyter_finetune.server.settings import store_root
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+API = "jupyter-finetune/api"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tickets() -> FtDataset:
+    """A small chat data set; only its manifest (data.json) and version matter here, so no tokenizer."""
+    rows = [Example(i, [{"role": "user", "content": f"Ticket {i}: printer broken"},
+                        {"role": "assistant", "content": json.dumps({"team": "it", "case": i})}]) for i in range(5)]
+    return FtDataset("tickets", "messages", rows[:4], rows[4:], Lengths([30, 32, 31, 35], [20, 21, 20, 24]),
+                     Lengths([33], [22]), [], 0, "0.2", 1024, "smollm2-135m", renderer=None)
+
+
+def start(store: RunStore, name: str, model: str, max_steps: int) -> Run:
+    run = store.create(name)
+    run.write("config.json", {"train": build_config("quick", model=model, steps=max_steps).to_dict(),
+                              "preset": "quick", "backend": "hf on cpu"})
+    run.write("data.json", tickets().manifest())
+    run.set_status("running", step=0, max_steps=max_steps)
+    return run
+
+
+def log(run: Run, step: int, max_steps: int, loss: float, eval_loss: float | None = None) -> None:
+    """What the trainer callback records at a log step."""
+    run.append_metrics({"step": step, "max_steps": max_steps, "loss": loss, "eval_loss": eval_loss, "lr": 2e-4})
+    run.set_status("running", step=step, max_steps=max_steps)
+
+
+def evaluate(run: Run, version: str) -> None:
+    """Two systems' saved answers, scored and judged, then saved the way %ft_eval saves them."""
+    answers = {"fine-tuned": ['{"team": "it", "case": 4}'], "base": ["it"]}
+    outputs = Outputs({"shots": 0, "seed": 0, "max_new_tokens": 32}, [4], [[{"role": "user", "content": "Ticket 4"}]],
+                      ['{"team": "it", "case": 4}'], [],
+                      {k: Generation(v, [12], [9], 0.5) for k, v in answers.items()})
+    comparison = score_outputs(outputs, dict([resolve_metric("json_fields")]), [{}])
+    report.save(run, version, "adapter_model.safetensors:1:1", comparison,
+                decide(comparison, Threshold.parse("0.9", "json_fields")), None)
+
+
+@pytest.fixture
+def store(tmp_path) -> RunStore:
+    """tickets-v1 completed (4 steps, evaluated); tickets-v2 training at step 2 of 8; a run outside the store."""
+    store = RunStore.at(tmp_path / "store")
+    done = start(store, "tickets-v1", "smollm2-135m", 4)
+    for step, loss, eval_loss in [(1, 2.0, None), (2, 1.5, 1.6), (3, 1.2, None), (4, 1.1, 1.3)]:
+        log(done, step, 4, loss, eval_loss)
+    done.set_status("completed", step=4, max_steps=4)
+    evaluate(done, tickets().version)
+    training = start(store, "tickets-v2", "qwen2.5-0.5b", 8)
+    log(training, 1, 8, 2.5)
+    log(training, 2, 8, 2.25)
+    start(RunStore.at(tmp_path), "x", "SECRET-MODEL", 1)
+    return store
+
+
+@pytest.fixture
+def jp_server_config(store, monkeypatch):
+    monkeypatch.delenv("JUPYTER_FINETUNE_RUNS", raising=False)
+    return Config({"ServerApp": {"jpserver_extensions": {"jupyter_finetune": True}},
+                   "JupyterFinetune": {"runs_dir": str(store.root)}})
+
+
+async def get(jp_fetch, *path: str, **kwargs):
+    response = await jp_fetch(API, *path, raise_error=False, **kwargs)
+    return response.code, json.loads(response.body)
+
+
+async def get_raw(http_server_client, jp_base_url, jp_auth_header, path: str):
+    """A request for exactly this path, with no escaping on the way (jp_fetch escapes each part)."""
+    response = await http_server_client.fetch(f"{jp_base_url}{API}/{path}", headers=jp_auth_header,
+                                              raise_error=False)
+    return response.code, response.body.decode()
+
+
+async def test_runs_list_shows_status_model_progress_losses_and_updated_time(jp_fetch, store):
+    code, body = await get(jp_fetch, "runs")
+    assert code == 200
+    rows = {row["name"]: row for row in body["runs"]}
+    assert [row["name"] for row in body["runs"]] == ["tickets-v2", "tickets-v1"]
+    v1, v2 = rows["tickets-v1"], rows["tickets-v2"]
+    assert (v1["status"], v1["model"], v1["progress"], v1["last_train_loss"], v1["best_eval_loss"]) == \
+        ("completed", "smollm2-135m", 1.0, 1.1, 1.3)
+    assert (v2["status"], v2["model"], v2["progress"], v2["last_train_loss"], v2["best_eval_loss"]) == \
+        ("running", "qwen2.5-0.5b", 0.25, 2.25, None)
+    assert v1["updated"] == store.get("tickets-v1").status()["updated"]
+    assert v1["eval_scores"] == {"json_fields": 1.0}
+
+
+async def test_run_shows_its_config_data_summary_and_eval_summary(jp_fetch, store):
+    code, body = await get(jp_fetch, "runs", "tickets-v1")
+    assert code == 200
+    assert body["name"] == "tickets-v1" and body["status"] == "completed"
+    assert body["config"]["train"]["steps"] == 4 and body["config"]["preset"] == "quick"
+    assert body["data_summary"]["version"] == tickets().version
+    assert body["data_summary"]["rows"] == {"train": 4, "test": 1}
+    [evaluation] = body["evals"]
+    assert evaluation["data_version"] == tickets().version and evaluation["metrics"] == ["json_fields"]
+    assert evaluation["systems"]["fine-tuned"]["scores"] == {"json_fields": 1.0}
+    assert evaluation["systems"]["base"]["scores"] == {"json_fields": 0.0}
+    assert "passes" in evaluation["verdict"]
+    assert "outputs" not in evaluation and "per_row" not in evaluation
+
+
+async def test_metrics_after_a_step_are_only_the_newer_records_with_the_status(jp_fetch, store):
+    code, body = await get(jp_fetch, "runs", "tickets-v1", "metrics", params={"after": 2})
+    assert code == 200
+    assert [r["step"] for r in body["metrics"]] == [3, 4]
+    assert (body["status"], body["active"], body["step"], body["max_steps"]) == ("completed", False, 4, 4)
+    _, everything = await get(jp_fetch, "runs", "tickets-v1", "metrics")
+    assert [r["step"] for r in everything["metrics"]] == [1, 2, 3, 4]
+
+
+async def test_metrics_poll_of_a_training_run_gets_each_new_record_once(jp_fetch, store):
+    _, first = await get(jp_fetch, "runs", "tickets-v2", "metrics", params={"after": -1})
+    assert [r["step"] for r in first["metrics"]] == [1, 2] and first["status"] == "running" and first["active"]
+    log(store.get("tickets-v2"), 3, 8, 2.0)
+    _, second = await get(jp_fetch, "runs", "tickets-v2", "metrics", params={"after": first["metrics"][-1]["step"]})
+    assert [(r["step"], r["loss"]) for r in second["metrics"]] == [(3, 2.0)] and second["step"] == 3
+
+
+async def test_metrics_after_that_is_not_a_step_is_400(jp_fetch, store):
+    code, body = await get(jp_fetch, "runs", "tickets-v1", "metrics", params={"after": "two"})
+    assert code == 400 and "after='two'" in body["message"]
+
+
+async def test_diverged_loss_is_sent_as_null_so_browsers_can_parse_it(jp_fetch, store):
+    log(store.get("tickets-v2"), 3, 8, float("nan"))
+    response = await jp_fetch(API, "runs", "tickets-v2", "metrics", params={"after": 2})
+    body = json.loads(response.body, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    assert [r["loss"] for r in body["metrics"]] == [None]
+
+
+async def test_resources_without_a_gpu_answer_cpu_and_memory(jp_fetch, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))
+    code, body = await get(jp_fetch, "resources")
+    assert code == 200
+    assert body["gpus"] == []
+    assert body["cpu"]["count"] >= 1 and 0 <= body["cpu"]["percent"] <= 100
+    assert 0 < body["memory"]["used"] <= body["memory"]["total"]
+
+
+async def test_resources_read_gpus_from_nvidia_smi_on_path(jp_fetch, tmp_path, monkeypatch):
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    smi = tools / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho '0, NVIDIA H100 80GB HBM3, 1024, 81559, 37'\n")
+    smi.chmod(0o755)
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    monkeypatch.setenv("PATH", str(tools))
+    code, body = await get(jp_fetch, "resources")
+    assert code == 200
+    assert body["gpus"] == [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_used": 1024 * 2 ** 20,
+                             "memory_total": 81559 * 2 ** 20, "utilization": 37.0}]
+
+
+def test_nvidia_smi_fields_it_cannot_read_are_null():
+    out = "0, Tesla T4, 500, 15360, [N/A]\n1, NVIDIA A10G, [N/A], 23028, 5\n\n"
+    assert [(g["index"], g["utilization"], g["memory_used"]) for g in parse_smi(out)] == \
+        [(0, None, 500 * 2 ** 20), (1, 5.0, None)]
+
+
+@pytest.mark.parametrize("path", ["runs/nope", "runs/nope/metrics"])
+async def test_unknown_run_is_404_naming_the_known_runs(jp_fetch, store, path):
+    code, body = await get(jp_fetch, *path.split("/"))
+    assert code == 404 and "no run named 'nope'" in body["message"] and "tickets-v1" in body["message"]
+
+
+@pytest.mark.parametrize("name", ["..%2Fx", "..%2Fx/metrics", "..", "%2E%2E", "x%2F..%2F..%2Fx", "100%25"])
+async def test_names_with_separators_or_dots_are_400(http_server_client, jp_base_url, jp_auth_header, store, name):
+    code, body = await get_raw(http_server_client, jp_base_url, jp_auth_header, f"runs/{name}")
+    assert code == 400 and "run name" in json.loads(body)["message"]
+
+
+async def test_absolute_path_as_a_name_is_400(http_server_client, jp_base_url, jp_auth_header, store):
+    outside = quote(str(store.root.parent / "x"), safe="")
+    code, body = await get_raw(http_server_client, jp_base_url, jp_auth_header, f"runs/{outside}")
+    assert code == 400 and "SECRET-MODEL" not in body
+
+
+@pytest.mark.parametrize("path", ["runs/../x", "runs/../x/metrics", "runs/./../x"])
+async def test_dot_dot_in_the_url_path_reaches_no_run_outside(http_server_client, jp_base_url, jp_auth_header,
+                                                              store, path):
+    code, body = await get_raw(http_server_client, jp_base_url, jp_auth_header, path)
+    assert code in (400, 404) and "SECRET-MODEL" not in body
+
+
+async def test_symlinked_run_leading_outside_is_neither_listed_nor_served(jp_fetch, store):
+    (store.root / "linked").symlink_to(store.root.parent / "x", target_is_directory=True)
+    assert "linked" in [r.name for r in store]
+    _, listing = await get(jp_fetch, "runs")
+    assert "linked" not in [row["name"] for row in listing["runs"]]
+    for path in (["runs", "linked"], ["runs", "linked", "metrics"]):
+        code, body = await get(jp_fetch, *path)
+        assert code == 404 and "SECRET-MODEL" not in json.dumps(body)
+
+
+@pytest.mark.parametrize("path", ["runs", "runs/tickets-v1", "runs/tickets-v1/metrics", "resources"])
+async def test_requests_without_a_token_are_403(jp_fetch, store, path):
+    code, _ = await get(jp_fetch, *path.split("/"), headers={"Authorization": ""})
+    assert code == 403
+    code, _ = await get(jp_fetch, *path.split("/"))
+    assert code == 200
+
+
+def test_store_defaults_to_ft_runs_under_the_server_root_else_the_kernels_setting(tmp_path, monkeypatch):
+    monkeypatch.delenv("JUPYTER_FINETUNE_RUNS", raising=False)
+    assert store_root("", str(tmp_path)) == tmp_path.resolve() / "ft_runs"
+    assert store_root("shared/runs", str(tmp_path)) == tmp_path.resolve() / "shared" / "runs"
+    monkeypatch.setenv("JUPYTER_FINETUNE_RUNS", str(tmp_path / "drive"))
+    assert store_root("", "/elsewhere") == tmp_path.resolve() / "drive"
+
+
+def test_extension_is_declared_and_enabled_by_its_config_file():
+    assert _jupyter_server_extension_points() == [{"module": "jupyter_finetune.server"}]
+    config = json.loads((ROOT / "jupyter-config" / "jupyter_server_config.d" / "jupyter_finetune.json").read_text())
+    assert config == {"ServerApp": {"jpserver_extensions": {"jupyter_finetune": True}}}
+
+
+def test_server_extension_imports_only_the_run_store():
+    code = "import json, sys, jupyter_finetune.server; print(json.dumps(sorted(sys.modules)))"
+    loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                       check=True).stdout)
+    assert {m.split(".")[1] for m in loaded if m.startswith("jupyter_finetune.")} == {"runs", "server"}
+    assert not [m for m in loaded if m.split(".")[0] in ("torch", "transformers", "datasets")]
