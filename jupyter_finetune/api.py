@@ -47,6 +47,33 @@ def load_data(name: str, source: Any, *, format: str = "auto", split: float | An
     return ds
 
 
+def plan(model: str | None = None, data: FtDataset | None = None, *, gpu: str | None = None,
+         method: str = "lora", preset: str = "balanced", **settings: Any) -> Any:
+    """Peak GPU memory by component, which GPUs it fits, time and cost per epoch, and settings that fit.
+
+    Reads only the model's config (no weights). ``settings`` are TrainConfig fields (batch_size,
+    max_length, rank, quant, gradient_checkpointing, ...) filled from ``preset`` as %ft_train fills
+    them; max length defaults to the data's. Without ``data`` there is no time or cost. The
+    recommendation is for ``gpu`` (default T4) and searches every setting not given here.
+    """
+    from .engine import build_config
+    from .engine.gpus import gpu_table
+    from .engine.plan import DEFAULT_GPU, build_plan
+    from .models import load_config
+    from .models.memory import ModelShape
+
+    model = model or (data.model if data is not None else DEFAULT_MODEL)
+    given = {k for k, v in settings.items() if v is not None}
+    if settings.get("max_length") is None and data is not None:
+        settings["max_length"] = data.max_length
+    config = build_config(preset, model=model, **settings)
+    table = gpu_table()
+    chosen = table.get(gpu or DEFAULT_GPU)
+    return build_plan(model, ModelShape.from_config(load_config(model)), config, method, chosen, table,
+                      data.train_lengths if data is not None else None, fixed_length="max_length" in given,
+                      fixed_batch="batch_size" in given, fixed_quant="quant" in given)
+
+
 # The current kernel's running jobs, so that %ft_stop and the dashboard's button can reach them.
 _JOBS: dict[str, Any] = {}
 

@@ -145,6 +145,36 @@ class FinetuneMagics(Magics):
         if result.status == "failed":
             raise UsageError(f"run {result.run} failed: {result.message}")
 
+    @magic_arguments()
+    @argument("--model", help="Alias, folder, .gguf or cached hub id (default: the data's model, else smollm2-135m).")
+    @argument("--data", metavar="NAME", help="A data set of this notebook: adds steps, time and cost per epoch.")
+    @argument("--method", default="lora", choices=["lora", "full"])
+    @argument("--quant", choices=["4bit", "8bit", "none"], help="Base weights (default: the preset's, none).")
+    @argument("--batch-size", type=int)
+    @argument("--max-length", type=int, help="Default: the data's max length, else the preset's (1024).")
+    @argument("--rank", type=int, help="LoRA rank (default: the preset's).")
+    @argument("--gradient-checkpointing", action="store_true", default=None)
+    @argument("--preset", default="balanced", choices=["quick", "balanced", "thorough"])
+    @argument("--gpu", help="GPU to recommend settings for (default T4): T4, L4, A10G, A100-80, H100, ...")
+    @line_magic
+    def ft_plan(self, line: str):
+        """Peak GPU memory by component, which GPUs fit, time and cost per epoch: from the config, no weights."""
+        from . import api
+
+        args = parse_argstring(self.ft_plan, line)
+        data = None
+        if args.data is not None:
+            data = self.shell.user_ns.get(args.data)
+            if data is None or not hasattr(data, "to_hf"):
+                raise UsageError(f"{args.data!r} is not a data set in this notebook: make it with %%ft_data {args.data}")
+        try:
+            plan = api.plan(args.model, data, gpu=args.gpu, method=args.method, preset=args.preset, quant=args.quant,
+                            batch_size=args.batch_size, max_length=args.max_length, rank=args.rank,
+                            gradient_checkpointing=args.gradient_checkpointing)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        print(plan.text())
+
     @line_magic
     def ft_stop(self, line: str):
         """Stop a training run of this kernel at its next step (all running ones without a name)."""

@@ -1,0 +1,52 @@
+"""Common training GPUs: memory, speed and an hourly price, from a dated table shipped with the package."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.resources import files
+
+from ..models.memory import GIB
+
+
+class UnknownGpu(ValueError):
+    """A GPU name not in the table; the message lists the known ones."""
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    memory_bytes: int
+    """Total memory as torch.cuda.get_device_properties reports it."""
+    bf16_tflops: float
+    """Dense bf16 tensor-core peak (fp16 for the T4), before any utilisation factor."""
+    usd_per_hour: float
+
+
+@dataclass(frozen=True)
+class GpuTable:
+    as_of: str
+    source: str
+    note: str
+    gpus: dict[str, Gpu]
+
+    def get(self, name: str) -> Gpu:
+        """Case-insensitive, ignoring '-' and '_': ``a100-80``, ``A100_80`` and ``a10080`` all match."""
+        wanted = _key(name)
+        for gpu in self.gpus.values():
+            if _key(gpu.name) == wanted:
+                return gpu
+        raise UnknownGpu(f"unknown GPU {name!r}: use one of {', '.join(self.gpus)}")
+
+
+def _key(name: str) -> str:
+    return name.upper().replace("-", "").replace("_", "").replace(" ", "")
+
+
+@lru_cache(maxsize=1)
+def gpu_table() -> GpuTable:
+    raw = json.loads(files(__package__).joinpath("gpus.json").read_text())
+    gpus = {name: Gpu(name, round(g["memory_gib"] * GIB), g["bf16_tflops"], g["usd_per_hour"])
+            for name, g in raw["gpus"].items()}
+    return GpuTable(raw["as_of"], raw["source"], raw["note"], gpus)

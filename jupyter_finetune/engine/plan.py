@@ -1,0 +1,255 @@
+"""Before any GPU time: will these settings fit, how long will an epoch take, and what will it cost."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from html import escape
+
+from ..data.estimate import price_table
+from ..data.tokens import Lengths, TokenStats
+from ..models.memory import GIB, GPU_16BIT, MemoryBreakdown, ModelShape, estimate_memory
+from .config import TrainConfig
+from .gpus import Gpu, GpuTable
+
+FIT_FRACTION = 0.95
+"""A plan fits when its total is at most 95% of the GPU's memory: fragmentation needs the rest."""
+MFU = 0.35
+"""Assumed model FLOPs utilisation: a typical share of peak for single-GPU LoRA with HF + PEFT."""
+DEFAULT_GPU = "T4"
+"""The GPU recommended for when none is named: the free Colab and Kaggle one."""
+BATCH_SIZES = (1, 2, 4, 8, 16)
+SHORTEST_LENGTH = 128
+_CELL = "padding:2px 10px;border-bottom:1px solid #8884;text-align:left"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one step looks like: the part of a TrainConfig (plus the method) that sets memory."""
+
+    method: str
+    quant: str
+    batch_size: int
+    max_length: int
+    rank: int
+    checkpointing: bool
+
+    @classmethod
+    def of(cls, config: TrainConfig, method: str) -> "Settings":
+        return cls(method, config.quant, config.batch_size, config.max_length, config.rank,
+                   config.gradient_checkpointing)
+
+    def memory(self, shape: ModelShape) -> MemoryBreakdown:
+        return estimate_memory(shape, batch_size=self.batch_size, max_length=self.max_length, rank=self.rank,
+                               quant=self.quant, method=self.method, checkpointing=self.checkpointing,
+                               precision=GPU_16BIT)
+
+    def text(self) -> str:
+        quant = {"none": "16-bit", "4bit": "4-bit", "8bit": "8-bit"}[self.quant]
+        parts = [f"batch {self.batch_size}", f"max length {self.max_length}", quant]
+        if self.method == "full":
+            parts.append("full fine-tuning")
+        if self.checkpointing:
+            parts.append("gradient checkpointing")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    settings: Settings
+    total_bytes: int
+    gpu: Gpu
+
+    def text(self) -> str:
+        return (f"{self.settings.text()}: {gib(self.total_bytes)}, fits a {self.gpu.name} "
+                f"({gib(self.gpu.memory_bytes)})")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Steps, tokens, time and cost of training on the data, on one GPU and at OpenAI."""
+
+    examples: int
+    steps_per_epoch: int
+    tokens_per_epoch: int
+    """Non-padding tokens after cutting at max length: what OpenAI bills, and a floor on the compute."""
+    epochs: float
+    flops_per_token: float
+    seconds_per_epoch: float
+    gpu_usd: float
+    openai_usd: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Memory by component for a model and settings, which GPUs it fits, time, cost and a recommendation."""
+
+    model: str
+    shape: ModelShape
+    settings: Settings
+    memory: MemoryBreakdown
+    """Without gradient checkpointing."""
+    memory_checkpointed: MemoryBreakdown
+    gpu: Gpu
+    gpus: GpuTable
+    schedule: Schedule | None
+    recommendation: Recommendation | None
+
+    @property
+    def chosen(self) -> MemoryBreakdown:
+        """The breakdown for the settings as given (checkpointing on or off)."""
+        return self.memory_checkpointed if self.settings.checkpointing else self.memory
+
+    def fit(self, gpu: Gpu) -> str:
+        if fits(self.memory, gpu):
+            return "fits"
+        return "fits with checkpointing" if fits(self.memory_checkpointed, gpu) else "does not fit"
+
+    def sections(self) -> list[tuple[str, list[tuple[str, ...]]]]:
+        """(title, rows) shared by the text and the HTML form; the first row of each is its header."""
+        rows = [("component", "no checkpointing", "checkpointing")]
+        rows += [(name, gib(a), gib(b)) for (name, a), (_, b) in zip(self.memory.rows(),
+                                                                     self.memory_checkpointed.rows())]
+        rows.append(("total (peak)", gib(self.memory.total), gib(self.memory_checkpointed.total)))
+        gpus = [("GPU", "memory", "these settings")]
+        gpus += [(g.name, gib(g.memory_bytes), self.fit(g)) for g in self.gpus.gpus.values()]
+        out = [(self._title(), rows), (f"Fits (total at most {FIT_FRACTION:.0%} of the GPU's memory)", gpus)]
+        if self.schedule:
+            out.append(self._cost_section(self.schedule))
+        return out
+
+    def _title(self) -> str:
+        s, shape = self.settings, self.shape
+        trained = ("all parameters" if s.method == "full"
+                   else f"LoRA r{s.rank} all-linear, {shape.lora_parameters(s.rank):,} trainable")
+        return (f"{self.model}: {shape.parameters:,} parameters, {trained}; batch {s.batch_size} x "
+                f"{s.max_length} tokens, quant {s.quant}, {GPU_16BIT.name}")
+
+    def _cost_section(self, sc: Schedule) -> tuple[str, list[tuple[str, ...]]]:
+        table = price_table()
+        epochs = f"{sc.epochs:g} epoch{'s' if sc.epochs != 1 else ''}"
+        rows: list[tuple[str, ...]] = [("", "per epoch", epochs)]
+        rows.append(("steps", f"{sc.steps_per_epoch:,}", f"{math.ceil(sc.steps_per_epoch * sc.epochs):,}"))
+        rows.append(("tokens", f"{sc.tokens_per_epoch:,}", f"{round(sc.tokens_per_epoch * sc.epochs):,}"))
+        rows.append((f"time on {self.gpu.name}", hours(sc.seconds_per_epoch),
+                     hours(sc.seconds_per_epoch * sc.epochs)))
+        rows.append((f"{self.gpu.name} at ${self.gpu.usd_per_hour:.2f}/h (as of {self.gpus.as_of})",
+                     usd(sc.gpu_usd / sc.epochs), usd(sc.gpu_usd)))
+        rows += [(f"OpenAI {m} (as of {table.as_of})", usd(v / sc.epochs), usd(v)) for m, v in sc.openai_usd.items()]
+        title = (f"Time and cost: {sc.examples:,} training examples; {sc.flops_per_token / self.shape.parameters:g} "
+                 f"x parameters FLOPs per token at {MFU:.0%} of {self.gpu.bf16_tflops:g} TFLOPS; prices approximate")
+        return title, rows
+
+    def advice(self) -> str:
+        """The one-line recommendation for the chosen GPU."""
+        if self.recommendation:
+            return f"Recommended for {self.gpu.name}: {self.recommendation.text()}"
+        return (f"No setting searched fits a {self.gpu.name}: choose a larger GPU (--gpu), a smaller model, "
+                "or leave --batch-size, --max-length and --quant open to the search")
+
+    def text(self) -> str:
+        blocks = []
+        for title, rows in self.sections():
+            widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(max(map(len, rows)))]
+            lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+            blocks.append("\n".join([title, *lines]))
+        return "\n\n".join([*blocks, self.advice()])
+
+    def _repr_html_(self) -> str:
+        parts = []
+        for title, rows in self.sections():
+            head = "".join(f"<th style='{_CELL}'>{escape(c)}</th>" for c in rows[0])
+            body = "".join("<tr>" + "".join(f"<td style='{_CELL}'>{escape(c)}</td>" for c in r) + "</tr>"
+                           for r in rows[1:])
+            parts.append(f"<p><b>{escape(title)}</b></p><table style='border-collapse:collapse;margin:4px 0'>"
+                         f"<tr>{head}</tr>{body}</table>")
+        return "<div>" + "".join(parts) + f"<p><b>{escape(self.advice())}</b></p></div>"
+
+    def __repr__(self) -> str:
+        return self.text()
+
+
+def gib(n: int) -> str:
+    return f"{n / GIB:.2f} GiB" if n >= GIB // 10 else f"{n / 1024**2:.1f} MiB"
+
+
+def hours(seconds: float) -> str:
+    """GPU time as it is billed: hours, or minutes below one."""
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+def usd(x: float) -> str:
+    return f"${x:,.2f}" if x >= 0.01 else "<$0.01"
+
+
+def fits(memory: MemoryBreakdown, gpu: Gpu) -> bool:
+    return memory.total <= FIT_FRACTION * gpu.memory_bytes
+
+
+def flops_per_token(parameters: int, method: str, checkpointing: bool) -> float:
+    """2N forward + 4N backward for full fine-tuning; LoRA's backward skips the frozen weights'
+    gradients (2N of the 4N; the adapters' own are negligible); checkpointing adds a 2N forward."""
+    factor = (6 if method == "full" else 4) + (2 if checkpointing else 0)
+    return factor * parameters
+
+
+def schedule(shape: ModelShape, settings: Settings, config: TrainConfig, lengths: Lengths, gpu: Gpu) -> Schedule:
+    """Steps as %ft_train takes them (ceil(examples / (batch x grad_accum))), time from FLOPs at MFU."""
+    from ..data.estimate import estimate
+
+    stats = TokenStats.of(lengths, settings.max_length)
+    per_token = flops_per_token(shape.parameters, settings.method, settings.checkpointing)
+    seconds = stats.total * per_token / (gpu.bf16_tflops * 1e12 * MFU)
+    return Schedule(
+        examples=stats.examples,
+        steps_per_epoch=max(1, math.ceil(stats.examples / (settings.batch_size * config.grad_accum))),
+        tokens_per_epoch=stats.total, epochs=config.epochs, flops_per_token=per_token, seconds_per_epoch=seconds,
+        gpu_usd=seconds * config.epochs / 3600 * gpu.usd_per_hour,
+        openai_usd=estimate(stats.total, None, config.epochs).openai_usd)
+
+
+def recommend(shape: ModelShape, settings: Settings, gpu: Gpu, *, lengths: tuple[int, ...],
+              batch_sizes: tuple[int, ...] = BATCH_SIZES, quants: tuple[str, ...] = ("none", "4bit"),
+              ) -> Recommendation | None:
+    """The settings that fit ``gpu``: the longest length first, then the largest batch, then 16-bit
+    over 4-bit and no checkpointing over checkpointing (each costs speed or quality)."""
+    for length in lengths:
+        for batch in sorted(batch_sizes, reverse=True):
+            for quant in quants:
+                for checkpointing in (False, True):
+                    candidate = replace(settings, batch_size=batch, max_length=length, quant=quant,
+                                        checkpointing=checkpointing)
+                    memory = candidate.memory(shape)
+                    if fits(memory, gpu):
+                        return Recommendation(candidate, memory.total, gpu)
+    return None
+
+
+def candidate_lengths(longest: int, context: int | None) -> tuple[int, ...]:
+    """The longest example rounded up to a power of two (at most the context), then halvings."""
+    top = max(SHORTEST_LENGTH, 1 << max(0, longest - 1).bit_length())
+    if context:
+        top = min(top, context)
+    out = [top]
+    while out[-1] // 2 >= SHORTEST_LENGTH:
+        out.append(out[-1] // 2)
+    return tuple(out)
+
+
+def build_plan(model: str, shape: ModelShape, config: TrainConfig, method: str, gpu: Gpu, gpus: GpuTable,
+               lengths: Lengths | None = None, *, fixed_length: bool = False, fixed_batch: bool = False,
+               fixed_quant: bool = False) -> Plan:
+    """The plan for ``config``; the recommendation searches only what the user did not fix."""
+    settings = Settings.of(config, method)
+    longest = max(lengths.full) if lengths and lengths.full else config.max_length
+    search_lengths = (settings.max_length,) if fixed_length else candidate_lengths(longest, shape.context)
+    quants = (settings.quant,) if fixed_quant or method == "full" else ("none", "4bit")
+    return Plan(
+        model=model, shape=shape, settings=settings,
+        memory=replace(settings, checkpointing=False).memory(shape),
+        memory_checkpointed=replace(settings, checkpointing=True).memory(shape),
+        gpu=gpu, gpus=gpus,
+        schedule=schedule(shape, settings, config, lengths, gpu) if lengths and lengths.full else None,
+        recommendation=recommend(shape, settings, gpu, lengths=search_lengths, quants=quants,
+                                 batch_sizes=(settings.batch_size,) if fixed_batch else BATCH_SIZES),
+    )

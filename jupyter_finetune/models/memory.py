@@ -1,0 +1,199 @@
+"""Peak training memory from a model's config alone: weights, LoRA, gradients, optimizer, activations.
+
+Every number is in bytes so that an estimate can be set beside a measured peak (on CPU in the
+tests, ``torch.cuda.max_memory_allocated`` on a GPU). The block is counted as a Llama-style
+decoder layer (attention with grouped KV heads, gated MLP); other architectures are approximated
+by the same shapes read from their config.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .size import context_length, parameter_count
+
+GIB = 1024**3
+CUDA_OVERHEAD_BYTES = GIB // 2
+"""CUDA context, cuBLAS workspace and allocator slack, not seen by ``torch.cuda.max_memory_allocated``.
+
+An empty CUDA context alone takes 300-500 MiB on recent drivers (nvidia-smi right after
+``torch.cuda.init()``); half a GiB is the round figure used here.
+"""
+NF4_BLOCK = 64
+"""bitsandbytes NF4 quantizes blocks of 64 weights, each with one absmax constant."""
+NF4_DOUBLE_QUANT_BLOCK = 256
+"""With double quantization the absmax constants are stored in 8 bits, with one fp32 per 256 of them."""
+FP32 = 4
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How the base weights and activations are held: 16-bit on a GPU, fp32 on a CPU."""
+
+    name: str
+    compute_bytes: int
+    overhead_bytes: int
+
+
+GPU_16BIT = Precision("bf16/fp16 (GPU)", 2, CUDA_OVERHEAD_BYTES)
+CPU_FP32 = Precision("fp32 (CPU)", 4, 0)
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The sizes the memory arithmetic needs, read from a transformers config."""
+
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    tied_embeddings: bool
+    parameters: int
+    """Exact total, counted on the meta device (nothing allocated)."""
+    context: int | None
+
+    @classmethod
+    def from_config(cls, config: Any) -> "ModelShape":
+        hidden = config.hidden_size
+        heads = config.num_attention_heads
+        return cls(
+            hidden=hidden, intermediate=getattr(config, "intermediate_size", None) or 4 * hidden,
+            layers=config.num_hidden_layers, heads=heads,
+            kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+            head_dim=getattr(config, "head_dim", None) or hidden // heads, vocab=config.vocab_size,
+            tied_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+            parameters=parameter_count(config), context=context_length(config),
+        )
+
+    def layer_linears(self) -> tuple[tuple[int, int], ...]:
+        """(in, out) of each linear of one block: q, k, v, o, gate, up, down; what "all-linear" adapts."""
+        h, i, q, kv = self.hidden, self.intermediate, self.heads * self.head_dim, self.kv_heads * self.head_dim
+        return ((h, q), (h, kv), (h, kv), (q, h), (h, i), (h, i), (i, h))
+
+    @property
+    def linear_parameters(self) -> int:
+        """Weights of the decoder blocks' linears: the part 4-bit quantization shrinks.
+
+        Embeddings, lm_head and norms stay in 16 bits (bitsandbytes replaces only the blocks' linears).
+        """
+        return self.layers * sum(a * b for a, b in self.layer_linears())
+
+    def lora_parameters(self, rank: int) -> int:
+        """r x (in + out) per adapted linear (A is r x in, B is out x r), every linear of every block."""
+        return self.layers * sum(rank * (a + b) for a, b in self.layer_linears())
+
+    def saved_values_per_token(self, rank: int | None) -> int:
+        """Values one block keeps for the backward pass, per token (SDPA attention: no seq² term).
+
+        ``rank`` None means no adapters (full fine-tuning).
+
+        norms: input, normalised output, 2 x h each              -> 4h
+        attention: q, k before and after RoPE, v, rotate_half(q, k), output
+                   -> 3 q + 3 kv + kv + q = 4 q + 4 kv
+        MLP: gate, up, silu(gate), silu(gate) * up               -> 4i
+        LoRA: each adapted linear's dropped-out input (5h + q + i) and its A output (7r)
+        """
+        h, i, q, kv = self.hidden, self.intermediate, self.heads * self.head_dim, self.kv_heads * self.head_dim
+        lora = 0 if rank is None else sum(a for a, _ in self.layer_linears()) + 7 * rank
+        return 4 * h + 4 * q + 4 * kv + 4 * i + lora
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    """Peak memory of one training step, by component, in bytes.
+
+    The step peaks either as the loss's backward starts (saved activations and the logits'
+    copies all alive) or, with gradient checkpointing, while a block is recomputed (the logits'
+    copies are freed by then): so the peak counts the larger of ``logits`` and ``recomputed``.
+    """
+
+    weights: int
+    lora: int
+    gradients: int
+    optimizer: int
+    activations: int
+    """Saved for the backward pass: every block's values, or with checkpointing each block's input."""
+    logits: int
+    recomputed: int
+    """One block's values, rebuilt in the backward pass under gradient checkpointing (else 0)."""
+    overhead: int
+
+    @property
+    def allocated(self) -> int:
+        """What the framework allocates at the peak: compare with ``torch.cuda.max_memory_allocated``."""
+        return (self.weights + self.lora + self.gradients + self.optimizer + self.activations
+                + max(self.logits, self.recomputed))
+
+    @property
+    def total(self) -> int:
+        return self.allocated + self.overhead
+
+    def rows(self) -> list[tuple[str, int]]:
+        return [("weights", self.weights), ("LoRA parameters", self.lora), ("gradients", self.gradients),
+                ("optimizer states", self.optimizer), ("activations", self.activations), ("logits", self.logits),
+                ("recomputed block", self.recomputed), ("CUDA overhead", self.overhead)]
+
+
+def weight_bytes(shape: ModelShape, quant: str, precision: Precision) -> int:
+    """Base weights: 16-bit (or fp32 on CPU) per parameter; quantized blocks' linears when asked.
+
+    4bit (NF4, double quant): 0.5 byte per weight + 1 byte per 64-weight block + 4 bytes per 256
+    blocks; 8bit (LLM.int8): 1 byte per weight + an fp32 scale per output row. The rest
+    (embeddings, lm_head, norms) stays at the compute precision.
+    """
+    if quant == "none":
+        return shape.parameters * precision.compute_bytes
+    rest = (shape.parameters - shape.linear_parameters) * precision.compute_bytes
+    quantized = 0
+    for n_in, n_out in shape.layer_linears():
+        n = n_in * n_out
+        if quant == "4bit":
+            blocks = math.ceil(n / NF4_BLOCK)
+            quantized += math.ceil(n / 2) + blocks + FP32 * math.ceil(blocks / NF4_DOUBLE_QUANT_BLOCK)
+        else:
+            quantized += n + FP32 * n_out
+    return rest + shape.layers * quantized
+
+
+def logit_bytes(shape: ModelShape, tokens: int) -> int:
+    """tokens x vocab x 12 bytes: three fp32 copies alive as the loss's backward starts.
+
+    Cross-entropy saves its fp32 log-softmax; the backward pass adds that tensor's gradient and
+    the logits' fp32 gradient. The lm_head output itself (and its fp32 upcast) is freed once the
+    loss is computed, since the Trainer keeps only the loss.
+    """
+    return tokens * shape.vocab * 3 * FP32
+
+
+def estimate_memory(shape: ModelShape, *, batch_size: int, max_length: int, rank: int, quant: str = "none",
+                    method: str = "lora", checkpointing: bool = False,
+                    precision: Precision = GPU_16BIT) -> MemoryBreakdown:
+    """The peak of one step at ``batch_size`` sequences of ``max_length`` tokens (the padded worst case).
+
+    LoRA: the adapters are fp32 (peft upcasts them), and each trainable fp32 value has an fp32
+    gradient and AdamW's two fp32 states. Full fine-tuning trains every parameter, kept in fp32
+    (mixed precision's master copy): 4 + 4 + 8 = 16 bytes per parameter, as in the ZeRO paper.
+    Activations at compute precision: every block's saved values plus the final norm's input and
+    output; with gradient checkpointing, each block's input instead, and one block recomputed.
+    """
+    if method not in ("lora", "full"):
+        raise ValueError(f"method {method!r} is not one of lora, full")
+    if method == "full" and quant != "none":
+        raise ValueError("full fine-tuning trains every weight, so the base cannot be quantized: use --quant none")
+    tokens = batch_size * max_length
+    if method == "full":
+        trainable, weights, lora = shape.parameters, shape.parameters * FP32, 0
+    else:
+        trainable = shape.lora_parameters(rank)
+        weights, lora = weight_bytes(shape, quant, precision), trainable * FP32
+    block = tokens * shape.saved_values_per_token(rank if method == "lora" else None) * precision.compute_bytes
+    kept = tokens * shape.hidden * shape.layers * precision.compute_bytes if checkpointing else block * shape.layers
+    final_norm = tokens * 2 * shape.hidden * precision.compute_bytes
+    return MemoryBreakdown(weights=weights, lora=lora, gradients=trainable * FP32, optimizer=2 * trainable * FP32,
+                           activations=kept + final_norm, logits=logit_bytes(shape, tokens),
+                           recomputed=block if checkpointing else 0, overhead=precision.overhead_bytes)
