@@ -69,7 +69,7 @@ def sft_config(dataset: FtDataset, config: TrainConfig, output_dir: Path) -> Any
 
 
 class TrainJob:
-    """One run's training, on a worker thread, reporting to listeners and the run store."""
+    """One run's training, on the calling thread or a worker thread, reporting to listeners and the run store."""
 
     def __init__(self, run: Run, dataset: FtDataset, config: TrainConfig, model_path: Path, backend: Backend,
                  listeners: list[Listener], resume_from: Path | None = None, callbacks: list[Any] | None = None):
