@@ -52,6 +52,13 @@ class FinetuneMagics(Magics):
         self.shell.user_ns[args.name] = ds
         data_report.show(ds)
 
+    def _data_set(self, name: str, problem: str | None = None):
+        """The data set ``name`` made by %%ft_data in this notebook; ``problem`` words the error if there is none."""
+        data = self.shell.user_ns.get(name)
+        if data is None or not hasattr(data, "to_hf"):
+            raise UsageError(problem or f"{name!r} is not a data set in this notebook: make it with %%ft_data {name}")
+        return data
+
     def _lookup(self, value: str):
         """A variable of the user's namespace by that name, else the string as a path."""
         return self.shell.user_ns.get(value, value) if value.isidentifier() else value
@@ -124,11 +131,7 @@ class FinetuneMagics(Magics):
         from .runs import RunExists
 
         args = parse_argstring(self.ft_train, line)
-        data = None
-        if args.data is not None:
-            data = self.shell.user_ns.get(args.data)
-            if data is None or not hasattr(data, "to_hf"):
-                raise UsageError(f"{args.data!r} is not a data set in this notebook: make it with %%ft_data {args.data}")
+        data = None if args.data is None else self._data_set(args.data)
         settings = {k: getattr(args, k) for k in ("model", "epochs", "steps", "batch_size", "grad_accum", "lr", "rank",
                                                   "alpha", "dropout", "target_modules", "max_length", "seed", "quant",
                                                   "backend", "report_to")}
@@ -162,11 +165,7 @@ class FinetuneMagics(Magics):
         from . import api
 
         args = parse_argstring(self.ft_plan, line)
-        data = None
-        if args.data is not None:
-            data = self.shell.user_ns.get(args.data)
-            if data is None or not hasattr(data, "to_hf"):
-                raise UsageError(f"{args.data!r} is not a data set in this notebook: make it with %%ft_data {args.data}")
+        data = None if args.data is None else self._data_set(args.data)
         try:
             plan = api.plan(args.model, data, gpu=args.gpu, method=args.method, preset=args.preset, quant=args.quant,
                             batch_size=args.batch_size, max_length=args.max_length, rank=args.rank,
@@ -210,10 +209,8 @@ class FinetuneMagics(Magics):
         if args.data:
             name, _, split = args.data.partition(":")
             split = split or "test"
-            data = self.shell.user_ns.get(name)
-            if data is None or not hasattr(data, "to_hf"):
-                raise UsageError(f"--data {args.data!r}: give a data set of this notebook (made with %%ft_data "
-                                 f"{name}) and optionally :test or :train")
+            data = self._data_set(name, f"--data {args.data!r}: give a data set of this notebook (made with "
+                                            f"%%ft_data {name}) and optionally :test or :train")
         against = "" if args.against == "none" else args.against
         try:
             report = api.evaluate(args.run, data, split=split, against=against, shots=args.shots,

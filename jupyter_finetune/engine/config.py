@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -101,3 +102,8 @@ def build_config(preset: str = "balanced", **overrides: Any) -> TrainConfig:
         if isinstance(values.get(name), str):
             values[name] = tuple(s.strip() for s in values[name].split(",") if s.strip())
     return replace(TrainConfig(), **values)
+
+
+def steps_per_epoch(examples: int, batch_size: int, grad_accum: int) -> int:
+    """Optimizer steps in one pass over ``examples`` (a last, partial batch is a step too)."""
+    return max(1, math.ceil(examples / (batch_size * grad_accum)))

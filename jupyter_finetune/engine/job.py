@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import math
 import signal
 import threading
 import time
@@ -29,7 +28,7 @@ from ..models.quiet import library_bars_off
 from ..runs import Run
 from .backends import Backend, cuda_available
 from .callbacks import EventCallback
-from .config import TrainConfig
+from .config import TrainConfig, steps_per_epoch
 from .events import Event, Listener
 
 
@@ -42,17 +41,13 @@ class TrainResult:
     adapter: Path | None
 
 
-def steps_per_epoch(dataset: FtDataset, config: TrainConfig) -> int:
-    return max(1, math.ceil(len(dataset.train) / (config.batch_size * config.grad_accum)))
-
-
 def sft_config(dataset: FtDataset, config: TrainConfig, output_dir: Path) -> Any:
     """The TRL SFTConfig for these settings: completion-only loss, eval once per epoch."""
     import torch
     from trl import SFTConfig
 
     cuda = cuda_available()
-    per_epoch = steps_per_epoch(dataset, config)
+    per_epoch = steps_per_epoch(len(dataset.train), config.batch_size, config.grad_accum)
     return SFTConfig(
         output_dir=str(output_dir), seed=config.seed, data_seed=config.seed,
         num_train_epochs=config.epochs, max_steps=config.steps or -1,

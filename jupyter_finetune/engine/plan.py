@@ -9,7 +9,7 @@ from html import escape
 from ..data.estimate import price_table
 from ..data.tokens import Lengths, TokenStats
 from ..models.memory import GIB, GPU_16BIT, MemoryBreakdown, ModelShape, estimate_memory
-from .config import TrainConfig
+from .config import TrainConfig, steps_per_epoch
 from .gpus import Gpu, GpuTable
 
 FIT_FRACTION = 0.95
@@ -194,7 +194,7 @@ def flops_per_token(parameters: int, method: str, checkpointing: bool) -> float:
 
 
 def schedule(shape: ModelShape, settings: Settings, config: TrainConfig, lengths: Lengths, gpu: Gpu) -> Schedule:
-    """Steps as %ft_train takes them (ceil(examples / (batch x grad_accum))), time from FLOPs at MFU."""
+    """Steps as %ft_train takes them (the same steps_per_epoch), time from FLOPs at MFU."""
     from ..data.estimate import estimate
 
     stats = TokenStats.of(lengths, settings.max_length)
@@ -202,7 +202,7 @@ def schedule(shape: ModelShape, settings: Settings, config: TrainConfig, lengths
     seconds = stats.total * per_token / (gpu.bf16_tflops * 1e12 * MFU)
     return Schedule(
         examples=stats.examples,
-        steps_per_epoch=max(1, math.ceil(stats.examples / (settings.batch_size * config.grad_accum))),
+        steps_per_epoch=steps_per_epoch(stats.examples, settings.batch_size, config.grad_accum),
         tokens_per_epoch=stats.total, epochs=config.epochs, flops_per_token=per_token, seconds_per_epoch=seconds,
         gpu_usd=seconds * config.epochs / 3600 * gpu.usd_per_hour,
         openai_usd=estimate(stats.total, None, config.epochs).openai_usd)

@@ -47,7 +47,7 @@ def generate_timed(model: Any, tokenizer: Any, conversations: list[list[dict[str
     start = time.perf_counter()
     texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
     prompts = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    shared = min(len(os.path.commonprefix(prompts)), min(map(len, prompts), default=1) - 1)
+    shared = min(len(os.path.commonprefix(prompts)), min(map(len, prompts)) - 1)
     with torch.inference_mode(), _vocab_projection_weights_first(model):
         prefix = _kv_cache(model(input_ids=torch.tensor([prompts[0][:shared]], device=model.device),
                                  use_cache=True)) if shared else None

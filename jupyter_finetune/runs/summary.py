@@ -91,9 +91,9 @@ def _fine_tuned_scores(run: Run) -> dict[str, float]:
     return {}
 
 
-def summarize_all(store: RunStore) -> list[RunSummary]:
-    """Every run in the store, newest first."""
-    return sorted((summarize(run) for run in store), key=lambda s: (s.created, s.name), reverse=True)
+def summarize_all(runs: Iterable[Run]) -> list[RunSummary]:
+    """These runs (a RunStore: all of it), newest first."""
+    return sorted((summarize(run) for run in runs), key=lambda s: (s.created, s.name), reverse=True)
 
 
 def compare_runs(store: RunStore, names: Iterable[str]) -> RunComparison:

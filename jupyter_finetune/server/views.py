@@ -13,7 +13,7 @@ from typing import Any
 
 from ..runs import Run, RunStore
 from ..runs.store import ACTIVE
-from ..runs.summary import RunSummary, summarize
+from ..runs.summary import RunSummary, summarize, summarize_all
 
 EVAL_KEYS = ("data_version", "metrics", "systems", "verdict")
 """What a run's answer keeps of each eval/*.json: the scores and verdict, not every answer given."""
@@ -32,10 +32,8 @@ def open_run(root: Path, name: str) -> Run:
 
 
 def runs_list(root: Path) -> dict[str, Any]:
-    """Every run inside the store, newest first (the order of summarize_all)."""
-    summaries = sorted((summarize(run) for run in RunStore(root) if inside(root, run)),
-                       key=lambda s: (s.created, s.name), reverse=True)
-    return {"runs": [summary_row(s) for s in summaries]}
+    """Every run inside the store, newest first."""
+    return {"runs": [summary_row(s) for s in summarize_all(run for run in RunStore(root) if inside(root, run))]}
 
 
 def summary_row(summary: RunSummary) -> dict[str, Any]:
