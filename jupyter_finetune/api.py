@@ -54,24 +54,41 @@ def plan(model: str | None = None, data: FtDataset | None = None, *, gpu: str | 
     Reads only the model's config (no weights). ``settings`` are TrainConfig fields (batch_size,
     max_length, rank, quant, gradient_checkpointing, ...) filled from ``preset`` as %ft_train fills
     them; max length defaults to the data's. Without ``data`` there is no time or cost. The
-    recommendation is for ``gpu`` (default T4) and searches every setting not given here.
+    recommendation is for ``gpu`` (default: this kernel's GPU, else a T4) and searches every setting not given here.
     """
     from .engine import build_config
-    from .engine.gpus import gpu_table
+    from .engine.gpus import gpu_table, kernel_gpu
     from .engine.plan import DEFAULT_GPU, build_plan
     from .models import load_config
     from .models.memory import ModelShape
 
     model = model or (data.model if data is not None else DEFAULT_MODEL)
+    settings = _with_saved_quantization(model, settings)
     given = {k for k, v in settings.items() if v is not None}
     if settings.get("max_length") is None and data is not None:
         settings["max_length"] = data.max_length
     config = build_config(preset, model=model, **settings)
     table = gpu_table()
-    chosen = table.get(gpu or DEFAULT_GPU)
+    chosen = table.get(gpu) if gpu else kernel_gpu(table) or table.get(DEFAULT_GPU)
     return build_plan(model, ModelShape.from_config(load_config(model)), config, method, chosen, table,
                       data.train_lengths if data is not None else None, fixed_length="max_length" in given,
                       fixed_batch="batch_size" in given, fixed_quant="quant" in given)
+
+
+def _with_saved_quantization(model: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """A model saved in 4-bit (an ``unsloth/...-bnb-4bit`` id) trains as QLoRA without being told; it
+    cannot load at another precision."""
+    from .engine import ConfigError
+    from .models import load_config, saved_quantization
+
+    saved = saved_quantization(load_config(model))
+    if saved is None:
+        return settings
+    if settings.get("quant") not in (None, saved):
+        raise ConfigError(f"{model} is saved with {saved} bitsandbytes weights, so it trains with --quant {saved} "
+                          f"only (got --quant {settings['quant']}); for another precision use its 16-bit "
+                          "version (the same name without -bnb-4bit)")
+    return {**settings, "quant": saved}
 
 
 # The current kernel's running jobs, so that %ft_stop and the dashboard's button can reach them.
@@ -120,7 +137,8 @@ def prepare_training(data: FtDataset | None = None, *, name: str | None = None, 
             raise ConfigError("give the data to train on: a data set made by %ft_data / load_data")
         if settings.get("max_length") is None:
             settings["max_length"] = data.max_length
-        config = build_config(preset, model=settings.pop("model", None) or data.model, **settings)
+        model = settings.pop("model", None) or data.model
+        config = build_config(preset, model=model, **_with_saved_quantization(model, settings))
         checkpoint = None
     backend, reason = select_backend(config)
     model_path = resolve_model(config.model).path

@@ -97,7 +97,8 @@ class FinetuneMagics(Magics):
     @argument("--max-length", type=int)
     @argument("--seed", type=int)
     @argument("--quant", choices=["4bit", "8bit", "none"])
-    @argument("--backend", choices=["auto", "unsloth", "hf"])
+    @argument("--backend", choices=["auto", "unsloth", "hf"],
+              help="auto (default): unsloth on an NVIDIA GPU where it is installed, else hf (transformers + peft).")
     @argument("--report-to", help="tensorboard,mlflow,wandb")
     @argument("--background", action="store_true", help="Return at once; the dashboard keeps updating.")
     @argument("--resume", metavar="RUN", help="Continue RUN from its last checkpoint.")
@@ -158,7 +159,7 @@ class FinetuneMagics(Magics):
     @argument("--rank", type=int, help="LoRA rank (default: the preset's).")
     @argument("--gradient-checkpointing", action="store_true", default=None)
     @argument("--preset", default="balanced", choices=["quick", "balanced", "thorough"])
-    @argument("--gpu", help="GPU to recommend settings for (default T4): T4, L4, A10G, A100-80, H100, ...")
+    @argument("--gpu", help="GPU to recommend settings for (default: this kernel's, else T4): T4, L4, A10G, A100-80, H100, ...")
     @line_magic
     def ft_plan(self, line: str):
         """Peak GPU memory by component, which GPUs fit, time and cost per epoch: from the config, no weights."""

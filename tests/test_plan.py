@@ -179,6 +179,16 @@ def test_gpu_names_match_loosely_and_unknown_ones_list_the_known():
         table.get("V100")
 
 
+def test_cuda_device_names_find_their_table_entry_by_name_and_memory():
+    table = gpu_table()
+    devices = {("Tesla T4", 15.6): "T4", ("NVIDIA L4", 22.0): "L4", ("NVIDIA L40S", 44.4): "L40S",
+               ("NVIDIA A100-SXM4-40GB", 39.4): "A100-40", ("NVIDIA A100-SXM4-80GB", 79.2): "A100-80",
+               ("NVIDIA H100 80GB HBM3", 79.2): "H100", ("NVIDIA GeForce RTX 4090", 23.6): "RTX4090",
+               ("NVIDIA A10G", 22.1): "A10G"}
+    assert {key: table.match(key[0], round(key[1] * GIB)).name for key in devices} == devices
+    assert table.match("Tesla V100-SXM2-16GB", 16 * GIB) is None
+
+
 def test_plan_magic_prints_the_breakdown_fits_and_a_recommendation(shell, tiny_model_dir):  # noqa: F811
     with capture_output() as cap:
         shell.run_line_magic("ft_plan", f"--model {tiny_model_dir} --gpu T4 --batch-size 4 --max-length 256")

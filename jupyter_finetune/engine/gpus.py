@@ -40,6 +40,14 @@ class GpuTable:
         raise UnknownGpu(f"unknown GPU {name!r}: use one of {', '.join(self.gpus)}")
 
 
+    def match(self, device_name: str, memory_bytes: int) -> Gpu | None:
+        """The table's entry for a CUDA device name ("Tesla T4", "NVIDIA A100-SXM4-40GB",
+        "NVIDIA GeForce RTX 4090"): the entry named in it whose memory is nearest the device's."""
+        named = _key(device_name)
+        found = [gpu for gpu in self.gpus.values() if _key(gpu.name.split("-")[0]) in named]
+        return min(found, key=lambda gpu: abs(gpu.memory_bytes - memory_bytes), default=None)
+
+
 def _key(name: str) -> str:
     return name.upper().replace("-", "").replace("_", "").replace(" ", "")
 
@@ -50,3 +58,13 @@ def gpu_table() -> GpuTable:
     gpus = {name: Gpu(name, round(g["memory_gib"] * GIB), g["bf16_tflops"], g["usd_per_hour"])
             for name, g in raw["gpus"].items()}
     return GpuTable(raw["as_of"], raw["source"], raw["note"], gpus)
+
+
+def kernel_gpu(table: GpuTable) -> Gpu | None:
+    """This kernel's own GPU if the table knows it: what the planner should answer for by default."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    device = torch.cuda.get_device_properties(0)
+    return table.match(device.name, device.total_memory)

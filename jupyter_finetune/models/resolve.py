@@ -14,6 +14,8 @@ from .cache import convert_gguf
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+_HUB_FILES = ["*.json", "*.safetensors", "tokenizer.model", "*.txt", "*.jinja"]
+"""What loading and training read from a hub repository: not its .bin, .gguf or .pth duplicates."""
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class ResolvedModel:
 
 
 def resolve_model(spec: str) -> ResolvedModel:
-    """An alias, a local folder, a .gguf file, or a hub id already in the local HF cache; never downloads."""
+    """An alias, a local folder, a .gguf file, or a hub id (downloaded once unless HF_HUB_OFFLINE is set)."""
     if spec in ALIASES:
         alias = ALIASES[spec]
         return ResolvedModel(spec, convert_gguf(alias.gguf_path()), "alias", alias.display_name)
@@ -45,7 +47,7 @@ def resolve_model(spec: str) -> ResolvedModel:
     close = difflib.get_close_matches(spec, ALIASES, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise ModelNotFound(f"unknown model {spec!r}: {hint}use an alias ({', '.join(ALIASES)}), a local folder, "
-                        "a .gguf file, or a hub id (owner/name) already in the local Hugging Face cache")
+                        "a .gguf file, or a hub id (owner/name)")
 
 
 def _checked_folder(folder: Path) -> Path:
@@ -60,19 +62,27 @@ def _checked_folder(folder: Path) -> Path:
 
 
 def _from_hub_cache(repo_id: str) -> Path:
-    from huggingface_hub import snapshot_download
+    """The cached snapshot; otherwise a download of the files training needs (Colab and Kaggle have internet),
+    unless the hub is switched off, as in tests and on machines without internet."""
+    from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
+    fetch = f"On a machine with internet run: hf download {repo_id} (older huggingface_hub: " \
+            f"huggingface-cli download {repo_id}) and copy the cache here, or pass a local folder"
     try:
         return Path(snapshot_download(repo_id, local_files_only=True))
     except HFValidationError as e:
         raise ModelNotFound(f"{repo_id!r} is neither a local folder nor a valid hub id: {e}") from None
     except LocalEntryNotFoundError:
-        raise ModelNotFound(
-            f"{repo_id!r} is not a local folder and not in the local Hugging Face cache, and nothing is "
-            f"downloaded at run time. On a machine with internet run: hf download {repo_id} (older "
-            f"huggingface_hub: huggingface-cli download {repo_id}) and copy the cache here, or pass a local folder"
-        ) from None
+        if constants.HF_HUB_OFFLINE:
+            raise ModelNotFound(f"{repo_id!r} is not a local folder and not in the local Hugging Face cache, and "
+                                f"HF_HUB_OFFLINE is set, so nothing is downloaded. {fetch}") from None
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=_HUB_FILES))
+    except Exception as e:  # connection, authentication or missing repository: all end the same way for the user
+        raise ModelNotFound(f"{repo_id!r} is not a local folder and could not be downloaded from "
+                            f"{constants.ENDPOINT} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
+                            f"Check the name and the connection (gated models need `hf auth login`). {fetch}") from None
 
 
 @lru_cache(maxsize=8)
@@ -97,3 +107,12 @@ def load_tokenizer(spec: str) -> Any:
 def load_config(spec: str) -> Any:
     """The model's ``AutoConfig``, loaded once per folder per kernel."""
     return _config(resolve_model(spec).path)
+
+
+def saved_quantization(config: Any) -> str | None:
+    """"4bit" or "8bit" for a model saved with bitsandbytes weights (unsloth's ``-bnb-4bit`` uploads)."""
+    saved = getattr(config, "quantization_config", None)
+    saved = saved if isinstance(saved, dict) else getattr(saved, "to_dict", dict)()
+    if saved.get("quant_method") != "bitsandbytes":
+        return None
+    return "4bit" if saved.get("load_in_4bit") else "8bit" if saved.get("load_in_8bit") else None
