@@ -11,7 +11,8 @@ from importlib import import_module
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["DEFAULT_MODEL", "chat", "evaluate", "export", "load_data", "load_ipython_extension", "stop", "train"]
+__all__ = ["DEFAULT_MODEL", "chat", "evaluate", "example_data", "export", "load_data", "load_ipython_extension",
+           "plan", "stop", "train"]
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -46,6 +47,6 @@ async def train_async(data: Any = None, **options: Any) -> Any:
 def __getattr__(name: str) -> Any:
     if name in ("api", "export"):  # export: a package that is also callable, export("run", "gguf")
         return import_module(f".{name}", __name__)
-    if name in ("load_data", "stop", "evaluate", "chat", "DEFAULT_MODEL"):
+    if name in ("load_data", "stop", "evaluate", "chat", "example_data", "plan", "DEFAULT_MODEL"):
         return getattr(import_module(".api", __name__), name)
     raise AttributeError(f"module 'jupyter_finetune' has no attribute {name!r}")

@@ -16,6 +16,13 @@ def data_dir() -> Path:
     return Path(os.environ.get("JUPYTER_FINETUNE_DATA", "ft_data"))
 
 
+def example_data(name: str = "tickets") -> Path:
+    """A sample data set shipped in the package (``tickets``), so a first notebook runs before the user has data."""
+    from .data.samples import sample_path
+
+    return sample_path(name)
+
+
 def read_rows(source: Any) -> list[RawRow]:
     """Rows from JSONL text, a file path, a DataFrame, a datasets.Dataset or a list of dicts."""
     if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and not source.lstrip().startswith(("{", "["))):

@@ -82,7 +82,7 @@ class FinetuneMagics(Magics):
 
     @magic_arguments()
     @argument("data", nargs="?", help="A data set made by %%ft_data (optional with --resume).")
-    @argument("--model", help="Alias, folder, .gguf or cached hub id (default: the data's model).")
+    @argument("--model", help="Alias, folder, .gguf or hub id (default: the data's model).")
     @argument("--name", help="Run name (default: DATA-N, counting up).")
     @argument("--preset", default="balanced", choices=["quick", "balanced", "thorough"])
     @argument("--epochs", type=float)
@@ -97,6 +97,8 @@ class FinetuneMagics(Magics):
     @argument("--max-length", type=int)
     @argument("--seed", type=int)
     @argument("--quant", choices=["4bit", "8bit", "none"])
+    @argument("--gradient-checkpointing", action="store_true", default=None,
+              help="Recompute activations in the backward pass: less memory, about a third slower.")
     @argument("--backend", choices=["auto", "unsloth", "hf"],
               help="auto (default): unsloth on an NVIDIA GPU where it is installed, else hf (transformers + peft).")
     @argument("--report-to", help="tensorboard,mlflow,wandb")
@@ -135,7 +137,7 @@ class FinetuneMagics(Magics):
         data = None if args.data is None else self._data_set(args.data)
         settings = {k: getattr(args, k) for k in ("model", "epochs", "steps", "batch_size", "grad_accum", "lr", "rank",
                                                   "alpha", "dropout", "target_modules", "max_length", "seed", "quant",
-                                                  "backend", "report_to")}
+                                                  "backend", "report_to", "gradient_checkpointing")}
         try:
             job = api.prepare_training(data, name=args.name, preset=args.preset, resume=args.resume,
                                        overwrite=args.overwrite, runs_dir=args.runs_dir or self.runs_dir or None,
@@ -150,7 +152,7 @@ class FinetuneMagics(Magics):
             raise UsageError(f"run {result.run} failed: {result.message}")
 
     @magic_arguments()
-    @argument("--model", help="Alias, folder, .gguf or cached hub id (default: the data's model, else smollm2-135m).")
+    @argument("--model", help="Alias, folder, .gguf or hub id (default: the data's model, else smollm2-135m).")
     @argument("--data", metavar="NAME", help="A data set of this notebook: adds steps, time and cost per epoch.")
     @argument("--method", default="lora", choices=["lora", "full"])
     @argument("--quant", choices=["4bit", "8bit", "none"], help="Base weights (default: the preset's, none).")
@@ -309,10 +311,11 @@ def awaited_training(lines: list[str]) -> list[str]:
     """Input transformer: a top-level ``%ft_train`` in a kernel cell becomes an awaited call.
 
     A cell blocked in plain Python cannot receive widget messages until it ends, so a Stop button
-    would do nothing; ipykernel (7+) handles them while an async cell awaits. Lines inside blocks
+    would do nothing; ipykernel (7+) handles them while an async cell awaits. ``{name}`` and
+    ``$name`` are expanded in the cell's namespace, as run_line_magic would. Lines inside blocks
     (indented) are left as they are.
     """
-    return [_TOP_LEVEL_TRAIN.sub(rf"await {AWAITED_NAME}(\1)\2", line) for line in lines]
+    return [_TOP_LEVEL_TRAIN.sub(rf"await {AWAITED_NAME}(get_ipython().var_expand(\1))\2", line) for line in lines]
 
 
 def register(ipython) -> None:

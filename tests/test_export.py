@@ -103,6 +103,19 @@ def test_quantized_run_is_merged_into_a_16_bit_copy_of_the_base_and_says_so(tmp_
     assert note in (result.path / "README.md").read_text() and note in result.summary()
 
 
+def test_run_on_a_base_saved_in_4bit_exports_its_adapter_and_refuses_merging_saying_why(tmp_path, tiny_tokenizer):
+    run, _ = tiny_run(tmp_path, tiny_tokenizer, name="bnb", quant="4bit")
+    config_file = tmp_path / "bnb-base" / "config.json"  # as unsloth's -bnb-4bit uploads are saved
+    config = json.loads(config_file.read_text())
+    config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
+    config_file.write_text(json.dumps(config))
+    for target in ("merged", "gguf", "ollama"):
+        with pytest.raises(ExportError, match=r"stored with 4bit weights only; merged, GGUF and Ollama exports need "
+                                              r"its unquantized weights. Export --to adapter"):
+            export_run(run, target)
+    assert (export_run(run, "adapter").path / "adapter_config.json").is_file()
+
+
 def test_existing_export_is_refused_without_overwrite(llama_run):
     run, _ = llama_run
     first = export_run(run, "adapter", overwrite=True)

@@ -18,7 +18,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class TrainConfig:
     model: str = "smollm2-135m"
-    """Alias, local folder, .gguf file or cached hub id."""
+    """Alias, local folder, .gguf file or hub id (downloaded once when online)."""
     epochs: float = 3.0
     """Passes over the training split; ignored when ``steps`` is set."""
     steps: int | None = None

@@ -14,6 +14,7 @@ settings to lower.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import signal
 import threading
@@ -48,6 +49,9 @@ def sft_config(dataset: FtDataset, config: TrainConfig, output_dir: Path) -> Any
 
     cuda = cuda_available()
     per_epoch = steps_per_epoch(len(dataset.train), config.batch_size, config.grad_accum)
+    # transformers 5.24 renamed the field; Unsloth's pins (transformers<=5.17) know only the old name
+    renamed = "activation_checkpointing" in {f.name for f in dataclasses.fields(SFTConfig)}
+    checkpointing = {"activation_checkpointing" if renamed else "gradient_checkpointing": config.gradient_checkpointing}
     return SFTConfig(
         output_dir=str(output_dir), seed=config.seed, data_seed=config.seed,
         num_train_epochs=config.epochs, max_steps=config.steps or -1,
@@ -57,7 +61,7 @@ def sft_config(dataset: FtDataset, config: TrainConfig, output_dir: Path) -> Any
         save_strategy="steps", save_steps=config.save_steps, save_total_limit=2,
         eval_strategy="steps" if dataset.test else "no", eval_steps=per_epoch,
         max_length=config.max_length, completion_only_loss=dataset.format != "text",
-        gradient_checkpointing=config.gradient_checkpointing,  # TRL's own default is on
+        **checkpointing,  # TRL's own default is on
         bf16=cuda and torch.cuda.is_bf16_supported(), fp16=cuda and not torch.cuda.is_bf16_supported(),
         use_cpu=not cuda, report_to=list(config.report_to), disable_tqdm=True, dataloader_num_workers=0,
     )

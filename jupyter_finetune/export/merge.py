@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..models import saved_quantization
 from ..models.quiet import library_bars_off
+from .result import ExportError
 from .source import RunSource
 
 SIXTEEN_BIT = ("bfloat16", "float16")
@@ -39,6 +41,12 @@ def merged_model(source: RunSource) -> Any:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    saved = saved_quantization(source.base_config)
+    if saved:
+        raise ExportError(f"run {source.run.name!r} was trained on {source.train['model']}, which is stored with "
+                          f"{saved} weights only; merged, GGUF and Ollama exports need its unquantized weights. "
+                          "Export --to adapter (it loads on top of that model), or train from the 16-bit model "
+                          "(the same name without -bnb-4bit) with --quant 4bit: the same QLoRA, and it exports")
     with library_bars_off():
         base = AutoModelForCausalLM.from_pretrained(source.base_path, dtype=torch.float32)
         model = PeftModel.from_pretrained(base, source.run.adapter_dir)
