@@ -111,3 +111,12 @@ def test_parquet_nested_messages_read_back_as_lists(tmp_path, tiny_tokenizer):
 def test_jsonl_rows_are_numbered_by_line_counting_blank_lines():
     raw = read_text('{"text": "a"}\n\n\n{"text": "b"}\n')
     assert [r.row for r in raw] == [1, 4]
+
+
+def test_the_ticket_sample_ships_in_the_package_and_an_unknown_sample_lists_the_known():
+    import jupyter_finetune as ft
+
+    path = ft.example_data("tickets")
+    assert path.parent.name == "samples" and len(path.read_text().splitlines()) == 240
+    with pytest.raises(FileNotFoundError, match="no sample data set 'emails': the package ships tickets"):
+        ft.example_data("emails")
