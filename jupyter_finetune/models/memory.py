@@ -144,11 +144,12 @@ def weight_bytes(shape: ModelShape, quant: str, precision: Precision) -> int:
 
     4bit (NF4, double quant): 0.5 byte per weight + 1 byte per 64-weight block + 4 bytes per 256
     blocks; 8bit (LLM.int8): 1 byte per weight + an fp32 scale per output row. The rest
-    (embeddings, lm_head, norms) stays at the compute precision.
+    (embeddings, lm_head, norms) is fp32: peft's prepare_model_for_kbit_training, which the hf
+    backend runs on quantized models, upcasts every 16-bit parameter that is not quantized.
     """
     if quant == "none":
         return shape.parameters * precision.compute_bytes
-    rest = (shape.parameters - shape.linear_parameters) * precision.compute_bytes
+    rest = (shape.parameters - shape.linear_parameters) * FP32
     quantized = 0
     for n_in, n_out in shape.layer_linears():
         n = n_in * n_out
