@@ -17,7 +17,7 @@ from nbclient import NotebookClient
 HERE = Path(__file__).parent
 
 
-def _text(output: dict) -> str:
+def output_text(output: dict) -> str:
     if output.get("output_type") == "stream":
         return output.get("text", "")
     if output.get("output_type") == "error":
@@ -48,7 +48,7 @@ def main() -> int:
         if cell.cell_type == "code":
             print(f">>> {cell.source}")
             for output in cell.get("outputs", []):
-                print(_text(output), end="")
+                print(output_text(output), end="")
     nbformat.write(notebook, HERE / "quickstart.out.ipynb")
     print(f"\nquickstart ran in {time.perf_counter() - start:.0f} s; executed notebook: examples/quickstart.out.ipynb")
     if failed:
