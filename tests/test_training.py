@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -76,6 +77,14 @@ def test_run_folder_has_config_data_status_metrics_and_a_peft_adapter(tickets, t
     assert json.loads((job.run.adapter_dir / "adapter_config.json").read_text())["r"] == 8
     assert job.run.status()["status"] == "completed" and job.run.read("data.json")["version"] == tickets.version
     assert job.run.read("config.json")["train"]["steps"] == 8
+
+
+def test_training_shows_no_deprecation_one_library_raises_about_another(tickets, tmp_path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, result = _train(tickets, tmp_path / "runs", name="r", steps=1)
+    assert result.status == "completed"
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
 
 
 def test_stop_mid_run_saves_the_adapter_and_marks_the_run_stopped(tickets, tmp_path):

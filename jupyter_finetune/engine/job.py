@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..data import FtDataset
-from ..models.quiet import library_bars_off
+from ..models.quiet import library_noise_off
 from ..runs import Run
 from .backends import Backend, cuda_available
 from .callbacks import EventCallback
@@ -180,7 +180,7 @@ class TrainJob:
         self._finish("failed", message, None)
 
     def _fit(self) -> None:
-        with library_bars_off():
+        with library_noise_off():
             trainer = self.build_trainer()
         trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
         self._step = trainer.state.global_step

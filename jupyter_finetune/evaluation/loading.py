@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..models.quiet import library_bars_off
+from ..models.quiet import library_noise_off
 
 
 def load_with_adapter(model_path: Path, adapter_dir: Path) -> tuple[Any, Any]:
@@ -14,7 +14,7 @@ def load_with_adapter(model_path: Path, adapter_dir: Path) -> tuple[Any, Any]:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with library_bars_off():
+    with library_noise_off():
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
         model = PeftModel.from_pretrained(base, adapter_dir).eval()
