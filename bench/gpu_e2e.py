@@ -13,7 +13,6 @@ The package need not be installed: the repo root is put on the kernel's path.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -31,9 +30,15 @@ sys.path[:0] = [str(ROOT), str(ROOT / "examples")]
 from demo import output_text  # noqa: E402
 from results_io import report  # noqa: E402
 
+from jupyter_finetune.evaluation.report import results_file  # noqa: E402
+from jupyter_finetune.runs import Run, RunStore  # noqa: E402
+from jupyter_finetune.runs.store import read_json  # noqa: E402
+
 NOTEBOOK = ROOT / "examples" / "colab_kaggle_gpu.ipynb"
 RUN = "tickets-gpu"
 """The run name the notebook trains."""
+EXECUTED = "colab_kaggle_gpu.out.ipynb"
+"""Where, in the work folder, the executed notebook is kept."""
 
 
 def parameters(a: argparse.Namespace) -> str:
@@ -56,7 +61,7 @@ def execute(a: argparse.Namespace) -> tuple[Any, float, str | None]:
     except Exception as e:  # noqa: BLE001 - any failure is part of the result
         failed = f"{type(e).__name__}: {str(e).strip()[-2000:]}"
     seconds = time.perf_counter() - start
-    nbformat.write(notebook, a.work / "colab_kaggle_gpu.out.ipynb")
+    nbformat.write(notebook, a.work / EXECUTED)
     return notebook, seconds, failed
 
 
@@ -65,25 +70,26 @@ def cell_texts(notebook: Any) -> list[str]:
             if cell.cell_type == "code"]
 
 
-def training_record(run: Path) -> dict[str, Any]:
-    """What the dashboard subscribed to, as the run store kept it."""
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+def training_record(run: Run) -> dict[str, Any] | None:
+    """What the dashboard subscribed to, as the run store kept it; None before the first logged step."""
+    records = run.metrics()
+    if not records:
+        return None
     losses = [r["loss"] for r in records if r.get("loss") is not None]
     speeds = [r["tokens_per_s"] for r in records if r.get("tokens_per_s")]
-    config = json.loads((run / "config.json").read_text())
-    return {"backend": config.get("backend"), "quant": config["train"].get("quant"),
-            "status": json.loads((run / "status.json").read_text()),
+    config = run.read("config.json")
+    return {"backend": config.get("backend"), "quant": config["train"].get("quant"), "status": run.status(),
             "log_events": len(records), "eval_events": sum(r.get("eval_loss") is not None for r in records),
             "loss_first_last": [losses[0], losses[-1]] if losses else None,
             "tokens_per_s_median": sorted(speeds)[len(speeds) // 2] if speeds else None,
             "memory_gb_max": max((r.get("memory_gb") or 0 for r in records), default=None)}
 
 
-def evaluation_record(run: Path) -> dict[str, Any] | None:
-    saved = sorted((run / "eval").glob("*.json"), key=lambda p: p.stat().st_mtime)
-    if not saved:
+def evaluation_record(run: Run) -> dict[str, Any] | None:
+    """The saved %ft_eval of the run's own held-out rows (what the notebook evaluates)."""
+    result = read_json(results_file(run, run.read("data.json")["version"]))
+    if not result:
         return None
-    result = json.loads(saved[-1].read_text())
     return {"systems": {name: s["scores"] for name, s in result["systems"].items()}, "verdict": result["verdict"]}
 
 
@@ -110,18 +116,21 @@ def main() -> int:
     a.work.mkdir(parents=True, exist_ok=True)
     gpu = gpu_name()
     notebook, seconds, failed = execute(a)
-    run = a.work / "ft_runs" / RUN
+    try:
+        run = RunStore.at(a.work / "ft_runs").get(RUN)
+    except FileNotFoundError:  # the notebook failed before training began
+        run = None
+    export = run.path / "export" if run else None
     result = {
         "gpu": gpu, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "settings": {"model": "smollm2-135m", "steps": a.steps, "batch_size": a.batch_size, "lr": a.lr,
                      "quant": a.quant, "eval_rows": a.eval_rows},
         "notebook_seconds": round(seconds, 1), "failed": failed,
-        "training": training_record(run) if (run / "metrics.jsonl").is_file() else None,
-        "evaluation": evaluation_record(run) if run.is_dir() else None,
-        "export": sorted(str(f.relative_to(run)) for f in (run / "export").rglob("*") if f.is_file())
-        if (run / "export").is_dir() else [],
+        "training": training_record(run) if run else None,
+        "evaluation": evaluation_record(run) if run else None,
+        "export": sorted(str(f.relative_to(run.path)) for f in export.rglob("*") if f.is_file()) if export else [],
         "cells": cell_texts(notebook),
-        "executed_notebook": str(a.work / "colab_kaggle_gpu.out.ipynb"),
+        "executed_notebook": str(a.work / EXECUTED),
     }
     slug = re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-")
     report(result, None if a.smoke else a.out or ROOT / "bench" / "results" / f"gpu-e2e-{slug}.json")

@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 download() {
     python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
-        --platform manylinux2014_x86_64 --platform any "$@" 2>&1 | grep -v "^WARNING: Location" || true
+        --platform manylinux2014_x86_64 --platform any "$@" 2> >(grep -v "^WARNING: Location" >&2)
 }
 wheels=$(mktemp -d)
 if [ "${1:-}" = e2e ]; then
