@@ -81,6 +81,17 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> "TrainConfig":
+        """The inverse of ``to_dict`` after a JSON round trip (lists back to tuples); fields a newer
+        version added keep their defaults, so a run saved before them still reads."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(saved) - known)
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {', '.join(unknown)} in saved settings: known are "
+                              f"{', '.join(sorted(known))}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"epochs": 2.0, "rank": 8, "alpha": 16, "lr": 3e-4},
