@@ -7,8 +7,26 @@ from pathlib import Path
 from typing import Any
 
 from .data import DEFAULT_MAX_LENGTH, FtDataset, RawRow, prepare, read_path, read_records, read_text
+# What front ends (magics, widgets) may need from below api, so that they import nothing else:
+# the choices each option takes, and the one error class a user can fix. None of these imports torch.
+from .data import FORMATS
+from .engine.config import BACKENDS, PRESETS, QUANTS
+from .errors import FinetuneError, InvalidValue
+from .export.result import KINDS as EXPORT_KINDS
+from .export.result import QUANTS as GGUF_QUANTS
+from .models.memory import METHODS
 
 DEFAULT_MODEL = "smollm2-135m"
+SPLITS = ("test", "train")
+
+
+def data_spec(spec: str) -> tuple[str, str]:
+    """``"tickets:test"`` -> ``("tickets", "test")``: a data set's name and the split to use (default test)."""
+    name, _, split = spec.partition(":")
+    if not name.isidentifier() or (split or "test") not in SPLITS:
+        raise InvalidValue(f"--data {spec!r}: give a data set's name and optionally :test or :train, "
+                           "e.g. tickets:test")
+    return name, split or "test"
 
 
 def data_dir() -> Path:
@@ -43,7 +61,7 @@ def load_data(name: str, source: Any, *, format: str = "auto", split: float | An
     from .models.size import context_length, parameter_count
 
     if not name.isidentifier():
-        raise ValueError(f"data name {name!r} must be a Python identifier (letters, digits, _), e.g. tickets")
+        raise InvalidValue(f"data name {name!r} must be a Python identifier (letters, digits, _), e.g. tickets")
     test = split if isinstance(split, (int, float)) else read_rows(split)
     config = load_config(model)
     ds = prepare(read_rows(source), name=name, tokenizer=load_tokenizer(model), model=model, fmt=format,
@@ -169,8 +187,8 @@ def stop(name: str | None = None) -> list[str]:
     names = [name] if name else [n for n, job in _JOBS.items() if not job.done]
     for n in names:
         if n not in _JOBS:
-            raise ValueError(f"no run named {n!r} is training in this kernel (running: "
-                             f"{', '.join(k for k, j in _JOBS.items() if not j.done) or 'none'})")
+            raise InvalidValue(f"no run named {n!r} is training in this kernel (running: "
+                               f"{', '.join(k for k, j in _JOBS.items() if not j.done) or 'none'})")
         _JOBS[n].stop()
     return names
 
@@ -189,8 +207,9 @@ def evaluate(run: str, data: FtDataset | None = None, *, split: str = "test",
 
     ``data`` defaults to the run's own stored copy (its test split). ``metrics`` default to JSON
     metrics when the answers are JSON, else exact/f1/rougeL; ``max_new_tokens`` to the longest
-    reference answer plus a margin. Answers are saved under the run (``eval/<data-version>.json``)
-    and reused when asked again with the same adapter and settings.
+    reference answer plus a margin; ``against="none"`` scores the fine-tuned model alone. Answers
+    are saved under the run (``eval/<data-version>.json``) and reused when asked again with the
+    same adapter and settings.
     """
     from functools import cache, partial
 
@@ -211,7 +230,7 @@ def evaluate(run: str, data: FtDataset | None = None, *, split: str = "test",
     if data is None:
         data = restore(stored.path / "data.jsonl", stored.read("data.json"), tokenizer)
     rows = cmp.held_out(data, split, limit)
-    systems = ("fine-tuned", *_names(against))
+    systems = ("fine-tuned", *(() if against == "none" else _names(against)))
     chosen = dict(resolve_metric(m) for m in (_names(metrics) if metrics else _default_metrics(rows)))
     if max_new_tokens is None:
         longest = max(len(tokenizer(ex.messages[-1]["content"], add_special_tokens=False)["input_ids"]) for ex in rows)

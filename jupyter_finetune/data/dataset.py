@@ -11,6 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..errors import InvalidValue
 from . import checks
 from .estimate import CostEstimate, estimate
 from .formats import FORMATS, Example, detect_format, normalise, unknown_format_problem
@@ -127,7 +128,7 @@ def prepare(rows: list[RawRow], *, name: str, tokenizer: Any, model: str, fmt: s
             context_length: int | None = None, parameters: int | None = None) -> FtDataset:
     """Read, normalise, check, count and split; raise DataError listing every error at once."""
     if fmt != "auto" and fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}: use auto or one of {', '.join(FORMATS)}")
+        raise InvalidValue(f"unknown format {fmt!r}: use auto or one of {', '.join(FORMATS)}")
     renderer = ChatRenderer(tokenizer)
     with _gc_paused():
         fmt = detect_format(rows) if fmt == "auto" else fmt

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from ..errors import InvalidValue
 from ..runs import Run
 from .generate import Generation, generate_timed
 from .loading import load_with_adapter
@@ -60,7 +61,7 @@ class ChatSession:
     def ask(self, message: str, system: str | None = None) -> ChatReply:
         """Both answers to ``message`` under ``system`` (default: the training data's system prompt)."""
         if not message.strip():
-            raise ValueError("type a message to send")
+            raise InvalidValue("type a message to send")
         system = self.system if system is None else system
         conversation = [{"role": "system", "content": system}] if system else []
         conversation.append({"role": "user", "content": message})

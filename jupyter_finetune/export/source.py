@@ -8,6 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from ..errors import NotFound
 from ..models import ResolvedModel, resolve_model
 from ..models.cache import MARKER
 from ..runs import Run
@@ -31,7 +32,7 @@ class RunSource:
         run.trained_adapter()
         config = run.read("config.json")
         if not config or "train" not in config:
-            raise FileNotFoundError(f"run {run.name!r} has no readable config.json in {run.path}")
+            raise NotFound(f"run {run.name!r} has no readable config.json in {run.path}")
         return cls(run, config, resolve_model(config["train"]["model"]))
 
     @property

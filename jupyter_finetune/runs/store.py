@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
+from ..errors import FinetuneError, InvalidValue, NotFound
+
 Status = Literal["queued", "running", "completed", "stopped", "failed", "interrupted"]
 ACTIVE = ("queued", "running")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
-class RunExists(FileExistsError):
+class RunExists(FinetuneError, FileExistsError):
     """Refused: a run of that name exists and --overwrite was not given."""
 
 
@@ -32,8 +34,8 @@ def runs_root(root: str | Path | None = None) -> Path:
 
 def check_name(name: str) -> str:
     if not _NAME.match(name) or name in (".", ".."):
-        raise ValueError(f"run name {name!r}: use letters, digits, '.', '_' or '-' (at most 100), "
-                         "starting with a letter or digit")
+        raise InvalidValue(f"run name {name!r}: use letters, digits, '.', '_' or '-' (at most 100), "
+                           "starting with a letter or digit")
     return name
 
 
@@ -84,9 +86,9 @@ class Run:
     def trained_adapter(self) -> Path:
         """The adapter folder, or an error saying how to get one (evaluation and chat need it)."""
         if not (self.adapter_dir / "adapter_config.json").exists():
-            raise FileNotFoundError(f"run {self.name!r} has no adapter yet (status {self.status()['status']}): "
-                                    f"finish it with %ft_train --resume {self.name}, or if it is training, "
-                                    f"%ft_stop {self.name} saves the adapter so far")
+            raise NotFound(f"run {self.name!r} has no adapter yet (status {self.status()['status']}): "
+                           f"finish it with %ft_train --resume {self.name}, or if it is training, "
+                           f"%ft_stop {self.name} saves the adapter so far")
         return self.adapter_dir
 
     def conversations(self, split: str | None = None) -> list[list[dict[str, str]]]:
@@ -158,7 +160,7 @@ class RunStore:
         path = self.root / check_name(name)
         if not (path / "status.json").exists():
             known = ", ".join(r.name for r in self) or "none yet"
-            raise FileNotFoundError(f"no run named {name!r} in {self.root} (runs: {known})")
+            raise NotFound(f"no run named {name!r} in {self.root} (runs: {known})")
         return Run(path)
 
     def create(self, name: str | None = None, *, overwrite: bool = False, prefix: str = "run") -> Run:

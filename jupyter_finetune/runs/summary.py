@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from ..errors import InvalidValue
 from .store import Run, RunStore, read_json
 
 KEY_SETTINGS = ("preset", "steps", "epochs", "lr", "rank", "batch_size")
@@ -100,8 +101,8 @@ def compare_runs(store: RunStore, names: Iterable[str]) -> RunComparison:
     """The named runs (unknown names raise, listing the known runs) with their settings lined up."""
     runs = [store.get(name) for name in dict.fromkeys(names)]
     if not runs:
-        raise ValueError("name at least one run to compare (runs: "
-                         f"{', '.join(r.name for r in store) or 'none yet'})")
+        raise InvalidValue("name at least one run to compare (runs: "
+                           f"{', '.join(r.name for r in store) or 'none yet'})")
     curves = {run.name: run.metrics() for run in runs}
     summaries = [summarize(run, curves[run.name]) for run in runs]
     keys = ["data", *dict.fromkeys(k for s in summaries for k in s.settings)]
