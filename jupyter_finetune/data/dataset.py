@@ -23,6 +23,8 @@ from .tokens import Lengths, TokenStats, check_lengths, count_tokens
 from ..runs.store import write_text_atomic
 
 DEFAULT_MAX_LENGTH = 1024
+MAX_WARNINGS_SHOWN = 200
+"""A data set's report lists at most this many warnings (each may name many rows)."""
 
 
 @dataclass(frozen=True)
@@ -118,9 +120,26 @@ class FtDataset:
                                   "completion": [ex.messages[-1:] for ex in rows]})
 
     def __repr__(self) -> str:
-        s = self.stats
-        return (f"<FtDataset {self.name!r} v{self.version}: {len(self.train)} train / {len(self.test)} test rows "
-                f"({self.format}), {s.mean:.0f} tokens/example (max {s.max}), {len(self.warnings)} warning(s)>")
+        """The data report as text (a notebook shows ui's HTML form): counts, tokens, cost, every warning."""
+        s, c = self.stats, self.cost
+        lines = [
+            f"<FtDataset {self.name!r} v{self.version}: {len(self.train)} train / {len(self.test)} test rows "
+            f"({self.format}), {s.mean:.0f} tokens/example (max {s.max}), {len(self.warnings)} warning(s)>",
+            f"tokens/example: min {s.min} mean {s.mean:.0f} p95 {s.p95} max {s.max}; {s.total:,} train tokens per epoch",
+            f"local training: ~{rough_duration(c.local_seconds)} for {c.epochs} epochs on {c.local_device}",
+            f"OpenAI fine-tuning (as of {c.prices_as_of}): "
+            + ", ".join(f"{m} ${usd:,.2f}" for m, usd in c.openai_usd.items()),
+        ]
+        return "\n".join(lines + [f"warning: {p}" for p in self.warnings[:MAX_WARNINGS_SHOWN]])
+
+
+def rough_duration(seconds: float | None) -> str:
+    """``40 s``, ``12 min``, ``2.5 h``: as precise as a rough estimate deserves."""
+    if seconds is None:
+        return "unknown"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def prepare(rows: list[RawRow], *, name: str, tokenizer: Any, model: str, fmt: str = "auto",

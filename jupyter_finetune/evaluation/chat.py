@@ -31,6 +31,11 @@ class ChatReply:
     base_seconds: float
     fine_tuned_seconds: float
 
+    def __repr__(self) -> str:
+        system = f"system: {self.system}\n" if self.system else ""
+        return (f"{system}you: {self.message}\n\nbase ({self.base_seconds:.1f} s):\n{self.base}\n\n"
+                f"fine-tuned ({self.fine_tuned_seconds:.1f} s):\n{self.fine_tuned}")
+
 
 def training_system_prompt(run: Run) -> str:
     """The system prompt that most of the run's training rows share ("" if no prompt has a majority).

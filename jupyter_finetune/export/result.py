@@ -60,7 +60,7 @@ class ExportResult:
             lines.append(f"next, run: {self.command}")
         return "\n".join(lines)
 
-    def __str__(self) -> str:
+    def __repr__(self) -> str:
         return self.summary()
 
 
