@@ -153,9 +153,9 @@ def test_ft_eval_magic_shows_the_table_and_verdict_once(trained):
     assert shell.display_formatter.format(report)[0]["text/html"] == eval_view.static_html(report)
     assert run_cell(shell, f"kept = {line}")[1:] == ("", [])
     assert shell.user_ns["kept"].verdict.metric == "rougeL"
-    alone = shell.run_line_magic("ft_eval", f"t1 --data tickets --limit 4 --max-new-tokens 8 --against none "
-                                             f"--runs-dir {runs}")
-    assert list(alone.comparison.systems) == ["fine-tuned"]
+    alone = shell.run_line_magic("ft_eval", f"t1 --data tickets --limit 2 --max-new-tokens 8 --against none "
+                                             f"--runs-dir {runs}")  # new settings: no saved answers to show
+    assert list(alone.comparison.systems) == ["fine-tuned"] and alone.generated == ("fine-tuned",)
     with pytest.raises(UsageError, match="optionally :test or :train"):
         shell.run_line_magic("ft_eval", f"t1 --data tickets:dev --runs-dir {runs}")
     with pytest.raises(UsageError, match="no run named 'nope'"):
