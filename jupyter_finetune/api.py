@@ -8,7 +8,8 @@ from typing import Any
 
 from .data import DEFAULT_MAX_LENGTH, FtDataset, RawRow, prepare, read_path, read_records, read_text
 # What front ends (magics, widgets) may need from below api, so that they import nothing else:
-# the choices each option takes, and the one error class a user can fix. None of these imports torch.
+# the choices each option takes, and the errors a user can fix (FinetuneError; a DataError also lists
+# its problems). None of these imports torch.
 from .data import FORMATS, DataError
 from .engine.config import BACKENDS, PRESETS, QUANTS
 from .errors import FinetuneError, InvalidValue

@@ -84,6 +84,20 @@ def test_bad_rows_raise_a_usage_error_naming_them_and_store_nothing(shell, tmp_p
     assert not (tmp_path / "ft_data").exists()
 
 
+def test_where_widgets_render_a_data_set_shows_its_report_then_the_example_browser(shell, tiny_model_dir,
+                                                                                   monkeypatch):
+    from jupyter_finetune.ui import display
+    from jupyter_finetune.ui.data_report import report_html
+
+    monkeypatch.setattr(display, "widgets_available", lambda: True)
+    display.register(shell)
+    shell.user_ns["rows"] = good_rows(60)
+    ds, _, published = run_cell(shell, f"%ft_data tickets --from rows --model {tiny_model_dir}")
+    report, browser = published
+    assert report.data == {"text/plain": repr(ds), "text/html": report_html(ds)}
+    assert "application/vnd.jupyter.widget-view+json" in browser.data
+
+
 def test_bad_rows_show_as_an_html_table_only_where_html_renders(shell, tiny_model_dir):
     rows = good_rows(60)
     rows[4] = {"messages": [{"role": "user", "content": "hi"}]}
