@@ -108,7 +108,10 @@ def test_bad_rows_show_as_an_html_table_only_where_html_renders(shell, tiny_mode
     assert set(table.data) == {"text/html"} and "<td>5</td>" in table.data["text/html"]
 
 
-def test_ft_stop_logs_what_it_stops_and_takes_one_optional_run(shell, caplog):
+def test_ft_stop_logs_what_it_stops_and_takes_one_optional_run(shell, caplog, monkeypatch):
+    from jupyter_finetune import api
+
+    monkeypatch.setattr(api, "_JOBS", {})  # jobs other tests left in this process are not this kernel's
     with caplog.at_level(logging.INFO, logger="jupyter_finetune"):
         assert shell.run_line_magic("ft_stop", "") == []
     assert [(r.name, r.getMessage()) for r in caplog.records] == [("jupyter_finetune.magics", "nothing is training")]
