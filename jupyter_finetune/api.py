@@ -64,7 +64,7 @@ def plan(model: str | None = None, data: FtDataset | None = None, *, gpu: str | 
     recommendation is for ``gpu`` (default: this kernel's GPU, else a T4) and searches every setting not given here.
     """
     from .engine import build_config
-    from .engine.gpus import gpu_table, kernel_gpu
+    from .models.gpus import gpu_table, kernel_gpu
     from .engine.plan import DEFAULT_GPU, build_plan
     from .models import load_config
     from .models.memory import ModelShape

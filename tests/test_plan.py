@@ -11,9 +11,10 @@ from IPython.utils.capture import capture_output
 from helpers import good_rows, jsonl
 from jupyter_finetune.data.tokens import Lengths
 from jupyter_finetune.engine import build_config
-from jupyter_finetune.engine.gpus import GIB, UnknownGpu, gpu_table
-from jupyter_finetune.engine.plan import MFU, build_plan, candidate_lengths
+from jupyter_finetune.engine.plan import build_plan, candidate_lengths
+from jupyter_finetune.models.gpus import GIB, UnknownGpu, gpu_table
 from jupyter_finetune.models.memory import CPU_FP32, CUDA_OVERHEAD_BYTES, GPU_16BIT, ModelShape, estimate_memory
+from jupyter_finetune.models.speed import MFU
 from test_magics import shell  # noqa: F401  (the real IPython shell fixture)
 
 # hidden 64, intermediate 128, 2 layers, 4 heads of 16, 2 KV heads, vocab 1000, untied lm_head

@@ -6,16 +6,15 @@ import math
 from dataclasses import dataclass, replace
 from html import escape
 
-from ..data.estimate import price_table
+from ..data.estimate import openai_usd, price_table
 from ..data.tokens import Lengths, TokenStats
+from ..models.gpus import Gpu, GpuTable
 from ..models.memory import GIB, GPU_16BIT, MemoryBreakdown, ModelShape, estimate_memory
+from ..models.speed import MFU, flops_per_token, gpu_compute
 from .config import TrainConfig, steps_per_epoch
-from .gpus import Gpu, GpuTable
 
 FIT_FRACTION = 0.95
 """A plan fits when its total is at most 95% of the GPU's memory: fragmentation needs the rest."""
-MFU = 0.35
-"""Assumed model FLOPs utilisation: a typical share of peak for single-GPU LoRA with HF + PEFT."""
 DEFAULT_GPU = "T4"
 """The GPU recommended for when none is named: the free Colab and Kaggle one."""
 BATCH_SIZES = (1, 2, 4, 8, 16)
@@ -186,26 +185,17 @@ def fits(memory: MemoryBreakdown, gpu: Gpu) -> bool:
     return memory.total <= FIT_FRACTION * gpu.memory_bytes
 
 
-def flops_per_token(parameters: int, method: str, checkpointing: bool) -> float:
-    """2N forward + 4N backward for full fine-tuning; LoRA's backward skips the frozen weights'
-    gradients (2N of the 4N; the adapters' own are negligible); checkpointing adds a 2N forward."""
-    factor = (6 if method == "full" else 4) + (2 if checkpointing else 0)
-    return factor * parameters
-
-
 def schedule(shape: ModelShape, settings: Settings, config: TrainConfig, lengths: Lengths, gpu: Gpu) -> Schedule:
-    """Steps as %ft_train takes them (the same steps_per_epoch), time from FLOPs at MFU."""
-    from ..data.estimate import estimate
-
+    """Steps as %ft_train takes them (the same steps_per_epoch), time as the data report takes it (models/speed.py)."""
     stats = TokenStats.of(lengths, settings.max_length)
     per_token = flops_per_token(shape.parameters, settings.method, settings.checkpointing)
-    seconds = stats.total * per_token / (gpu.bf16_tflops * 1e12 * MFU)
+    seconds = gpu_compute(gpu).seconds(stats.total, per_token)
     return Schedule(
         examples=stats.examples,
         steps_per_epoch=steps_per_epoch(stats.examples, settings.batch_size, config.grad_accum),
         tokens_per_epoch=stats.total, epochs=config.epochs, flops_per_token=per_token, seconds_per_epoch=seconds,
         gpu_usd=seconds * config.epochs / 3600 * gpu.usd_per_hour,
-        openai_usd=estimate(stats.total, None, config.epochs).openai_usd)
+        openai_usd=openai_usd(stats.total, config.epochs))
 
 
 def recommend(shape: ModelShape, settings: Settings, gpu: Gpu, *, lengths: tuple[int, ...],

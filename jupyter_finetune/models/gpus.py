@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
 
-from ..models.memory import GIB
+from .memory import GIB
 
 
 class UnknownGpu(ValueError):
