@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from export_fixtures import SYSTEM, finished_run, logits, max_diff, ticket, tiny_model, tiny_run
-from jupyter_finetune.data.render import CHATML_TEMPLATE
+from jupyter_finetune.models.tokenizer import CHATML_TEMPLATE
 from jupyter_finetune.export import ExportError, ExportExists, export_run
 from jupyter_finetune.export import run_export
 from jupyter_finetune.export.targets import recorded

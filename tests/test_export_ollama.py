@@ -16,7 +16,7 @@ import subprocess
 import pytest
 
 from export_fixtures import SYSTEM, MISTRAL_TEMPLATE, ticket, tiny_run
-from jupyter_finetune.data.render import CHATML_TEMPLATE
+from jupyter_finetune.models.tokenizer import CHATML_TEMPLATE
 from jupyter_finetune.export import ExportError, export_run
 from jupyter_finetune.export.gotemplate import GoTemplateError, render
 from jupyter_finetune.export.ollama import shared_system_prompt

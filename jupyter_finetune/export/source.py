@@ -10,6 +10,7 @@ from typing import Any
 
 from ..models import ResolvedModel, resolve_model
 from ..models.cache import MARKER
+from ..models.tokenizer import training_tokenizer
 from ..runs import Run
 from .result import ExportError
 
@@ -54,18 +55,8 @@ class RunSource:
         return AutoConfig.from_pretrained(self.base_path)
 
     def tokenizer(self) -> Any:
-        """The tokenizer training used: saved next to the adapter, with the chat template training applied."""
-        from transformers import AutoTokenizer
-
-        from ..data.render import CHATML_TEMPLATE
-
-        folder = self.run.adapter_dir if (self.run.adapter_dir / "tokenizer_config.json").is_file() else self.base_path
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        if not tokenizer.chat_template:
-            tokenizer.chat_template = CHATML_TEMPLATE  # what training rendered with (engine/job.py)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        return tokenizer
+        """The tokenizer training used (saved next to the adapter), with the chat template training applied."""
+        return training_tokenizer(self.base_path, self.run.adapter_dir)
 
     def source_gguf(self) -> Path | None:
         """The GGUF file the base model was converted from, if it was (models/cache.py), and is still there."""
