@@ -12,7 +12,7 @@ from jupyter_finetune import api
 from jupyter_finetune.data import prepare, read_records
 from jupyter_finetune.evaluation.compare import Outputs, score_outputs
 from jupyter_finetune.evaluation.fewshot import pick_shots, with_shots
-from jupyter_finetune.evaluation.generate import Generation, generate
+from jupyter_finetune.evaluation.generate import Generation, generate_timed
 from jupyter_finetune.evaluation.loading import load_with_adapter
 from jupyter_finetune.evaluation.metrics import METRICS
 from jupyter_finetune.evaluation.verdict import Threshold, decide
@@ -88,9 +88,11 @@ def test_evaluate_runs_three_systems_saves_answers_and_reuses_them(trained):
     # the same rows and decoding as plain generate, with and without the adapter
     model, tokenizer = load_with_adapter(*_paths(runs))
     prompts = [ex.messages[:-1] for ex in data.test[:4]]
-    assert c.outputs.generations["fine-tuned"].answers == generate(model, tokenizer, prompts, max_new_tokens=8)
+    assert c.outputs.generations["fine-tuned"].answers == generate_timed(model, tokenizer, prompts,
+                                                                         max_new_tokens=8).answers
     with model.disable_adapter():
-        assert c.outputs.generations["base"].answers == generate(model, tokenizer, prompts, max_new_tokens=8)
+        assert c.outputs.generations["base"].answers == generate_timed(model, tokenizer, prompts,
+                                                                       max_new_tokens=8).answers
         shots = [ex for ex in data.train if ex.row in c.outputs.shot_rows]
         assert len(shots) == 3
     few = c.systems["fewshot"]
