@@ -49,7 +49,8 @@ def estimate(tokens_per_epoch: int, parameters: int | None, epochs: int | None =
     table = price_table()
     epochs = epochs or table.default_epochs
     compute = compute or local_compute()
-    seconds = compute.seconds(tokens_per_epoch * epochs, flops_per_token(parameters)) if compute and parameters else None
+    trained = tokens_per_epoch * epochs
+    seconds = compute.seconds(trained, flops_per_token(parameters)) if compute and parameters else None
     return CostEstimate(
         tokens_per_epoch=tokens_per_epoch, epochs=epochs, openai_usd=openai_usd(tokens_per_epoch, epochs),
         prices_as_of=table.as_of, local_seconds=seconds,
