@@ -118,7 +118,7 @@ def saved_4bit_model(tmp_path, tiny_model_dir) -> Path:
 def test_a_model_saved_in_4bit_trains_as_qlora_and_refuses_other_precisions(saved_4bit_model, tiny_model_dir,
                                                                             tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    data = api.load_data("t", jsonl(good_rows(40)), model=str(tiny_model_dir), save=False)
+    data = api.load_data("t", jsonl(good_rows(40)), model=str(tiny_model_dir))
     with pytest.raises(ConfigError, match="--quant 4bit needs an NVIDIA GPU"):
         api.prepare_training(data, model=str(saved_4bit_model), name="q")
     with pytest.raises(ConfigError, match=r"tiny-bnb-4bit is saved with 4bit bitsandbytes weights, so it trains "

@@ -110,7 +110,7 @@ def _paths(runs):
     from jupyter_finetune.runs import RunStore
 
     run = RunStore.at(runs).get("t1")
-    return resolve_model(run.read("config.json")["train"]["model"]).path, run.adapter_dir
+    return resolve_model(run.settings().model).path, run.adapter_dir
 
 
 def test_forgetting_check_compares_general_prompt_perplexity(trained):

@@ -10,7 +10,6 @@ from IPython.utils.capture import capture_output
 from export_fixtures import tiny_run
 from jupyter_finetune import api
 from jupyter_finetune.export import ExportExists
-from jupyter_finetune.export.targets import recorded
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +50,7 @@ def test_ft_export_prints_what_it_wrote_and_the_ollama_command(shell, trained):
     assert f"exported run 'tickets-v1' as ollama (q8_0) to {folder}" in cap.stdout
     assert "Modelfile" in cap.stdout and "tickets-v1-q8_0.gguf" in cap.stdout
     assert f"next, run: cd {folder} && ollama create tickets-v1 -f Modelfile" in cap.stdout
-    assert any(r["kind"] == "ollama" and r["quant"] == "q8_0" for r in recorded(trained))
+    assert any(r["kind"] == "ollama" and r["quant"] == "q8_0" for r in trained.exports())
 
 
 def test_ft_export_writes_to_out_and_refuses_to_overwrite_without_the_flag(shell, tmp_path):

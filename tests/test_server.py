@@ -25,7 +25,7 @@ from jupyter_finetune.evaluation.compare import Outputs, score_outputs
 from jupyter_finetune.evaluation.generate import Generation
 from jupyter_finetune.evaluation.metrics import resolve_metric
 from jupyter_finetune.evaluation.verdict import Threshold, decide
-from jupyter_finetune.runs import Run, RunStore
+from jupyter_finetune.runs import Run, RunSettings, RunStore
 from jupyter_finetune.server.resources import parse_smi
 from jupyter_finetune.server.settings import store_root
 
@@ -45,9 +45,9 @@ def tickets() -> FtDataset:
 
 def start(store: RunStore, name: str, model: str, max_steps: int) -> Run:
     run = store.create(name)
-    run.write("config.json", {"train": build_config("quick", model=model, steps=max_steps).to_dict(),
-                              "preset": "quick", "backend": "hf on cpu"})
-    run.write("data.json", tickets().manifest())
+    data = tickets()
+    run.begin(RunSettings(build_config("quick", model=model, steps=max_steps).to_dict(), "quick", "hf on cpu", model),
+              data.manifest(), data.jsonl())
     run.set_status("running", step=0, max_steps=max_steps)
     return run
 
