@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from export_fixtures import tiny_run
@@ -19,13 +18,9 @@ def trained(tmp_path_factory, tiny_tokenizer):
 
 
 @pytest.fixture()
-def shell(trained, monkeypatch):
-    monkeypatch.chdir(trained.path.parent.parent)  # ./ft_runs is the run store, as in a notebook
-    monkeypatch.delenv("JUPYTER_FINETUNE_RUNS", raising=False)
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "jupyter_finetune")
-    yield ip
-    InteractiveShell.clear_instance()
+def workdir(trained):
+    """The shell's folder: its ./ft_runs is the run store, as in a notebook."""
+    return trained.path.parent.parent
 
 
 def test_api_export_finds_the_run_in_the_store(trained):

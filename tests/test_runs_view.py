@@ -11,7 +11,6 @@ import sys
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from jupyter_finetune import api
@@ -53,13 +52,9 @@ def root(tmp_path_factory, tiny_model_dir, tiny_tokenizer):
 
 
 @pytest.fixture()
-def shell(monkeypatch, root):
-    monkeypatch.chdir(root.parent)
-    monkeypatch.delenv("JUPYTER_FINETUNE_RUNS", raising=False)
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "jupyter_finetune")
-    yield ip
-    InteractiveShell.clear_instance()
+def workdir(root):
+    """The shell's folder: its ./ft_runs is the store built above."""
+    return root.parent
 
 
 def _loss_records(root, name, key):

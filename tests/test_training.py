@@ -171,10 +171,15 @@ def test_out_of_memory_fails_the_run_names_the_settings_and_keeps_the_kernel_usa
 
 
 def test_existing_run_is_not_overwritten(tickets, tmp_path):
-    _train(tickets, tmp_path / "runs", name="r", steps=1)
+    job, _ = _train(tickets, tmp_path / "runs", name="r", steps=1)
+    metrics = job.run.metrics()
     with pytest.raises(RunExists, match="--overwrite"):
         api.prepare_training(tickets, runs_dir=tmp_path / "runs", name="r", **SETTINGS)
-    assert api.prepare_training(tickets, runs_dir=tmp_path / "runs", name="r", overwrite=True, **SETTINGS)
+    assert job.run.status()["status"] == "completed" and job.run.metrics() == metrics != []
+    assert (job.run.adapter_dir / "adapter_config.json").is_file()
+    again = api.prepare_training(tickets, runs_dir=tmp_path / "runs", name="r", overwrite=True, **SETTINGS)
+    assert again.run.path == job.run.path and again.run.status()["status"] == "queued"
+    assert again.run.metrics() == [] and not job.run.adapter_dir.exists()  # with --overwrite, a fresh run
 
 
 def test_killed_kernel_leaves_the_run_interrupted_with_its_metrics(tiny_model_dir, tmp_path):
