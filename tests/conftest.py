@@ -102,7 +102,7 @@ def shell(workdir, monkeypatch):
     from IPython.core.interactiveshell import InteractiveShell
 
     monkeypatch.chdir(workdir)
-    for variable in ("JUPYTER_FINETUNE_RUNS", "JUPYTER_FINETUNE_DATA"):
+    for variable in ("JUPYTER_FINETUNE_RUNS",):
         monkeypatch.delenv(variable, raising=False)
     ip = InteractiveShell.instance()
     ip.run_line_magic("load_ext", "jupyter_finetune")
