@@ -97,13 +97,12 @@ def workdir(tmp_path) -> Path:
 
 @pytest.fixture()
 def shell(workdir, monkeypatch):
-    """A real IPython shell with the extension loaded, run in ``workdir`` with the run store and data
-    folders at their defaults (the variables that move them unset), as in a fresh notebook."""
+    """A real IPython shell with the extension loaded, run in ``workdir`` with the run store at its
+    default (the variable that moves it unset), as in a fresh notebook."""
     from IPython.core.interactiveshell import InteractiveShell
 
     monkeypatch.chdir(workdir)
-    for variable in ("JUPYTER_FINETUNE_RUNS",):
-        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.delenv("JUPYTER_FINETUNE_RUNS", raising=False)
     ip = InteractiveShell.instance()
     ip.run_line_magic("load_ext", "jupyter_finetune")
     yield ip
