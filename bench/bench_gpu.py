@@ -182,7 +182,7 @@ def train_ours(a: argparse.Namespace, timer: Any) -> None:
     from jupyter_finetune import api
 
     gpu = torch.cuda.is_available()
-    data = api.load_data("bench", a.data, split=0.0, model=str(a.model_dir), max_length=a.max_length, save=False)
+    data = api.load_data("bench", a.data, split=0.0, model=str(a.model_dir), max_length=a.max_length)
     job = api.prepare_training(
         data, name=f"bench-{a.child}", overwrite=True, runs_dir=Path.cwd() / "runs", callbacks=[timer],
         backend="unsloth" if gpu else "hf", quant="4bit" if gpu else "none", gradient_checkpointing=True,

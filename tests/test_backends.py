@@ -20,7 +20,6 @@ from jupyter_finetune.engine import ConfigError, build_config
 from jupyter_finetune.engine.backends import HFBackend, select_backend
 from jupyter_finetune.models import ModelNotFound, resolve_model
 from helpers import good_rows, jsonl
-from test_train_magic import shell  # noqa: F401  (a real IPython shell with the tickets data set)
 
 # unsloth's own requirement lines (2026.10.9) that decide whether its patches apply, made impossible
 # here where they name transformers and trl, plus lines whose markers exclude them on this machine.
@@ -97,7 +96,8 @@ def test_4bit_on_cpu_is_refused_before_anything_loads():
         select_backend(build_config(quant="4bit", backend="unsloth"))
 
 
-def test_ft_train_backend_unsloth_on_cpu_is_a_usage_error_and_writes_no_run(shell, tmp_path):  # noqa: F811
+@pytest.mark.usefixtures("shell_tickets")
+def test_ft_train_backend_unsloth_on_cpu_is_a_usage_error_and_writes_no_run(shell, tmp_path):
     with pytest.raises(UsageError, match=r"--backend unsloth cannot run here:\n  - this kernel has no CUDA GPU"):
         shell.run_line_magic("ft_train", "tickets --backend unsloth --name u")
     assert not (tmp_path / "ft_runs" / "u").exists()
@@ -118,7 +118,7 @@ def saved_4bit_model(tmp_path, tiny_model_dir) -> Path:
 def test_a_model_saved_in_4bit_trains_as_qlora_and_refuses_other_precisions(saved_4bit_model, tiny_model_dir,
                                                                             tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    data = api.load_data("t", jsonl(good_rows(40)), model=str(tiny_model_dir), save=False)
+    data = api.load_data("t", jsonl(good_rows(40)), model=str(tiny_model_dir))
     with pytest.raises(ConfigError, match="--quant 4bit needs an NVIDIA GPU"):
         api.prepare_training(data, model=str(saved_4bit_model), name="q")
     with pytest.raises(ConfigError, match=r"tiny-bnb-4bit is saved with 4bit bitsandbytes weights, so it trains "

@@ -7,7 +7,6 @@ from html import escape
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from jupyter_finetune import api
@@ -51,15 +50,6 @@ def expected(root, tiny_model_dir):
         return base, generate_timed(model, tokenizer, [conversation], max_new_tokens=TOKENS, batch_size=1).answers[0]
 
     return answers
-
-
-@pytest.fixture()
-def shell(monkeypatch):
-    monkeypatch.delenv("JUPYTER_FINETUNE_RUNS", raising=False)
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "jupyter_finetune")
-    yield ip
-    InteractiveShell.clear_instance()
 
 
 def test_system_prompt_is_the_one_most_training_rows_share(session, tmp_path):

@@ -6,7 +6,6 @@ import json
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 
 from jupyter_finetune import api
 from jupyter_finetune.data import prepare, read_records
@@ -112,7 +111,7 @@ def _paths(runs):
     from jupyter_finetune.runs import RunStore
 
     run = RunStore.at(runs).get("t1")
-    return resolve_model(run.read("config.json")["train"]["model"]).path, run.adapter_dir
+    return resolve_model(run.settings().model).path, run.adapter_dir
 
 
 def test_forgetting_check_compares_general_prompt_perplexity(trained):
@@ -141,10 +140,8 @@ def test_per_example_view_filters_to_failures(trained):
     assert out.value.startswith("<p>4 rows</p>")
 
 
-def test_ft_eval_magic_prints_the_table_and_verdict(trained, capsys):
+def test_ft_eval_magic_prints_the_table_and_verdict(trained, shell, capsys):
     data, runs = trained
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "jupyter_finetune")
     shell.user_ns["tickets"] = data
     shell.run_line_magic("ft_eval", f"t1 --data tickets:test --limit 4 --max-new-tokens 8 --against base "
                                     f"--metric exact,f1,rougeL --threshold rougeL>=0.5 --runs-dir {runs}")

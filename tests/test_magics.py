@@ -10,20 +10,9 @@ import time
 import pandas as pd
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from helpers import chat, good_rows, jsonl
-
-
-@pytest.fixture()
-def shell(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("JUPYTER_FINETUNE_DATA", raising=False)
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "jupyter_finetune")
-    yield ip
-    InteractiveShell.clear_instance()
 
 
 def test_load_ext_is_fast_and_imports_no_torch():
@@ -36,12 +25,12 @@ def test_load_ext_is_fast_and_imports_no_torch():
     assert out[1].strip() == "[] True"
 
 
-def test_cell_magic_stores_the_dataset_and_a_versioned_copy(shell, tmp_path, tiny_model_dir):
+def test_cell_magic_stores_the_dataset_in_the_notebook_and_writes_no_file(shell, tmp_path, tiny_model_dir):
     with capture_output() as cap:
         shell.run_cell_magic("ft_data", f"tickets --split 0.1 --model {tiny_model_dir}", jsonl(good_rows(60)))
     ds = shell.user_ns["tickets"]
     assert (len(ds.train), len(ds.test)) == (54, 6)
-    assert (tmp_path / "ft_data" / f"tickets-{ds.version}.jsonl").exists()
+    assert list(tmp_path.iterdir()) == []  # a run keeps its own copy of the data when it trains
     assert "54 train / 6 test" in cap.stdout
 
 

@@ -15,7 +15,6 @@ from jupyter_finetune.engine.plan import build_plan, candidate_lengths
 from jupyter_finetune.models.gpus import GIB, UnknownGpu, gpu_table
 from jupyter_finetune.models.memory import CPU_FP32, CUDA_OVERHEAD_BYTES, GPU_16BIT, ModelShape, estimate_memory
 from jupyter_finetune.models.speed import MFU
-from test_magics import shell  # noqa: F401  (the real IPython shell fixture)
 
 # hidden 64, intermediate 128, 2 layers, 4 heads of 16, 2 KV heads, vocab 1000, untied lm_head
 H, I, L, Q, KV, V, R = 64, 128, 2, 64, 32, 1000, 8
@@ -191,7 +190,7 @@ def test_cuda_device_names_find_their_table_entry_by_name_and_memory():
     assert table.match("Tesla V100-SXM2-16GB", 16 * GIB) is None
 
 
-def test_plan_magic_prints_the_breakdown_fits_and_a_recommendation(shell, tiny_model_dir):  # noqa: F811
+def test_plan_magic_prints_the_breakdown_fits_and_a_recommendation(shell, tiny_model_dir):
     with capture_output() as cap:
         shell.run_line_magic("ft_plan", f"--model {tiny_model_dir} --gpu T4 --batch-size 4 --max-length 256")
     text = cap.stdout
@@ -204,7 +203,7 @@ def test_plan_magic_prints_the_breakdown_fits_and_a_recommendation(shell, tiny_m
     assert "Time and cost" not in text
 
 
-def test_plan_magic_with_data_adds_time_and_cost(shell, tiny_model_dir):  # noqa: F811
+def test_plan_magic_with_data_adds_time_and_cost(shell, tiny_model_dir):
     with capture_output() as cap:
         shell.run_cell_magic("ft_data", f"tickets --model {tiny_model_dir} --max-length 256", jsonl(good_rows(60)))
         shell.run_line_magic("ft_plan", "--data tickets --gpu l4")
@@ -214,7 +213,7 @@ def test_plan_magic_with_data_adds_time_and_cost(shell, tiny_model_dir):  # noqa
     assert "OpenAI gpt-4o-mini" in cap.stdout and "Recommended for L4: batch 16" in cap.stdout
 
 
-def test_plan_magic_rejects_an_unknown_gpu_listing_the_known_ones(shell, tiny_model_dir):  # noqa: F811
+def test_plan_magic_rejects_an_unknown_gpu_listing_the_known_ones(shell, tiny_model_dir):
     with pytest.raises(UsageError, match=r"unknown GPU 'V100': use one of T4, L4, A10G, RTX4090"):
         shell.run_line_magic("ft_plan", f"--model {tiny_model_dir} --gpu V100")
     with pytest.raises(UsageError, match="not a data set in this notebook"):

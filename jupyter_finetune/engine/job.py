@@ -176,7 +176,7 @@ class TrainJob:
             return
         except Exception as exc:  # every failure must end as a readable run status, never a lost run
             message = self._oom_message(exc) if _is_oom(exc) else f"{type(exc).__name__}: {exc}"
-            (self.run.path / "error.txt").write_text(traceback.format_exc())
+            self.run.write_error(traceback.format_exc())
         _free_memory()  # outside the except block: the traceback no longer pins the model
         self._finish("failed", message, None)
 

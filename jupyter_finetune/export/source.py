@@ -11,7 +11,7 @@ from typing import Any
 from ..models import ResolvedModel, resolve_model
 from ..models.cache import MARKER
 from ..models.tokenizer import training_tokenizer
-from ..runs import Run
+from ..runs import Run, RunSettings
 from .result import ExportError
 
 
@@ -20,7 +20,7 @@ class RunSource:
     """A finished run's adapter and the base model it was trained on."""
 
     run: Run
-    config: dict[str, Any]
+    settings: RunSettings
     base: ResolvedModel
 
     @classmethod
@@ -30,23 +30,17 @@ class RunSource:
         if status == "running":
             raise ExportError(f"run {run.name!r} is still training; export it after it finishes (or %ft_stop it)")
         run.trained_adapter()
-        config = run.read("config.json")
-        if not config or "train" not in config:
-            raise FileNotFoundError(f"run {run.name!r} has no readable config.json in {run.path}")
-        return cls(run, config, resolve_model(config["train"]["model"]))
+        settings = run.settings()
+        return cls(run, settings, resolve_model(settings.model))
 
     @property
     def base_path(self) -> Path:
         return self.base.path
 
     @property
-    def train(self) -> dict[str, Any]:
-        return self.config["train"]
-
-    @property
     def quantized_training(self) -> bool:
         """True when training saw 4-bit or 8-bit base weights (QLoRA)."""
-        return self.train.get("quant", "none") != "none"
+        return self.settings.quant != "none"
 
     @cached_property
     def base_config(self) -> Any:
