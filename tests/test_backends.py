@@ -53,6 +53,7 @@ def test_auto_on_cpu_trains_with_hf_and_says_why():
     assert reason == "hf: no CUDA GPU, so transformers + peft LoRA in fp32 on CPU"
 
 
+@pytest.mark.slow
 def test_auto_never_imports_unsloth_when_it_is_not_chosen(unsloth_probe, tmp_path):
     code = ("import sys; from jupyter_finetune.engine import build_config; "
             "from jupyter_finetune.engine.backends import select_backend; "
@@ -135,6 +136,7 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_hub_id_not_cached_is_downloaded_when_online_and_a_failure_says_where_from(tmp_path):
     endpoint = f"http://127.0.0.1:{_closed_port()}"
     env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_HUB_CACHE": str(tmp_path), "HF_HOME": str(tmp_path / "home"),

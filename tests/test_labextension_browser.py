@@ -32,6 +32,7 @@ CHROMIUM = "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else shuti
 TIMEOUT_MS = 60_000
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(CHROMIUM is None, reason="no chromium: apt-get install chromium (.ci/run does, as root)"),
     pytest.mark.skipif(not (BUILT / "package.json").is_file(),
                        reason="labextension not built: run `python labextension/build.py` (make install does)"),

@@ -15,6 +15,7 @@ from IPython.utils.capture import capture_output
 from helpers import chat, good_rows, jsonl
 
 
+@pytest.mark.slow
 def test_load_ext_is_fast_and_imports_no_torch():
     code = ("import sys, time; from IPython.core.interactiveshell import InteractiveShell; ip = InteractiveShell.instance();"
             "t = time.perf_counter(); ip.run_line_magic('load_ext', 'jupyter_finetune'); dt = time.perf_counter() - t;"
@@ -89,6 +90,7 @@ def test_report_html_shows_counts_costs_problems_and_the_loss_tokens(tiny_model_
         assert text in html, text
 
 
+@pytest.mark.slow
 def test_plain_python_api_works_without_ipython(tmp_path, tiny_model_dir):
     code = (f"import jupyter_finetune as ft, json; ds = ft.load_data('t', {json.dumps(jsonl(good_rows(20)))}, "
             f"model={str(tiny_model_dir)!r}, split=0); print(len(ds.train))")

@@ -117,6 +117,7 @@ SMALL = dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=4, num_a
 TOLERANCE = 0.15
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("checkpointing", [False, True], ids=["no-checkpointing", "checkpointing"])
 def test_cpu_estimate_is_within_15_percent_of_a_measured_lora_step(tmp_path, checkpointing):
     """One real LoRA forward + backward + AdamW step on a random 16M-parameter Llama in fp32, its

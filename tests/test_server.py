@@ -200,6 +200,7 @@ def test_extension_is_declared_and_enabled_by_its_config_file():
     assert config == {"ServerApp": {"jpserver_extensions": {"jupyter_finetune": True}}}
 
 
+@pytest.mark.slow
 def test_server_extension_imports_only_the_run_store():
     code = "import json, sys, jupyter_finetune.server; print(json.dumps(sorted(sys.modules)))"
     loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -182,6 +182,7 @@ def test_existing_run_is_not_overwritten(tickets, tmp_path):
     assert again.run.metrics() == [] and not job.run.adapter_dir.exists()  # with --overwrite, a fresh run
 
 
+@pytest.mark.slow
 def test_killed_kernel_leaves_the_run_interrupted_with_its_metrics(tiny_model_dir, tmp_path):
     script = f"""
 import sys, time
