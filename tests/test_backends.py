@@ -97,6 +97,16 @@ def test_4bit_on_cpu_is_refused_before_anything_loads():
         select_backend(build_config(quant="4bit", backend="unsloth"))
 
 
+def test_4bit_on_a_gpu_without_bitsandbytes_names_the_extra_that_brings_it(monkeypatch):
+    from jupyter_finetune.engine import backends
+
+    monkeypatch.setattr(backends, "cuda_available", lambda: True)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if not Path(p, "bitsandbytes").exists()])
+    with pytest.raises(ConfigError, match=r'--quant 4bit needs bitsandbytes: pip install "jupyter-finetune\[gpu\]" '
+                                          r'\(or pip install "jupyter-finetune\[unsloth\]"\), then restart'):
+        select_backend(build_config(quant="4bit", backend="hf"))
+
+
 @pytest.mark.usefixtures("shell_tickets")
 def test_ft_train_backend_unsloth_on_cpu_is_a_usage_error_and_writes_no_run(shell, tmp_path):
     with pytest.raises(UsageError, match=r"--backend unsloth cannot run here:\n  - this kernel has no CUDA GPU"):
