@@ -14,13 +14,34 @@ from pathlib import Path
 from typing import Any
 
 from .data import DEFAULT_MAX_LENGTH
+# What front ends (magics, widgets) may need from below api, so that they import nothing else:
+# the choices each option takes, and the errors a user can fix (FinetuneError; a DataError also lists
+# its problems). None of these imports torch.
+from .data import FORMATS, DataError
+from .engine.config import BACKENDS, PRESETS, QUANTS
+from .errors import FinetuneError, InvalidValue
+from .export.result import KINDS as EXPORT_KINDS
+from .export.result import QUANTS as GGUF_QUANTS
 from .models.aliases import DEFAULT_MODEL
+from .models.memory import METHODS
 
-__all__ = ["DEFAULT_MODEL", "chat", "chat_session", "compare_runs", "evaluate", "example_data", "export",
-           "load_data", "plan", "prepare_training", "runs", "stop", "train", "train_async"]
+__all__ = ["BACKENDS", "DEFAULT_MODEL", "EXPORT_KINDS", "FORMATS", "GGUF_QUANTS", "METHODS", "PRESETS", "QUANTS",
+           "SPLITS", "DataError", "FinetuneError", "chat", "chat_session", "compare_runs", "data_spec", "evaluate",
+           "example_data", "export", "load_data", "plan", "prepare_training", "runs", "stop", "train", "train_async"]
+
+SPLITS = ("test", "train")
 
 # The current kernel's running jobs, so that %ft_stop and the dashboard's button can reach them.
 _JOBS: dict[str, Any] = {}
+
+
+def data_spec(spec: str) -> tuple[str, str]:
+    """``"tickets:test"`` -> ``("tickets", "test")``: a data set's name and the split to use (default test)."""
+    name, _, split = spec.partition(":")
+    if not name.isidentifier() or (split or "test") not in SPLITS:
+        raise InvalidValue(f"--data {spec!r}: give a data set's name and optionally :test or :train, "
+                           "e.g. tickets:test")
+    return name, split or "test"
 
 
 def example_data(name: str = "tickets") -> Path:
@@ -98,8 +119,8 @@ def stop(name: str | None = None) -> list[str]:
     names = [name] if name else [n for n, job in _JOBS.items() if not job.done]
     for n in names:
         if n not in _JOBS:
-            raise ValueError(f"no run named {n!r} is training in this kernel (running: "
-                             f"{', '.join(k for k, j in _JOBS.items() if not j.done) or 'none'})")
+            raise InvalidValue(f"no run named {n!r} is training in this kernel (running: "
+                               f"{', '.join(k for k, j in _JOBS.items() if not j.done) or 'none'})")
         _JOBS[n].stop()
     return names
 

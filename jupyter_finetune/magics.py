@@ -1,15 +1,26 @@
-"""IPython magics: parse the line, call api, display the result."""
+"""IPython magics: parse the line, call api, return the result.
+
+A magic returns what it made (a data set, a plan, a report, the runs, an export), and IPython's
+display protocol shows it: ``report = %ft_eval ...`` keeps it without showing it, and a cell
+ending in the magic shows it once (``ui.display`` explains the HTML and text forms). Messages
+that are not a result ("stopping X") are logged. Only ``api`` and ``ui`` are imported from the
+package (tests/test_layers.py); importing ``api`` loads no torch.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
+from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Unicode
 
-FORMAT_CHOICES = ["auto", "messages", "prompt_completion", "alpaca", "sharegpt", "text"]
+from . import api
+
+log = logging.getLogger(__name__)
 
 
 @magics_class
@@ -21,20 +32,18 @@ class FinetuneMagics(Magics):
     @argument("name", help="Name for the data set; it is stored under this name in the notebook.")
     @argument("--from", dest="source", metavar="PATH_OR_VARIABLE",
               help="A .jsonl/.json/.csv/.parquet file, or a DataFrame / datasets.Dataset / list variable.")
-    @argument("--format", default="auto", choices=FORMAT_CHOICES, help="Input layout (default: detect).")
+    @argument("--format", default="auto", choices=["auto", *api.FORMATS], help="Input layout (default: detect).")
     @argument("--split", default="0.1", help="Test fraction (default 0.1), or a test file / variable.")
     @argument("--seed", type=int, default=0, help="Seed of the deterministic split.")
     @argument("--model", default=None, help="Model whose chat template counts tokens (default smollm2-135m).")
     @argument("--max-length", type=int, default=None, help="Training max length in tokens (default 1024).")
     @line_cell_magic
-    def ft_data(self, line: str, cell: str | None = None):
-        """Check, count and split fine-tuning data; store it under NAME.
+    def ft_data(self, line: str, cell: str | None = None) -> Any:
+        """Check, count and split fine-tuning data; store it under NAME and return it.
 
         Cell form: ``%%ft_data NAME`` with JSONL in the cell. Line form:
         ``%ft_data NAME --from PATH_OR_VARIABLE``.
         """
-        from . import api
-        from .data import DataError
         from .ui import data_report
 
         args = parse_argstring(self.ft_data, line)
@@ -44,13 +53,13 @@ class FinetuneMagics(Magics):
         try:
             ds = api.load_data(args.name, cell if args.source is None else self._lookup(args.source),
                                format=args.format, split=self._split(args.split), seed=args.seed, **options)
-        except DataError as exc:
-            self._show_errors(args.name, exc)
+        except api.DataError as exc:
+            data_report.show_errors(args.name, exc.problems)
             raise UsageError(str(exc)) from None
-        except (ValueError, FileNotFoundError, TypeError) as exc:
+        except api.FinetuneError as exc:
             raise UsageError(str(exc)) from None
         self.shell.user_ns[args.name] = ds
-        data_report.show(ds)
+        return ds
 
     def _data_set(self, name: str, problem: str | None = None):
         """The data set ``name`` made by %%ft_data in this notebook; ``problem`` words the error if there is none."""
@@ -69,22 +78,15 @@ class FinetuneMagics(Magics):
         except ValueError:
             return self._lookup(value)
 
-    @staticmethod
-    def _show_errors(name: str, exc) -> None:
-        from IPython.display import HTML, display
-
-        from .ui import data_report
-        from .ui.env import widgets_available
-
-        if widgets_available():
-            display(HTML(data_report.errors_html(name, exc.problems)))
-
+    def _runs_dir(self, args: Any) -> str | None:
+        """This call's --runs-dir, else the configured one (%config FinetuneMagics.runs_dir), else api's default."""
+        return args.runs_dir or self.runs_dir or None
 
     @magic_arguments()
     @argument("data", nargs="?", help="A data set made by %%ft_data (optional with --resume).")
     @argument("--model", help="Alias, folder, .gguf or hub id (default: the data's model).")
     @argument("--name", help="Run name (default: DATA-N, counting up).")
-    @argument("--preset", default="balanced", choices=["quick", "balanced", "thorough"])
+    @argument("--preset", default="balanced", choices=list(api.PRESETS))
     @argument("--epochs", type=float)
     @argument("--steps", type=int, help="Optimizer steps (overrides --epochs).")
     @argument("--batch-size", type=int)
@@ -96,10 +98,10 @@ class FinetuneMagics(Magics):
     @argument("--target-modules", help="all-linear, or names such as q_proj,v_proj.")
     @argument("--max-length", type=int)
     @argument("--seed", type=int)
-    @argument("--quant", choices=["4bit", "8bit", "none"])
+    @argument("--quant", choices=api.QUANTS)
     @argument("--gradient-checkpointing", action="store_true", default=None,
               help="Recompute activations in the backward pass: less memory, about a third slower.")
-    @argument("--backend", choices=["auto", "unsloth", "hf"],
+    @argument("--backend", choices=api.BACKENDS,
               help="auto (default): unsloth on an NVIDIA GPU where it is installed, else hf (transformers + peft).")
     @argument("--report-to", help="tensorboard,mlflow,wandb")
     @argument("--background", action="store_true", help="Return at once; the dashboard keeps updating.")
@@ -107,86 +109,82 @@ class FinetuneMagics(Magics):
     @argument("--overwrite", action="store_true", help="Replace an existing run of the same name.")
     @argument("--runs-dir", help="Run store root for this call.")
     @line_magic
-    def ft_train(self, line: str):
-        """LoRA fine-tune on a data set, with a live dashboard; the run is kept under ft_runs/NAME."""
-        from .ui.training import run_job
+    def ft_train(self, line: str) -> Any:
+        """LoRA fine-tune on a data set, with a live dashboard; the run is kept under ft_runs/NAME.
 
-        job, background = self._training_job(line)
-        result = run_job(job, background=background)
-        if not background:
-            self._check_result(result)
+        Returns the TrainResult (with --background: the running TrainJob).
+        """
+        data, options = self._training_options(line)
+        try:
+            result = api.train(data, **options)
+        except api.FinetuneError as exc:
+            raise UsageError(str(exc)) from None
+        return result if options["background"] else self._check_result(result)
 
-    async def ft_train_awaited(self, line: str) -> None:
+    async def ft_train_awaited(self, line: str) -> Any:
         """``%ft_train`` as an awaited call (see ``awaited_training``): the cell waits on the event
         loop, so the kernel handles the dashboard's Stop button while training runs."""
-        from .ui.training import run_job, show_job
+        data, options = self._training_options(line)
+        try:
+            if options.pop("background"):
+                return api.train(data, background=True, **options)
+            result = await api.train_async(data, **options)
+        except api.FinetuneError as exc:
+            raise UsageError(str(exc)) from None
+        return self._check_result(result)
 
-        job, background = self._training_job(line)
-        if background:
-            run_job(job, background=True)
-            return
-        show_job(job)
-        self._check_result(await job.train_async())
-
-    def _training_job(self, line: str):
-        from . import api
-        from .engine import ConfigError
-        from .runs import RunExists
-
+    def _training_options(self, line: str) -> tuple[Any, dict[str, Any]]:
+        """The data set and api.train's options, from the magic's line."""
         args = parse_argstring(self.ft_train, line)
         data = None if args.data is None else self._data_set(args.data)
         settings = {k: getattr(args, k) for k in ("model", "epochs", "steps", "batch_size", "grad_accum", "lr", "rank",
                                                   "alpha", "dropout", "target_modules", "max_length", "seed", "quant",
                                                   "backend", "report_to", "gradient_checkpointing")}
-        try:
-            job = api.prepare_training(data, name=args.name, preset=args.preset, resume=args.resume,
-                                       overwrite=args.overwrite, runs_dir=args.runs_dir or self.runs_dir or None,
-                                       **settings)
-        except (ConfigError, RunExists, FileNotFoundError, ValueError) as exc:
-            raise UsageError(str(exc)) from None
-        return job, args.background
+        return data, dict(name=args.name, preset=args.preset, resume=args.resume, overwrite=args.overwrite,
+                          runs_dir=self._runs_dir(args), background=args.background, **settings)
 
     @staticmethod
-    def _check_result(result) -> None:
+    def _check_result(result: Any) -> Any:
         if result.status == "failed":
             raise UsageError(f"run {result.run} failed: {result.message}")
+        return result
 
     @magic_arguments()
     @argument("--model", help="Alias, folder, .gguf or hub id (default: the data's model, else smollm2-135m).")
     @argument("--data", metavar="NAME", help="A data set of this notebook: adds steps, time and cost per epoch.")
-    @argument("--method", default="lora", choices=["lora", "full"])
-    @argument("--quant", choices=["4bit", "8bit", "none"], help="Base weights (default: the preset's, none).")
+    @argument("--method", default="lora", choices=api.METHODS)
+    @argument("--quant", choices=api.QUANTS, help="Base weights (default: the preset's, none).")
     @argument("--batch-size", type=int)
     @argument("--max-length", type=int, help="Default: the data's max length, else the preset's (1024).")
     @argument("--rank", type=int, help="LoRA rank (default: the preset's).")
     @argument("--gradient-checkpointing", action="store_true", default=None)
-    @argument("--preset", default="balanced", choices=["quick", "balanced", "thorough"])
+    @argument("--preset", default="balanced", choices=list(api.PRESETS))
     @argument("--gpu", help="GPU to recommend settings for (default: this kernel's, else T4): T4, L4, A10G, A100-80, H100, ...")
     @line_magic
-    def ft_plan(self, line: str):
+    def ft_plan(self, line: str) -> Any:
         """Peak GPU memory by component, which GPUs fit, time and cost per epoch: from the config, no weights."""
-        from . import api
-
         args = parse_argstring(self.ft_plan, line)
         data = None if args.data is None else self._data_set(args.data)
         try:
             plan = api.plan(args.model, data, gpu=args.gpu, method=args.method, preset=args.preset, quant=args.quant,
                             batch_size=args.batch_size, max_length=args.max_length, rank=args.rank,
                             gradient_checkpointing=args.gradient_checkpointing)
-        except ValueError as exc:
+        except api.FinetuneError as exc:
             raise UsageError(str(exc)) from None
-        print(plan.text())
+        return plan
 
+    @magic_arguments()
+    @argument("run", nargs="?", help="The run to stop (default: every run training in this kernel).")
     @line_magic
-    def ft_stop(self, line: str):
+    def ft_stop(self, line: str) -> list[str]:
         """Stop a training run of this kernel at its next step (all running ones without a name)."""
-        from . import api
-
+        args = parse_argstring(self.ft_stop, line)
         try:
-            names = api.stop(line.strip() or None)
-        except ValueError as exc:
+            names = api.stop(args.run)
+        except api.FinetuneError as exc:
             raise UsageError(str(exc)) from None
-        print(f"stopping {', '.join(names)}" if names else "nothing is training")
+        log.info(f"stopping {', '.join(names)}" if names else "nothing is training")
+        return names
 
     @magic_arguments()
     @argument("run", help="The run to evaluate.")
@@ -202,50 +200,37 @@ class FinetuneMagics(Magics):
     @argument("--regenerate", action="store_true", help="Generate again even if saved answers match.")
     @argument("--runs-dir", help="Run store root for this call.")
     @line_magic
-    def ft_eval(self, line: str):
+    def ft_eval(self, line: str) -> Any:
         """Fine-tuned vs base zero-shot vs base few-shot on held-out rows, with a verdict."""
-        from . import api
-        from .ui import eval_view
-
         args = parse_argstring(self.ft_eval, line)
-        data, split = None, "test"
-        if args.data:
-            name, _, split = args.data.partition(":")
-            split = split or "test"
-            data = self._data_set(name, f"--data {args.data!r}: give a data set of this notebook (made with "
-                                            f"%%ft_data {name}) and optionally :test or :train")
-        against = "" if args.against == "none" else args.against
         try:
-            report = api.evaluate(args.run, data, split=split, against=against, shots=args.shots,
-                                  metrics=args.metric, threshold=args.threshold, max_new_tokens=args.max_new_tokens,
-                                  batch_size=args.batch_size, limit=args.limit, forgetting=args.forgetting,
-                                  regenerate=args.regenerate, runs_dir=args.runs_dir or self.runs_dir or None)
-        except (FileNotFoundError, ValueError) as exc:
+            name, split = api.data_spec(args.data) if args.data else (None, "test")
+        except api.FinetuneError as exc:
             raise UsageError(str(exc)) from None
-        eval_view.show(report)
+        data = None if name is None else self._data_set(
+            name, f"--data {args.data!r}: give a data set of this notebook (made with %%ft_data {name})")
+        try:
+            return api.evaluate(args.run, data, split=split, against=args.against, shots=args.shots,
+                                metrics=args.metric, threshold=args.threshold, max_new_tokens=args.max_new_tokens,
+                                batch_size=args.batch_size, limit=args.limit, forgetting=args.forgetting,
+                                regenerate=args.regenerate, runs_dir=self._runs_dir(args))
+        except api.FinetuneError as exc:
+            raise UsageError(str(exc)) from None
 
     @magic_arguments()
     @argument("names", nargs="*", metavar="RUN", help="Runs to compare: loss curves overlaid, settings side by side.")
     @argument("--runs-dir", help="Run store root for this call.")
     @line_magic
-    def ft_runs(self, line: str):
+    def ft_runs(self, line: str) -> Any:
         """Every run in the store, newest first; with RUN names, those runs compared.
 
         The comparison overlays their loss curves (train solid, eval dashed, one colour per run)
         and highlights the settings that differ between them.
         """
-        from . import api
-        from .runs import runs_root
-        from .ui import runs_view
-
         args = parse_argstring(self.ft_runs, line)
-        runs_dir = args.runs_dir or self.runs_dir or None
-        if not args.names:
-            runs_view.show_runs(api.runs(runs_dir), runs_root(runs_dir))
-            return
         try:
-            runs_view.show_comparison(api.compare_runs(args.names, runs_dir))
-        except (FileNotFoundError, ValueError) as exc:
+            return api.compare_runs(args.names, self._runs_dir(args)) if args.names else api.runs(self._runs_dir(args))
+        except api.FinetuneError as exc:
             raise UsageError(str(exc)) from None
 
     @magic_arguments()
@@ -255,24 +240,26 @@ class FinetuneMagics(Magics):
     @argument("--max-new-tokens", type=int, help="Longest answer in tokens (default 128).")
     @argument("--runs-dir", help="Run store root for this call.")
     @line_magic
-    def ft_chat(self, line: str):
-        """Chat playground: each message answered by the base model and by RUN's fine-tuned model, side by side."""
-        from . import api
+    def ft_chat(self, line: str) -> Any:
+        """Chat playground: each message answered by the base model and by RUN's fine-tuned model, side by side.
+
+        With --message, one exchange, returned as a ChatReply.
+        """
         from .ui import chat
         from .ui.env import widgets_available
 
         args = parse_argstring(self.ft_chat, line)
         if args.message is None and not widgets_available():
-            raise UsageError(f'widgets cannot render here: %ft_chat {args.run} --message "..." prints both answers')
+            raise UsageError(f'widgets cannot render here: %ft_chat {args.run} --message "..." shows both answers')
         message, system = self._unquoted(args.message), self._unquoted(args.system)
-        options = dict(runs_dir=args.runs_dir or self.runs_dir or None, max_new_tokens=args.max_new_tokens)
+        options = dict(runs_dir=self._runs_dir(args), max_new_tokens=args.max_new_tokens)
         try:
             if message is not None:
-                chat.show_reply(api.chat(args.run, message, system=system, **options))
-            else:
-                chat.ChatPlayground(api.chat_session(args.run, **options), system=system).show()
-        except (FileNotFoundError, ValueError) as exc:
+                return api.chat(args.run, message, system=system, **options)
+            chat.ChatPlayground(api.chat_session(args.run, **options), system=system).show()  # a live widget
+        except api.FinetuneError as exc:
             raise UsageError(str(exc)) from None
+        return None
 
     @staticmethod
     def _unquoted(text: str | None) -> str | None:
@@ -283,44 +270,44 @@ class FinetuneMagics(Magics):
 
     @magic_arguments()
     @argument("run", help="A trained run (it needs its adapter).")
-    @argument("--to", default="adapter", choices=["adapter", "merged", "gguf", "ollama"],
+    @argument("--to", default="adapter", choices=api.EXPORT_KINDS,
               help="adapter (with a model card), merged safetensors, a GGUF file, or a folder for ollama create.")
-    @argument("--quant", default="f16", choices=["f16", "q8_0"], help="GGUF weights, for gguf and ollama (default f16).")
+    @argument("--quant", default="f16", choices=api.GGUF_QUANTS, help="GGUF weights, for gguf and ollama (default f16).")
     @argument("--out", metavar="DIR", help="Where to write (default: ft_runs/RUN/export/KIND).")
     @argument("--overwrite", action="store_true", help="Replace an earlier export in the same place.")
     @argument("--runs-dir", help="Run store root for this call.")
     @line_magic
-    def ft_export(self, line: str):
+    def ft_export(self, line: str) -> Any:
         """Export a trained run for use outside this notebook; what was written is recorded in the run."""
-        from . import api
-
         args = parse_argstring(self.ft_export, line)
         try:
-            result = api.export(args.run, args.to, quant=args.quant, out=args.out, overwrite=args.overwrite,
-                                runs_dir=args.runs_dir or self.runs_dir or None)
-        except (FileExistsError, FileNotFoundError, ValueError) as exc:
+            return api.export(args.run, args.to, quant=args.quant, out=args.out, overwrite=args.overwrite,
+                              runs_dir=self._runs_dir(args))
+        except api.FinetuneError as exc:
             raise UsageError(str(exc)) from None
-        print(result.summary())
 
 
-_TOP_LEVEL_TRAIN = re.compile(r"^get_ipython\(\)\.run_line_magic\('ft_train', (.*)\)(\s*)$")
+_TOP_LEVEL_TRAIN = re.compile(r"^(\w+ *= *)?get_ipython\(\)\.run_line_magic\('ft_train', (.*)\)(\s*)$")
 AWAITED_NAME = "_ft_train_awaited"
 
 
 def awaited_training(lines: list[str]) -> list[str]:
-    """Input transformer: a top-level ``%ft_train`` in a kernel cell becomes an awaited call.
+    """Input transformer: a top-level ``%ft_train`` (or ``r = %ft_train``) in a kernel cell becomes an awaited call.
 
     A cell blocked in plain Python cannot receive widget messages until it ends, so a Stop button
     would do nothing; ipykernel (7+) handles them while an async cell awaits. ``{name}`` and
     ``$name`` are expanded in the cell's namespace, as run_line_magic would. Lines inside blocks
     (indented) are left as they are.
     """
-    return [_TOP_LEVEL_TRAIN.sub(rf"await {AWAITED_NAME}(get_ipython().var_expand(\1))\2", line) for line in lines]
+    return [_TOP_LEVEL_TRAIN.sub(rf"\1await {AWAITED_NAME}(get_ipython().var_expand(\2))\3", line) for line in lines]
 
 
 def register(ipython) -> None:
+    from .ui import display
+
     magics = FinetuneMagics(ipython)
     ipython.register_magics(magics)
+    display.register(ipython)
     if type(ipython).__name__ == "ZMQInteractiveShell" and ipython.autoawait:
         ipython.push({AWAITED_NAME: magics.ft_train_awaited}, interactive=False)
         if awaited_training not in ipython.input_transformers_post:

@@ -90,7 +90,7 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
 
 @pytest.fixture()
 def workdir(tmp_path) -> Path:
-    """The notebook's working folder, where ./ft_runs and ./ft_data are; a module overrides it to open
+    """The notebook's working folder, where ./ft_runs is; a module overrides it to open
     the shell next to a run store it built."""
     return tmp_path
 

@@ -1,8 +1,10 @@
-"""Small builders shared by the data tests."""
+"""Small builders shared by the data tests, and a notebook cell run as a user sees it."""
 
 from __future__ import annotations
 
 import json
+import re
+from typing import Any
 
 
 def chat(i: int, system: str | None = "You sort support tickets.") -> dict:
@@ -19,3 +21,14 @@ def jsonl(rows: list) -> str:
 
 def good_rows(n: int = 60) -> list[dict]:
     return [chat(i) for i in range(n)]
+
+
+def run_cell(shell: Any, cell: str) -> tuple[Any, str, list]:
+    """Run ``cell`` as a notebook cell: its value, the text the shell showed for it (without the
+    ``Out[n]:`` prompt; empty when the cell ends in an assignment) and what display() published."""
+    from IPython.utils.capture import capture_output
+
+    with capture_output() as cap:
+        result = shell.run_cell(cell)
+    result.raise_error()
+    return result.result, re.sub(r"^\s*Out\[\d+\]: \n?", "", cap.stdout), cap.outputs

@@ -15,8 +15,8 @@ from jupyter_finetune.evaluation.chat import training_system_prompt
 from jupyter_finetune.evaluation.generate import generate_timed
 from jupyter_finetune.evaluation.loading import load_with_adapter
 from jupyter_finetune.runs import RunStore
-from jupyter_finetune.ui.chat import ChatPlayground
-from helpers import chat
+from jupyter_finetune.ui.chat import ChatPlayground, conversation_html
+from helpers import chat, run_cell
 
 SYSTEM = "You sort support tickets."
 TOKENS = 12
@@ -97,13 +97,14 @@ def test_playground_sends_the_edited_system_prompt(session, expected):
     assert playground.replies[0].fine_tuned == expected("Ticket 3: refund", "You are a pirate.")[1]
 
 
-def test_ft_chat_message_prints_both_answers_in_a_terminal(shell, root, expected):
+def test_ft_chat_message_shows_both_answers_in_a_terminal(shell, root, expected):
     message = "Ticket 7: the box arrived damaged"
-    with capture_output() as cap:
-        shell.run_line_magic("ft_chat", f'c --runs-dir {root} --max-new-tokens {TOKENS} --message "{message}"')
+    reply, shown, _ = run_cell(shell, f'%ft_chat c --runs-dir {root} --max-new-tokens {TOKENS} --message "{message}"')
     base, fine_tuned = expected(message)
-    assert f"system: {SYSTEM}\nyou: {message}\n\nbase (" in cap.stdout
-    assert f"s):\n{base}\n\nfine-tuned (" in cap.stdout and cap.stdout.rstrip().endswith(fine_tuned)
+    assert f"system: {SYSTEM}\nyou: {message}\n\nbase (" in shown
+    assert f"s):\n{base}\n\nfine-tuned (" in shown and shown.rstrip().endswith(fine_tuned)
+    assert (reply.base, reply.fine_tuned) == (base, fine_tuned)
+    assert shell.display_formatter.format(reply)[0]["text/html"] == conversation_html([reply])
 
 
 def test_ft_chat_errors_name_the_fix(shell, root, tiny_model_dir, tiny_tokenizer):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -123,11 +124,13 @@ def test_end_before_start_still_leaves_a_static_record():
     assert "OutOfMemoryError: boom" in dash.static_html() and "failed" in dash.static_html()
 
 
-def test_text_dashboard_prints_first_last_and_a_summary(capsys):
+def test_text_dashboard_logs_first_last_and_a_summary(caplog):
     dash = Dashboard("r", min_redraw_s=1.0, widgets=False)
-    for e in _events():
-        dash(e)
-    lines = capsys.readouterr().out.strip().splitlines()
+    with caplog.at_level(logging.INFO, logger="jupyter_finetune"):
+        for e in _events():
+            dash(e)
+    assert {(r.name, r.levelname) for r in caplog.records} == {("jupyter_finetune.ui.dashboard", "INFO")}
+    lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 3 and dash.ui == {}
     assert lines[0].startswith("r: step 1/200  epoch 0.01  loss 2.0000  lr 1.0e-04  101 tok/s  mem 1.0 GB  ETA 3m19s")
     assert "step 200/200" in lines[1] and "eval 1.1250" in lines[1]

@@ -16,7 +16,7 @@ from jupyter_finetune.evaluation.loading import load_with_adapter
 from jupyter_finetune.evaluation.metrics import METRICS
 from jupyter_finetune.evaluation.verdict import Threshold, decide
 from jupyter_finetune.ui import eval_view
-from helpers import good_rows
+from helpers import good_rows, run_cell
 
 
 @pytest.fixture(scope="module")
@@ -140,14 +140,23 @@ def test_per_example_view_filters_to_failures(trained):
     assert out.value.startswith("<p>4 rows</p>")
 
 
-def test_ft_eval_magic_prints_the_table_and_verdict(trained, shell, capsys):
+def test_ft_eval_magic_shows_the_table_and_verdict_once(trained):
     data, runs = trained
     shell.user_ns["tickets"] = data
-    shell.run_line_magic("ft_eval", f"t1 --data tickets:test --limit 4 --max-new-tokens 8 --against base "
-                                    f"--metric exact,f1,rougeL --threshold rougeL>=0.5 --runs-dir {runs}")
-    out = capsys.readouterr().out
+    line = (f"%ft_eval t1 --data tickets:test --limit 4 --max-new-tokens 8 --against base "
+            f"--metric exact,f1,rougeL --threshold rougeL>=0.5 --runs-dir {runs}")
+    report, out, published = run_cell(shell, line)
+    assert published == []  # nothing displayed beside the cell's value
     assert "system" in out and "rougeL" in out and "fine-tuned" in out and "base" in out
-    assert "verdict: fine-tuned " in out and "rougeL>=0.5" in out
+    assert "verdict: fine-tuned " in out and "rougeL>=0.5" in out and out.strip() == report.text()
+    assert shell.display_formatter.format(report)[0]["text/html"] == eval_view.static_html(report)
+    assert run_cell(shell, f"kept = {line}")[1:] == ("", [])
+    assert shell.user_ns["kept"].verdict.metric == "rougeL"
+    alone = shell.run_line_magic("ft_eval", f"t1 --data tickets --limit 2 --max-new-tokens 8 --against none "
+                                             f"--runs-dir {runs}")  # new settings: no saved answers to show
+    assert list(alone.comparison.systems) == ["fine-tuned"] and alone.generated == ("fine-tuned",)
+    with pytest.raises(UsageError, match="optionally :test or :train"):
+        shell.run_line_magic("ft_eval", f"t1 --data tickets:dev --runs-dir {runs}")
     with pytest.raises(UsageError, match="no run named 'nope'"):
         shell.run_line_magic("ft_eval", f"nope --runs-dir {runs}")
     with pytest.raises(UsageError, match="--data 'missing'"):

@@ -9,6 +9,7 @@ from IPython.utils.capture import capture_output
 from export_fixtures import tiny_run
 from jupyter_finetune import api
 from jupyter_finetune.export import ExportExists
+from helpers import run_cell
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +39,13 @@ def test_package_level_export_is_the_function_even_after_the_subpackage_is_impor
     assert "base model" in (tmp_path / "adapter" / "README.md").read_text().lower() and result.kind == "adapter"
 
 
-def test_ft_export_prints_what_it_wrote_and_the_ollama_command(shell, trained):
-    with capture_output() as cap:
-        shell.run_line_magic("ft_export", "tickets-v1 --to ollama --quant q8_0 --overwrite")
+def test_ft_export_shows_what_it_wrote_and_the_ollama_command(shell, trained):
+    result, shown, _ = run_cell(shell, "%ft_export tickets-v1 --to ollama --quant q8_0 --overwrite")
     folder = trained.path / "export" / "ollama"
-    assert f"exported run 'tickets-v1' as ollama (q8_0) to {folder}" in cap.stdout
-    assert "Modelfile" in cap.stdout and "tickets-v1-q8_0.gguf" in cap.stdout
-    assert f"next, run: cd {folder} && ollama create tickets-v1 -f Modelfile" in cap.stdout
+    assert f"exported run 'tickets-v1' as ollama (q8_0) to {folder}" in shown
+    assert "Modelfile" in shown and "tickets-v1-q8_0.gguf" in shown
+    assert f"next, run: cd {folder} && ollama create tickets-v1 -f Modelfile" in shown
+    assert result.kind == "ollama" and result.command in shown
     assert any(r["kind"] == "ollama" and r["quant"] == "q8_0" for r in trained.exports())
 
 

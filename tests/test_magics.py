@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
-from helpers import chat, good_rows, jsonl
+from helpers import chat, good_rows, jsonl, run_cell
 
 
 @pytest.mark.slow
@@ -27,12 +28,24 @@ def test_load_ext_is_fast_and_imports_no_torch():
 
 
 def test_cell_magic_stores_the_dataset_in_the_notebook_and_writes_no_file(shell, tmp_path, tiny_model_dir):
-    with capture_output() as cap:
-        shell.run_cell_magic("ft_data", f"tickets --split 0.1 --model {tiny_model_dir}", jsonl(good_rows(60)))
+    value, shown, published = run_cell(shell, f"%%ft_data tickets --split 0.1 --model {tiny_model_dir}\n"
+                                              + jsonl(good_rows(60)))
     ds = shell.user_ns["tickets"]
-    assert (len(ds.train), len(ds.test)) == (54, 6)
+    assert value is ds and (len(ds.train), len(ds.test)) == (54, 6)
     assert list(tmp_path.iterdir()) == []  # a run keeps its own copy of the data when it trains
-    assert "54 train / 6 test" in cap.stdout
+    assert shown.startswith(f"<FtDataset 'tickets' v{ds.version}: 54 train / 6 test") and "OpenAI fine-tuning" in shown
+    assert published == []  # shown once, as the cell's value
+
+
+def test_data_set_shows_as_the_html_report_in_a_notebook(shell, tiny_model_dir):
+    from jupyter_finetune.ui.data_report import report_html
+
+    shell.user_ns["rows"] = good_rows(60)
+    ds, shown, _ = run_cell(shell, f"ds = %ft_data tickets --from rows --model {tiny_model_dir}")
+    assert shown == "" and ds is None and shell.user_ns["ds"] is shell.user_ns["tickets"]
+    formats = shell.display_formatter.format(shell.user_ns["ds"])[0]
+    assert formats["text/html"] == report_html(shell.user_ns["ds"])
+    assert formats["text/plain"] == repr(shell.user_ns["ds"])
 
 
 def test_line_magic_reads_a_file_and_a_dataframe_variable(shell, tmp_path, tiny_model_dir):
@@ -59,6 +72,48 @@ def test_bad_rows_raise_a_usage_error_naming_them_and_store_nothing(shell, tmp_p
         shell.run_cell_magic("ft_data", f"bad --model {tiny_model_dir}", jsonl(rows))
     assert "bad" not in shell.user_ns
     assert not (tmp_path / "ft_data").exists()
+
+
+def test_where_widgets_render_a_data_set_shows_its_report_then_the_example_browser(shell, tiny_model_dir,
+                                                                                   monkeypatch):
+    from jupyter_finetune.ui import display
+    from jupyter_finetune.ui.data_report import report_html
+
+    monkeypatch.setattr(display, "widgets_available", lambda: True)
+    display.register(shell)
+    shell.user_ns["rows"] = good_rows(60)
+    ds, _, published = run_cell(shell, f"%ft_data tickets --from rows --model {tiny_model_dir}")
+    report, browser = published
+    assert report.data == {"text/plain": repr(ds), "text/html": report_html(ds)}
+    assert "application/vnd.jupyter.widget-view+json" in browser.data
+
+
+def test_bad_rows_show_as_an_html_table_only_where_html_renders(shell, tiny_model_dir):
+    rows = good_rows(60)
+    rows[4] = {"messages": [{"role": "user", "content": "hi"}]}
+    with capture_output() as cap:
+        result = shell.run_cell(f"%%ft_data bad --model {tiny_model_dir}\n" + jsonl(rows))
+    assert isinstance(result.error_in_exec, UsageError)
+    [table] = cap.outputs  # a terminal shows no text/html: there the error's own text lists the rows
+    assert set(table.data) == {"text/html"} and "<td>5</td>" in table.data["text/html"]
+
+
+def test_ft_stop_logs_what_it_stops_and_takes_one_optional_run(shell, caplog):
+    with caplog.at_level(logging.INFO, logger="jupyter_finetune"):
+        assert shell.run_line_magic("ft_stop", "") == []
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [("jupyter_finetune.magics", "nothing is training")]
+    with pytest.raises(UsageError, match=r"no run named 'nope' is training in this kernel \(running: none\)"):
+        shell.run_line_magic("ft_stop", "nope")
+    with pytest.raises(UsageError, match="unrecognized arguments: b"):
+        shell.run_line_magic("ft_stop", "a b")
+
+
+def test_messages_print_in_a_script_until_silenced():
+    code = ("import logging; from IPython.core.interactiveshell import InteractiveShell; ip = InteractiveShell.instance();"
+            "ip.run_line_magic('load_ext', 'jupyter_finetune'); ip.run_line_magic('ft_stop', '');"
+            "logging.getLogger('jupyter_finetune').setLevel(logging.WARNING); ip.run_line_magic('ft_stop', '')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert (out.stdout, out.stderr) == ("nothing is training\n", "")
 
 
 def test_usage_errors_say_what_to_do(shell, tiny_model_dir):
@@ -100,11 +155,11 @@ def test_plain_python_api_works_without_ipython(tmp_path, tiny_model_dir):
 
 def test_example_browser_widget_redraws_the_chosen_example(tiny_model_dir, tmp_path, monkeypatch):
     import jupyter_finetune as ft
-    from jupyter_finetune.ui.data_report import _browser
+    from jupyter_finetune.ui.data_report import browser
 
     monkeypatch.chdir(tmp_path)
     ds = ft.load_data("tickets", good_rows(60), model=str(tiny_model_dir))
-    panel = _browser(ds)
+    panel = browser(ds)
     split, index = panel.children[1].children
     out = panel.children[2]
     index.value = 3

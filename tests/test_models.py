@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -167,14 +168,16 @@ def test_packaged_gguf_is_found_without_importing_its_package():
 
 @pytest.mark.slow
 @pytest.mark.smollm2
-def test_packaged_smollm2_converts_once_then_resolves_at_once(tmp_path, monkeypatch, capfd):
+def test_packaged_smollm2_converts_once_then_resolves_at_once(tmp_path, monkeypatch, caplog):
     from transformers import AutoModelForCausalLM
 
+    caplog.set_level(logging.INFO, logger="jupyter_finetune")
     monkeypatch.setenv("JUPYTER_FINETUNE_CACHE", str(tmp_path))
     resolved = resolve_model("smollm2-135m")
     folder = resolved.path
     assert (resolved.kind, resolved.display_name) == ("alias", "SmolLM2-135M-Instruct")
-    assert "Converting SmolLM2-135M-Instruct.Q4_1 once to" in capfd.readouterr().err
+    assert "Converting SmolLM2-135M-Instruct.Q4_1 once to" in caplog.text
+    caplog.clear()
     assert folder.parent == tmp_path / "models" and [p.name for p in folder.parent.iterdir()] == [folder.name]
     assert {"model.safetensors", "tokenizer.json", "config.json"} <= {p.name for p in folder.iterdir()}
     assert "quantization_config" not in json.loads((folder / "config.json").read_text())
@@ -184,7 +187,7 @@ def test_packaged_smollm2_converts_once_then_resolves_at_once(tmp_path, monkeypa
     start = time.perf_counter()
     assert resolve_model("smollm2-135m").path == folder
     assert time.perf_counter() - start < 2
-    assert "Converting" not in capfd.readouterr().err
+    assert "Converting" not in caplog.text
 
     tokenizer = load_tokenizer("smollm2-135m")
     assert tokenizer.model_max_length == load_config("smollm2-135m").max_position_embeddings == 8192

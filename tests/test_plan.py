@@ -8,7 +8,7 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
-from helpers import good_rows, jsonl
+from helpers import good_rows, jsonl, run_cell
 from jupyter_finetune.data.tokens import Lengths
 from jupyter_finetune.engine import build_config
 from jupyter_finetune.engine.plan import build_plan, candidate_lengths
@@ -191,10 +191,8 @@ def test_cuda_device_names_find_their_table_entry_by_name_and_memory():
     assert table.match("Tesla V100-SXM2-16GB", 16 * GIB) is None
 
 
-def test_plan_magic_prints_the_breakdown_fits_and_a_recommendation(shell, tiny_model_dir):
-    with capture_output() as cap:
-        shell.run_line_magic("ft_plan", f"--model {tiny_model_dir} --gpu T4 --batch-size 4 --max-length 256")
-    text = cap.stdout
+def test_plan_magic_shows_the_breakdown_fits_and_a_recommendation(shell, tiny_model_dir):
+    _, text, _ = run_cell(shell, f"%ft_plan --model {tiny_model_dir} --gpu T4 --batch-size 4 --max-length 256")
     for row in ("weights", "LoRA parameters", "gradients", "optimizer states", "activations", "logits",
                 "CUDA overhead", "total (peak)"):
         assert f"\n{row} " in text
@@ -205,13 +203,21 @@ def test_plan_magic_prints_the_breakdown_fits_and_a_recommendation(shell, tiny_m
 
 
 def test_plan_magic_with_data_adds_time_and_cost(shell, tiny_model_dir):
-    with capture_output() as cap:
+    with capture_output():
         shell.run_cell_magic("ft_data", f"tickets --model {tiny_model_dir} --max-length 256", jsonl(good_rows(60)))
-        shell.run_line_magic("ft_plan", "--data tickets --gpu l4")
+    _, text, _ = run_cell(shell, "%ft_plan --data tickets --gpu l4")
     ds = shell.user_ns["tickets"]
-    assert f"{len(ds.train):,} training examples" in cap.stdout
-    assert f"tokens{' ' * 2}" in cap.stdout and f"{ds.stats.total:,}" in cap.stdout
-    assert "OpenAI gpt-4o-mini" in cap.stdout and "Recommended for L4: batch 16" in cap.stdout
+    assert f"{len(ds.train):,} training examples" in text
+    assert f"tokens{' ' * 2}" in text and f"{ds.stats.total:,}" in text
+    assert "OpenAI gpt-4o-mini" in text and "Recommended for L4: batch 16" in text
+
+
+def test_assigning_ft_plan_keeps_the_plan_and_shows_nothing(shell, tiny_model_dir):
+    value, shown, published = run_cell(shell, f"plan = %ft_plan --model {tiny_model_dir} --gpu T4")
+    plan = shell.user_ns["plan"]
+    assert (value, shown, published) == (None, "", [])
+    assert repr(plan) == plan.text() and plan.gpu.name == "T4"
+    assert shell.display_formatter.format(plan)[0]["text/html"] == plan._repr_html_()
 
 
 def test_plan_magic_rejects_an_unknown_gpu_listing_the_known_ones(shell, tiny_model_dir):

@@ -11,13 +11,13 @@ import sys
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.utils.capture import capture_output
+from IPython.core.interactiveshell import InteractiveShell
 
 from jupyter_finetune import api
 from jupyter_finetune.data import prepare, read_records
 from jupyter_finetune.runs import RunStore
 from jupyter_finetune.ui.runs_view import comparison_html, overlay_figure, runs_html
-from helpers import good_rows
+from helpers import good_rows, run_cell
 
 COMMON = dict(steps=2, batch_size=8, alpha=16, dropout=0.0)  # 16 train rows: an eval at step 2
 
@@ -80,10 +80,9 @@ def test_a_run_whose_kernel_died_shows_as_interrupted(root):
     assert ">interrupted</span>" in runs_html([killed])
 
 
-def test_ft_runs_prints_the_table_in_a_terminal(shell):
-    with capture_output() as cap:
-        shell.run_line_magic("ft_runs", "")
-    head, *rows = cap.stdout.strip().splitlines()
+def test_ft_runs_shows_the_table_in_a_terminal(shell):
+    _, shown, _ = run_cell(shell, "%ft_runs")
+    head, *rows = shown.strip().splitlines()
     assert head.split()[:4] == ["run", "status", "model", "data"]
     assert [r.split()[:2] for r in rows] == [["killed", "interrupted"], ["large", "completed"], ["small", "completed"]]
     assert "exact 0.50, json_valid 1.00" in rows[1] and "2 steps" in rows[1] and "1/50" in rows[0]
@@ -95,10 +94,19 @@ def test_comparing_runs_highlights_exactly_the_settings_that_differ(shell, root)
     assert comparison.settings["rank"] == (4, 8) and comparison.settings["alpha"] == (16, 16)
     highlighted = re.findall(r"<tr class='differs'[^>]*><th[^>]*>([^<]+)</th>", comparison_html(comparison))
     assert highlighted == ["lr", "rank"]
-    with capture_output() as cap:
-        shell.run_line_magic("ft_runs", "small large")
-    marked = [line.split()[1] for line in cap.stdout.splitlines() if line.startswith("* ")]
+    _, shown, _ = run_cell(shell, "%ft_runs small large")
+    marked = [line.split()[1] for line in shown.splitlines() if line.startswith("* ")]
     assert marked == ["lr", "rank"]
+
+
+def test_assigned_runs_are_kept_and_show_as_html_in_a_notebook(shell, root):
+    value, shown, published = run_cell(shell, "runs = %ft_runs")
+    runs = shell.user_ns["runs"]
+    assert (value, shown, published) == (None, "", [])
+    assert [r.name for r in runs] == ["killed", "large", "small"] and runs[1].eval_scores["exact"] == 0.5
+    assert shell.display_formatter.format(runs)[0]["text/html"] == runs_html(runs)
+    comparison = shell.run_line_magic("ft_runs", "small large")
+    assert shell.display_formatter.format(comparison)[0]["text/html"].startswith("<div><table")
 
 
 def test_overlay_plot_has_one_line_per_run_and_curve(root):
@@ -116,6 +124,5 @@ def test_overlay_plot_has_one_line_per_run_and_curve(root):
 def test_unknown_run_names_the_known_runs(shell, tmp_path):
     with pytest.raises(UsageError, match=r"no run named 'nope'.*runs: killed, large, small"):
         shell.run_line_magic("ft_runs", "small nope")
-    with capture_output() as cap:
-        shell.run_line_magic("ft_runs", f"--runs-dir {tmp_path / 'empty'}")
-    assert "no runs in" in cap.stdout and "%ft_train" in cap.stdout
+    _, shown, _ = run_cell(shell, f"%ft_runs --runs-dir {tmp_path / 'empty'}")
+    assert "no runs in" in shown and "%ft_train" in shown

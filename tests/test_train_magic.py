@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -9,17 +10,21 @@ from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
 from jupyter_finetune.runs import RunStore
+from helpers import good_rows, jsonl, run_cell
 
 pytestmark = pytest.mark.usefixtures("shell_tickets")  # every test starts with %%ft_data tickets made
 
 
-def test_ft_train_shows_settings_progress_and_keeps_the_run(shell, tmp_path):
-    with capture_output() as cap:
-        shell.run_line_magic("ft_train", "tickets --steps 6 --batch-size 4 --name t1 --rank 4")
-    assert "backend hf: no CUDA GPU" in cap.stdout and "rank=4" in cap.stdout
-    assert "step 6/6" in cap.stdout and "completed" in cap.stdout
+def test_ft_train_logs_settings_and_progress_returns_the_result_and_keeps_the_run(shell, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="jupyter_finetune"):
+        _, shown, _ = run_cell(shell, "%ft_train tickets --steps 6 --batch-size 4 --name t1 --rank 4")
+    assert "backend hf: no CUDA GPU" in caplog.text and "rank=4" in caplog.text
+    assert "step 6/6" in caplog.text and "completed" in caplog.text
     run = RunStore.at(tmp_path / "ft_runs").get("t1")
     assert run.status()["status"] == "completed" and (run.adapter_dir / "adapter_config.json").exists()
+    assert shown == "<TrainResult t1: completed at step 6, adapter in ft_runs/t1/adapter>\n"
+    assert run_cell(shell, "r = %ft_train tickets --steps 1 --batch-size 4 --name t2")[1] == ""
+    assert (shell.user_ns["r"].run, shell.user_ns["r"].status) == ("t2", "completed")
 
 
 def test_names_count_up_from_the_data_name(shell, tmp_path):
@@ -51,17 +56,17 @@ def test_usage_errors_name_the_fix(shell):
         shell.run_line_magic("ft_train", "--resume x --steps 3")
 
 
-def test_background_run_is_stopped_by_ft_stop(shell, tmp_path):
+def test_background_run_is_stopped_by_ft_stop(shell, tmp_path, caplog):
     with capture_output():
         job = shell.run_line_magic("ft_train", "tickets --steps 400 --batch-size 4 --name bg --background")
-    assert job is None
+    assert repr(job).startswith("<TrainJob bg: training;")
     deadline = time.time() + 60
     run = RunStore.at(tmp_path / "ft_runs").get("bg")
     while not run.metrics() and time.time() < deadline:
         time.sleep(0.05)
-    with capture_output() as cap:
-        shell.run_line_magic("ft_stop", "bg")
-    assert "stopping bg" in cap.stdout
+    with caplog.at_level(logging.INFO, logger="jupyter_finetune"):
+        assert shell.run_line_magic("ft_stop", "bg") == ["bg"]
+    assert "stopping bg" in caplog.text
     while run.status()["status"] == "running" and time.time() < deadline:
         time.sleep(0.05)
     status = run.status()

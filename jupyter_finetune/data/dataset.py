@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Iterator
 
+from ..errors import InvalidValue
 from . import checks
 from .estimate import CostEstimate, estimate
 from .formats import FORMATS, Example, detect_format, normalise, unknown_format_problem
@@ -21,6 +22,8 @@ from .tokens import Lengths, TokenStats, check_lengths, count_tokens
 from ..runs import DataManifest, DataRow
 
 DEFAULT_MAX_LENGTH = 1024
+MAX_WARNINGS_SHOWN = 200
+"""A data set's report lists at most this many warnings (each may name many rows)."""
 
 
 @dataclass(frozen=True)
@@ -103,9 +106,26 @@ class FtDataset:
                                   "completion": [ex.messages[-1:] for ex in rows]})
 
     def __repr__(self) -> str:
-        s = self.stats
-        return (f"<FtDataset {self.name!r} v{self.version}: {len(self.train)} train / {len(self.test)} test rows "
-                f"({self.format}), {s.mean:.0f} tokens/example (max {s.max}), {len(self.warnings)} warning(s)>")
+        """The data report as text (a notebook shows ui's HTML form): counts, tokens, cost, every warning."""
+        s, c = self.stats, self.cost
+        lines = [
+            f"<FtDataset {self.name!r} v{self.version}: {len(self.train)} train / {len(self.test)} test rows "
+            f"({self.format}), {s.mean:.0f} tokens/example (max {s.max}), {len(self.warnings)} warning(s)>",
+            f"tokens/example: min {s.min} mean {s.mean:.0f} p95 {s.p95} max {s.max}; {s.total:,} train tokens per epoch",
+            f"local training: ~{rough_duration(c.local_seconds)} for {c.epochs} epochs on {c.local_device}",
+            f"OpenAI fine-tuning (as of {c.prices_as_of}): "
+            + ", ".join(f"{m} ${usd:,.2f}" for m, usd in c.openai_usd.items()),
+        ]
+        return "\n".join(lines + [f"warning: {p}" for p in self.warnings[:MAX_WARNINGS_SHOWN]])
+
+
+def rough_duration(seconds: float | None) -> str:
+    """``40 s``, ``12 min``, ``2.5 h``: as precise as a rough estimate deserves."""
+    if seconds is None:
+        return "unknown"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def prepare(rows: list[RawRow], *, name: str, tokenizer: Any, model: str, fmt: str = "auto",
@@ -113,7 +133,7 @@ def prepare(rows: list[RawRow], *, name: str, tokenizer: Any, model: str, fmt: s
             context_length: int | None = None, parameters: int | None = None) -> FtDataset:
     """Read, normalise, check, count and split; raise DataError listing every error at once."""
     if fmt != "auto" and fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}: use auto or one of {', '.join(FORMATS)}")
+        raise InvalidValue(f"unknown format {fmt!r}: use auto or one of {', '.join(FORMATS)}")
     renderer = ChatRenderer(tokenizer)
     with _gc_paused():
         fmt = detect_format(rows) if fmt == "auto" else fmt

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import InvalidValue
 from .dataset import DEFAULT_MAX_LENGTH, FtDataset, prepare
 from .readers import RawRow, read_path, read_records, read_text
 
@@ -30,7 +31,7 @@ def load_data(name: str, source: Any, *, model: str, format: str = "auto", split
     from ..models.size import context_length, parameter_count
 
     if not name.isidentifier():
-        raise ValueError(f"data name {name!r} must be a Python identifier (letters, digits, _), e.g. tickets")
+        raise InvalidValue(f"data name {name!r} must be a Python identifier (letters, digits, _), e.g. tickets")
     test = split if isinstance(split, (int, float)) else read_rows(split)
     config = load_config(model)
     return prepare(read_rows(source), name=name, tokenizer=load_tokenizer(model), model=model, fmt=format,

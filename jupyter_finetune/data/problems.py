@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Literal
 
+from ..errors import FinetuneError
+
 Severity = Literal["error", "warning"]
 MAX_LISTED = 20
 
@@ -40,7 +42,7 @@ def errors(problems: Iterable[Problem]) -> list[Problem]:
     return [p for p in problems if p.severity == "error"]
 
 
-class DataError(ValueError):
+class DataError(FinetuneError, ValueError):
     """Raised before any training when the data has errors; carries every problem found."""
 
     def __init__(self, problems: list[Problem], source: str = "data"):

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import InvalidValue, NotFound, UnsupportedType
+
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
@@ -54,7 +56,7 @@ def read_text(text: str) -> list[RawRow]:
 def read_path(path: Path) -> list[RawRow]:
     suffix = path.suffix.lower()
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file. Give a path to a {'/'.join(SUFFIXES)} file.")
+        raise NotFound(f"{path}: no such file. Give a path to a {'/'.join(SUFFIXES)} file.")
     if suffix in (".jsonl", ".json"):
         return read_text(path.read_text(encoding="utf-8"))
     if suffix == ".csv":
@@ -65,7 +67,7 @@ def read_path(path: Path) -> list[RawRow]:
         import pandas as pd
 
         return read_records(pd.read_parquet(path))
-    raise ValueError(f"{path}: unsupported file type {suffix!r}. Use one of {', '.join(SUFFIXES)}.")
+    raise InvalidValue(f"{path}: unsupported file type {suffix!r}. Use one of {', '.join(SUFFIXES)}.")
 
 
 def read_records(source: Any) -> list[RawRow]:
@@ -77,7 +79,7 @@ def read_records(source: Any) -> list[RawRow]:
     elif isinstance(source, (list, tuple)):
         records = list(source)
     else:
-        raise TypeError(
+        raise UnsupportedType(
             f"cannot read data from a {type(source).__name__}: give JSONL text, a file path, "
             "a pandas DataFrame, a datasets.Dataset or a list of dicts"
         )

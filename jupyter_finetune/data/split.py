@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
+from ..errors import InvalidValue
+
 
 def split_indices(keys: list[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Indices of train and test rows.
@@ -13,7 +15,7 @@ def split_indices(keys: list[str], fraction: float, seed: int) -> tuple[list[int
     example never straddle the split.
     """
     if not 0 <= fraction < 1:
-        raise ValueError(f"--split must be a fraction in [0, 1) or a test file, got {fraction}")
+        raise InvalidValue(f"--split must be a fraction in [0, 1) or a test file, got {fraction}")
     n = len(keys)
     want = round(n * fraction)
     if fraction > 0 and n >= 2:

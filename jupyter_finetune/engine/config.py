@@ -6,12 +6,14 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from ..errors import FinetuneError
+
 QUANTS = ("none", "4bit", "8bit")
 BACKENDS = ("auto", "hf", "unsloth")
 REPORTERS = ("tensorboard", "mlflow", "wandb")
 
 
-class ConfigError(ValueError):
+class ConfigError(FinetuneError, ValueError):
     """Every invalid setting at once, each with what is allowed."""
 
 

@@ -42,6 +42,11 @@ class TrainResult:
     message: str
     adapter: Path | None
 
+    def __repr__(self) -> str:
+        """One line: the dashboard above it has already shown the curves and the summary."""
+        outcome = f"adapter in {self.adapter}" if self.adapter else self.message
+        return f"<TrainResult {self.run}: {self.status} at step {self.step}, {outcome}>"
+
 
 def sft_config(dataset: FtDataset, config: TrainConfig, output_dir: Path) -> Any:
     """The TRL SFTConfig for these settings: completion-only loss, eval once per epoch."""
@@ -120,6 +125,11 @@ class TrainJob:
 
     def stop(self) -> None:
         self.stop_requested.set()
+
+    def __repr__(self) -> str:
+        """What ``%ft_train --background`` shows: the run, and how to reach its result."""
+        state = repr(self.result) if self.result else "training; .wait() returns its TrainResult, .stop() ends it"
+        return f"<TrainJob {self.run.name}: {state}>"
 
     @property
     def done(self) -> bool:

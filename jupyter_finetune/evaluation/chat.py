@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from ..errors import InvalidValue
 from ..runs import Run
 from .generate import Generation, generate_timed
 from .loading import load_with_adapter
@@ -29,6 +30,11 @@ class ChatReply:
     fine_tuned: str
     base_seconds: float
     fine_tuned_seconds: float
+
+    def __repr__(self) -> str:
+        system = f"system: {self.system}\n" if self.system else ""
+        return (f"{system}you: {self.message}\n\nbase ({self.base_seconds:.1f} s):\n{self.base}\n\n"
+                f"fine-tuned ({self.fine_tuned_seconds:.1f} s):\n{self.fine_tuned}")
 
 
 def training_system_prompt(run: Run) -> str:
@@ -59,7 +65,7 @@ class ChatSession:
     def ask(self, message: str, system: str | None = None) -> ChatReply:
         """Both answers to ``message`` under ``system`` (default: the training data's system prompt)."""
         if not message.strip():
-            raise ValueError("type a message to send")
+            raise InvalidValue("type a message to send")
         system = self.system if system is None else system
         conversation = [{"role": "system", "content": system}] if system else []
         conversation.append({"role": "user", "content": message})

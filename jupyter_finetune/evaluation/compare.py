@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+from ..errors import InvalidValue
 from ..data import FtDataset
 from ..data.formats import Example
 from ..runs import FINE_TUNED, SystemResult
@@ -95,13 +96,13 @@ def format_value(column: str, value: float) -> str:
 def held_out(data: FtDataset, split: str, limit: int | None) -> list[Example]:
     """The rows to evaluate on: the ``split`` ("test", or "train" for a sanity check), first ``limit``."""
     if split not in ("test", "train"):
-        raise ValueError(f"split {split!r}: evaluate on test (the held-out rows) or train")
+        raise InvalidValue(f"split {split!r}: evaluate on test (the held-out rows) or train")
     rows = data.test if split == "test" else data.train
     if data.format == "text":
-        raise ValueError(f"{data.name!r} is plain text: there is no answer to compare; evaluate a chat or "
-                         "prompt/completion data set")
+        raise InvalidValue(f"{data.name!r} is plain text: there is no answer to compare; evaluate a chat or "
+                           "prompt/completion data set")
     if not rows:
-        raise ValueError(f"{data.name!r} has no {split} rows: make it with --split 0.1 or a test file")
+        raise InvalidValue(f"{data.name!r} has no {split} rows: make it with --split 0.1 or a test file")
     return rows[:limit] if limit else rows
 
 
@@ -115,7 +116,7 @@ def generate_outputs(load: Callable[[], tuple[Any, Any]], rows: list[Example], t
     """
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown:
-        raise ValueError(f"unknown system(s) {', '.join(unknown)}: compare with {', '.join(SYSTEMS[1:])}")
+        raise InvalidValue(f"unknown system(s) {', '.join(unknown)}: compare with {', '.join(SYSTEMS[1:])}")
     shot_examples = pick_shots(train, settings["shots"], settings["seed"]) if "fewshot" in systems else []
     prompts = [ex.messages[:-1] for ex in rows]
     outputs = Outputs(dict(settings), [ex.row for ex in rows], prompts, [ex.messages[-1]["content"] for ex in rows],

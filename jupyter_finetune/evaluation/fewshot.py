@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 
+from ..errors import InvalidValue
 from ..data.formats import Example
 
 Messages = list[dict[str, str]]
@@ -17,9 +18,9 @@ Messages = list[dict[str, str]]
 def pick_shots(train: list[Example], k: int, seed: int = 0) -> list[Example]:
     """``k`` training examples, the same ones for every held-out row."""
     if k < 0:
-        raise ValueError(f"--shots must be 0 or more (got {k})")
+        raise InvalidValue(f"--shots must be 0 or more (got {k})")
     if k > len(train):
-        raise ValueError(f"--shots {k} but the training split has only {len(train)} rows")
+        raise InvalidValue(f"--shots {k} but the training split has only {len(train)} rows")
     return random.Random(seed).sample(train, k)
 
 

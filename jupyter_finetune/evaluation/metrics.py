@@ -14,6 +14,8 @@ from collections import Counter
 from functools import lru_cache
 from typing import Any, Callable
 
+from ..errors import InvalidValue
+
 Metric = Callable[[str, str, Any], float]
 
 # Words are runs of letters/digits; CJK and kana/hangul characters count one by one, as they are
@@ -95,16 +97,16 @@ def resolve_metric(spec: str | Metric) -> tuple[str, Metric]:
     if spec in METRICS:
         return spec, METRICS[spec]
     if ":" not in spec:
-        raise ValueError(f"unknown metric {spec!r}: use {', '.join(METRICS)}, or module:function for your own "
-                         "(a function (prediction, reference, row) -> float in [0, 1])")
+        raise InvalidValue(f"unknown metric {spec!r}: use {', '.join(METRICS)}, or module:function for your own "
+                           "(a function (prediction, reference, row) -> float in [0, 1])")
     module_name, _, func_name = spec.partition(":")
     try:
         func = getattr(importlib.import_module(module_name), func_name)
     except (ImportError, AttributeError) as exc:
-        raise ValueError(f"metric {spec!r}: cannot load {func_name!r} from module {module_name!r} ({exc}); "
-                         "the module must be importable from the notebook's folder or sys.path") from None
+        raise InvalidValue(f"metric {spec!r}: cannot load {func_name!r} from module {module_name!r} ({exc}); "
+                           "the module must be importable from the notebook's folder or sys.path") from None
     if not callable(func):
-        raise ValueError(f"metric {spec!r} is not a function")
+        raise InvalidValue(f"metric {spec!r} is not a function")
     return func_name, func
 
 
@@ -112,7 +114,7 @@ def score(name: str, metric: Metric, prediction: str, reference: str, row: Any) 
     """One score, checked: a user function returning something else fails naming itself."""
     value = metric(prediction, reference, row)
     if not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ValueError(f"metric {name!r} returned {value!r}; it must return a number in [0, 1]")
+        raise InvalidValue(f"metric {name!r} returned {value!r}; it must return a number in [0, 1]")
     return float(value)
 
 

@@ -37,6 +37,9 @@ class EvalReport:
             lines.append(f"(answers reused from {self.path}; pass regenerate=True / --regenerate to generate again)")
         return "\n".join(lines)
 
+    def __repr__(self) -> str:
+        return self.text()
+
 
 def adapter_fingerprint(adapter_dir: Path) -> str:
     """Changes when the adapter is retrained (resumed, overwritten)."""

@@ -6,6 +6,7 @@ import operator
 import re
 from dataclasses import dataclass
 
+from ..errors import InvalidValue
 from .compare import Comparison
 
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
@@ -27,8 +28,8 @@ class Threshold:
             pass
         match = _THRESHOLD.match(text)
         if not match:
-            raise ValueError(f"threshold {text!r}: write METRIC>=X such as json_fields>=0.9, or just 0.9 "
-                             f"for {default_metric}")
+            raise InvalidValue(f"threshold {text!r}: write METRIC>=X such as json_fields>=0.9, or just 0.9 "
+                               f"for {default_metric}")
         return cls(match[1], match[2], float(match[3]))
 
     def passes(self, value: float) -> bool:
@@ -55,8 +56,8 @@ def decide(comparison: Comparison, threshold: Threshold | None = None) -> Verdic
     prompt tokens per request"."""
     metric = threshold.metric if threshold else comparison.metrics[0]
     if metric not in comparison.metrics:
-        raise ValueError(f"threshold metric {metric!r} is not among the metrics scored "
-                         f"({', '.join(comparison.metrics)}); add it with --metric")
+        raise InvalidValue(f"threshold metric {metric!r} is not among the metrics scored "
+                           f"({', '.join(comparison.metrics)}); add it with --metric")
     systems = comparison.systems
     tuned = systems["fine-tuned"].mean(metric)
     passes = threshold.passes(tuned) if threshold else None

@@ -6,15 +6,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import FinetuneError
+
 KINDS = ("adapter", "merged", "gguf", "ollama")
 QUANTS = ("f16", "q8_0")
 
 
-class ExportError(ValueError):
+class ExportError(FinetuneError, ValueError):
     """An export refused before anything is written; the message says what to do instead."""
 
 
-class ExportExists(FileExistsError):
+class ExportExists(FinetuneError, FileExistsError):
     """The target exists and --overwrite was not given."""
 
 
@@ -58,7 +60,7 @@ class ExportResult:
             lines.append(f"next, run: {self.command}")
         return "\n".join(lines)
 
-    def __str__(self) -> str:
+    def __repr__(self) -> str:
         return self.summary()
 
 

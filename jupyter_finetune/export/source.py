@@ -8,6 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from ..errors import NotFound
 from ..models import ResolvedModel, resolve_model
 from ..models.cache import MARKER
 from ..models.tokenizer import training_tokenizer

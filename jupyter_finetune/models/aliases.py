@@ -6,8 +6,10 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import FinetuneError
 
-class ModelNotFound(ValueError):
+
+class ModelNotFound(FinetuneError, ValueError):
     """A model spec that names nothing we can load here; the message says how to get it."""
 
 

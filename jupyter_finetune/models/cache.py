@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
-import sys
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 MARKER = "jupyter_finetune.json"
+log = logging.getLogger(__name__)
 
 
 def cache_dir() -> Path:
@@ -37,8 +38,7 @@ def convert_gguf(gguf: Path) -> Path:
     target = converted_folder(gguf)
     if target.is_dir():
         return target
-    print(f"Converting {gguf.stem} once to {target} (about 30 s); later uses load it in about a second.",
-          file=sys.stderr, flush=True)
+    log.info("Converting %s once to %s (about 30 s); later uses load it in about a second.", gguf.stem, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:

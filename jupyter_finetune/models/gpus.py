@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
 
+from ..errors import FinetuneError
 from .memory import GIB
 
 
-class UnknownGpu(ValueError):
+class UnknownGpu(FinetuneError, ValueError):
     """A GPU name not in the table; the message lists the known ones."""
 
 

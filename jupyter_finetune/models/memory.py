@@ -12,8 +12,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import InvalidValue
 from .size import context_length, parameter_count
 
+METHODS = ("lora", "full")
+"""LoRA adapters on a frozen base, or every weight trained."""
 GIB = 1024**3
 CUDA_OVERHEAD_BYTES = GIB // 2
 """CUDA context, cuBLAS workspace and allocator slack, not seen by ``torch.cuda.max_memory_allocated``.
@@ -182,10 +185,10 @@ def estimate_memory(shape: ModelShape, *, batch_size: int, max_length: int, rank
     Activations at compute precision: every block's saved values plus the final norm's input and
     output; with gradient checkpointing, each block's input instead, and one block recomputed.
     """
-    if method not in ("lora", "full"):
-        raise ValueError(f"method {method!r} is not one of lora, full")
+    if method not in METHODS:
+        raise InvalidValue(f"method {method!r} is not one of {', '.join(METHODS)}")
     if method == "full" and quant != "none":
-        raise ValueError("full fine-tuning trains every weight, so the base cannot be quantized: use --quant none")
+        raise InvalidValue("full fine-tuning trains every weight, so the base cannot be quantized: use --quant none")
     tokens = batch_size * max_length
     if method == "full":
         trainable, weights, lora = shape.parameters, shape.parameters * FP32, 0

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, TypeVar
 
+from ..errors import FinetuneError, InvalidValue, NotFound
 from .records import DataManifest, EvalSummary, RunSettings
 
 Status = Literal["queued", "running", "completed", "stopped", "failed", "interrupted"]
@@ -24,7 +25,7 @@ T = TypeVar("T")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
-class RunExists(FileExistsError):
+class RunExists(FinetuneError, FileExistsError):
     """Refused: a run of that name exists and --overwrite was not given."""
 
 
@@ -35,8 +36,8 @@ def runs_root(root: str | Path | None = None) -> Path:
 
 def check_name(name: str) -> str:
     if not _NAME.match(name) or name in (".", ".."):
-        raise ValueError(f"run name {name!r}: use letters, digits, '.', '_' or '-' (at most 100), "
-                         "starting with a letter or digit")
+        raise InvalidValue(f"run name {name!r}: use letters, digits, '.', '_' or '-' (at most 100), "
+                           "starting with a letter or digit")
     return name
 
 
@@ -108,9 +109,9 @@ class Run:
     def trained_adapter(self) -> Path:
         """The adapter folder, or an error saying how to get one (evaluation and chat need it)."""
         if not (self.adapter_dir / "adapter_config.json").exists():
-            raise FileNotFoundError(f"run {self.name!r} has no adapter yet (status {self.status()['status']}): "
-                                    f"finish it with %ft_train --resume {self.name}, or if it is training, "
-                                    f"%ft_stop {self.name} saves the adapter so far")
+            raise NotFound(f"run {self.name!r} has no adapter yet (status {self.status()['status']}): "
+                           f"finish it with %ft_train --resume {self.name}, or if it is training, "
+                           f"%ft_stop {self.name} saves the adapter so far")
         return self.adapter_dir
 
     def begin(self, settings: RunSettings, manifest: DataManifest, data_jsonl: str) -> None:
@@ -122,13 +123,13 @@ class Run:
     def settings(self) -> RunSettings:
         saved = read_json(self.path / "config.json")
         if not isinstance(saved, dict) or not isinstance(saved.get("train"), dict):
-            raise FileNotFoundError(f"run {self.name!r} has no readable settings ({self.path / 'config.json'})")
+            raise NotFound(f"run {self.name!r} has no readable settings ({self.path / 'config.json'})")
         return RunSettings.from_dict(saved)
 
     def manifest(self) -> DataManifest:
         saved = read_json(self.path / "data.json")
         if not isinstance(saved, dict):
-            raise FileNotFoundError(f"run {self.name!r} has no readable data manifest ({self.path / 'data.json'})")
+            raise NotFound(f"run {self.name!r} has no readable data manifest ({self.path / 'data.json'})")
         return DataManifest.from_dict(saved)
 
     def data_rows(self) -> list[DataRow]:
@@ -251,7 +252,7 @@ class RunStore:
         path = self.root / check_name(name)
         if not (path / "status.json").exists():
             known = ", ".join(r.name for r in self) or "none yet"
-            raise FileNotFoundError(f"no run named {name!r} in {self.root} (runs: {known})")
+            raise NotFound(f"no run named {name!r} in {self.root} (runs: {known})")
         return Run(path)
 
     def create(self, name: str | None = None, *, overwrite: bool = False, prefix: str = "run") -> Run:

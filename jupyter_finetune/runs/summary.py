@@ -1,16 +1,22 @@
 """One line per run, and runs side by side: read from the run store only, so any process can list them.
 
 Nothing here loads a model; a run whose files are partly missing (queued, killed before its first
-step) still gets a summary with what is there.
+step) still gets a summary with what is there. The tables' text form is here (their ``repr``); the
+notebook's HTML form, with the loss curves, is ui's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable
 
+from ..errors import InvalidValue
 from .store import Run, RunStore, unless_missing
 
+COLUMNS = ("run", "status", "model", "data", "preset", "length", "lr", "rank", "batch", "step", "best eval",
+           "last train", "eval scores", "time")
+"""The runs table's columns, in the text and the HTML form."""
 KEY_SETTINGS = ("preset", "steps", "epochs", "lr", "rank", "batch_size")
 """The settings the runs table shows; a comparison shows them all."""
 
@@ -52,6 +58,27 @@ class RunComparison:
     """Setting -> its value in each run, in the order of ``runs``."""
     differing: tuple[str, ...]
 
+    def __repr__(self) -> str:
+        rows = [[("* " if key in self.differing else "  ") + key, *map(value_text, values)]
+                for key, values in self.settings.items()]
+        return (f"{RunTable(self.runs)!r}\n\nsettings that differ (*): {', '.join(self.differing) or 'none'}\n"
+                f"{_text_table(['  setting', *(s.name for s in self.runs)], rows)}")
+
+
+class RunTable(list):
+    """RunSummary rows, newest first, that display as the runs table (a list in every other way)."""
+
+    def __init__(self, rows: Iterable[RunSummary] = (), root: Path | None = None):
+        super().__init__(rows)
+        self.root = root
+        """The run store they were read from."""
+
+    def __repr__(self) -> str:
+        if not self:
+            return (f"no runs in {self.root} yet: train one with %ft_train (or point --runs-dir at your run "
+                    "store)")
+        return _text_table(list(COLUMNS), [row_cells(s) for s in self])
+
 
 def summarize(run: Run, records: list[dict[str, Any]] | None = None) -> RunSummary:
     """The run's summary from its status, settings, data manifest, metrics (or ``records`` already
@@ -76,20 +103,60 @@ def summarize(run: Run, records: list[dict[str, Any]] | None = None) -> RunSumma
     )
 
 
-def summarize_all(runs: Iterable[Run]) -> list[RunSummary]:
+def summarize_all(runs: Iterable[Run]) -> RunTable:
     """These runs (a RunStore: all of it), newest first."""
-    return sorted((summarize(run) for run in runs), key=lambda s: (s.created, s.name), reverse=True)
+    return RunTable(sorted((summarize(run) for run in runs), key=lambda s: (s.created, s.name), reverse=True),
+                    runs.root if isinstance(runs, RunStore) else None)
 
 
 def compare_runs(store: RunStore, names: Iterable[str]) -> RunComparison:
     """The named runs (unknown names raise, listing the known runs) with their settings lined up."""
     runs = [store.get(name) for name in dict.fromkeys(names)]
     if not runs:
-        raise ValueError("name at least one run to compare (runs: "
-                         f"{', '.join(r.name for r in store) or 'none yet'})")
+        raise InvalidValue("name at least one run to compare (runs: "
+                           f"{', '.join(r.name for r in store) or 'none yet'})")
     curves = {run.name: run.metrics() for run in runs}
     summaries = [summarize(run, curves[run.name]) for run in runs]
     keys = ["data", *dict.fromkeys(k for s in summaries for k in s.settings)]
     settings = {k: tuple(s.data if k == "data" else s.settings.get(k) for s in summaries) for k in keys}
     differing = tuple(k for k, values in settings.items() if any(v != values[0] for v in values))
     return RunComparison(summaries, curves, settings, differing)
+
+
+def value_text(value: Any) -> str:
+    """A setting as a user would type it: ``3e-4``, ``all-linear,q_proj``, ``-`` for unset."""
+    if value is None:
+        return "-"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def duration(seconds: float | None) -> str:
+    """``1m05s`` / ``2h03m``: short enough for a table cell or a progress line."""
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _loss(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def row_cells(s: RunSummary) -> list[str]:
+    """One run's cells, in COLUMNS order (shared by the text and the HTML table)."""
+    steps, epochs = s.settings.get("steps"), s.settings.get("epochs")
+    length = f"{steps} steps" if steps else (f"{epochs:g} epochs" if epochs is not None else "-")
+    scores = ", ".join(f"{metric} {score:.2f}" for metric, score in s.eval_scores.items())
+    return [s.name, s.status, s.model, s.data, value_text(s.settings.get("preset")), length,
+            value_text(s.settings.get("lr")), value_text(s.settings.get("rank")),
+            value_text(s.settings.get("batch_size")), f"{s.step}/{value_text(s.max_steps)}",
+            _loss(s.best_eval_loss), _loss(s.last_train_loss), scores or "-", duration(s.seconds)]
+
+
+def _text_table(head: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *rows])

@@ -2,7 +2,8 @@
 
 The widgets hold the latest exchange; below them a plain HTML output holds every exchange and is
 updated after each one, so a saved notebook shows the whole conversation without widget state.
-Where widgets cannot render, one exchange prints as text.
+Where widgets cannot render, ``%ft_chat RUN --message`` returns one ChatReply: its ``repr`` is the
+text, and ``ui.display`` registers ``conversation_html`` as its HTML.
 """
 
 from __future__ import annotations
@@ -29,30 +30,17 @@ def exchange_html(reply: ChatReply) -> str:
             f"{answer_html('fine-tuned', reply.fine_tuned, reply.fine_tuned_seconds)}</div></div>")
 
 
+def reply_html(reply: ChatReply) -> str:
+    """One exchange (``%ft_chat RUN --message``), as the playground records it."""
+    return conversation_html([reply])
+
+
 def conversation_html(replies: list[ChatReply]) -> str:
     """The static record of a playground: every exchange, oldest first ("" before the first)."""
     if not replies:
         return ""
     return (f"<div><b>{escape(replies[0].run)}</b>: base vs fine-tuned, {len(replies)} exchange(s)"
             f"{''.join(exchange_html(r) for r in replies)}</div>")
-
-
-def exchange_text(reply: ChatReply) -> str:
-    system = f"system: {reply.system}\n" if reply.system else ""
-    return (f"{system}you: {reply.message}\n\nbase ({reply.base_seconds:.1f} s):\n{reply.base}\n\n"
-            f"fine-tuned ({reply.fine_tuned_seconds:.1f} s):\n{reply.fine_tuned}")
-
-
-def show_reply(reply: ChatReply) -> None:
-    """One exchange as HTML in a notebook, as text elsewhere."""
-    from IPython.display import HTML, display
-
-    from .env import widgets_available
-
-    if widgets_available():
-        display(HTML(conversation_html([reply])))
-    else:
-        print(exchange_text(reply))
 
 
 class ChatPlayground:

@@ -5,21 +5,25 @@ Cheap widget updates happen on every event; the figure is rendered on a short-li
 at most once per ``min_redraw_s`` (the training thread never waits for matplotlib, and the
 newest records are drawn even when events pause). When training ends the widgets are replaced,
 in the same output, by static HTML (summary table + PNG of the curves) so a saved notebook keeps
-them. Elsewhere: a text line at most every ``min_redraw_s`` and a summary line.
+them. Elsewhere: a text line at most every ``min_redraw_s`` and a summary line, logged at INFO
+(``jupyter_finetune.ui.dashboard``), so that a user can silence or redirect them.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 import threading
 import time
 from html import escape
 from typing import Any, Callable
 
+from ..runs.summary import duration
 from .env import widgets_available
 from .plots import figure_png, loss_figure
-from .tables import duration, summary_html, summary_rows
+from .tables import summary_html, summary_rows
 
+log = logging.getLogger(__name__)
 _BAR_STYLE = {"completed": "success", "failed": "danger", "stopped": "warning"}
 
 
@@ -37,7 +41,7 @@ def progress_line(latest: dict[str, Any]) -> str:
 class Dashboard:
     """Listener (``dashboard(event)``) that shows one run's progress as widgets or text lines.
 
-    Safe to call from the training thread: it only sets widget traits and prints; figures are
+    Safe to call from the training thread: it only sets widget traits and logs; figures are
     built with matplotlib's object API, never pyplot. ``redraws`` counts rendered figures.
     """
 
@@ -55,8 +59,8 @@ class Dashboard:
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
         self._last_draw = float("-inf")
-        self._last_print = float("-inf")
-        self._printed = 0  # how many records the last printed line covered
+        self._last_logged = float("-inf")
+        self._logged = 0  # how many records the last logged line covered
         self.ui: dict[str, Any] = {}  # the widgets by name (bar, stop, stats, plot, ...); empty in text mode
         self._handle: Any = None
         self._static = ""
@@ -71,7 +75,7 @@ class Dashboard:
             self.records.append(event)
             self._latest.update((k, v) for k, v in event.items() if v is not None)
             if not self.widgets:
-                self._print_progress()
+                self._log_progress()
                 return
             if not self.ui:  # attached after the start event
                 self._show_widgets()
@@ -157,7 +161,7 @@ class Dashboard:
         if self.widgets:
             self._show_static(end)
         else:
-            self._print_end(end)
+            self._log_end(end)
 
     def _show_static(self, end: dict[str, Any]) -> None:
         from IPython.display import HTML, display
@@ -174,14 +178,14 @@ class Dashboard:
 
     # text
 
-    def _print_progress(self) -> None:
+    def _log_progress(self) -> None:
         now = time.monotonic()
-        if self._printed == 0 or now - self._last_print >= self.min_redraw_s:
-            self._last_print, self._printed = now, len(self.records)
-            print(f"{self.run_name}: {progress_line(self._latest)}", flush=True)
+        if self._logged == 0 or now - self._last_logged >= self.min_redraw_s:
+            self._last_logged, self._logged = now, len(self.records)
+            log.info("%s: %s", self.run_name, progress_line(self._latest))
 
-    def _print_end(self, end: dict[str, Any]) -> None:
-        if self._printed < len(self.records):
-            print(f"{self.run_name}: {progress_line(self._latest)}", flush=True)
+    def _log_end(self, end: dict[str, Any]) -> None:
+        if self._logged < len(self.records):
+            log.info("%s: %s", self.run_name, progress_line(self._latest))
         summary = ", ".join(f"{k} {v}" for k, v in summary_rows(self.start, self.records, end)[1:])
-        print(f"{self.run_name}: {end['message']} ({summary})", flush=True)
+        log.info("%s: %s (%s)", self.run_name, end["message"], summary)

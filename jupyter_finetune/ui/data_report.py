@@ -1,13 +1,15 @@
-"""The data report: counts, token statistics, cost and time, problems, and a pre-flight view."""
+"""The data report as HTML: counts, token statistics, cost and time, problems, and a pre-flight view.
+
+The text form is the data set's own ``repr``; ``ui.display`` registers ``report_html`` as its HTML.
+"""
 
 from __future__ import annotations
 
 from html import escape
+from typing import Any
 
 from ..data import FtDataset, Problem, TokenView
-from .env import widgets_available
-
-MAX_PROBLEMS_SHOWN = 200
+from ..data.dataset import MAX_WARNINGS_SHOWN, rough_duration
 _STYLE = ("<style>.ftd table{border-collapse:collapse;margin:4px 0 10px}.ftd td,.ftd th{padding:2px 10px;"
           "border-bottom:1px solid #8884;text-align:left}.ftd .loss{background:#2e7d3233}.ftd .cut{opacity:.45;"
           "text-decoration:line-through}.ftd .err{color:#c62828}.ftd .warn{color:#b26a00}"
@@ -20,24 +22,16 @@ def _table(rows: list[tuple[str, str]], head: tuple[str, ...] = ()) -> str:
     return f"<table>{'<tr>' + th + '</tr>' if th else ''}{body}</table>"
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
-
-
 def problems_html(problems: list[Problem]) -> str:
     if not problems:
         return "<p>No problems found.</p>"
     rows = []
-    for p in problems[:MAX_PROBLEMS_SHOWN]:
+    for p in problems[:MAX_WARNINGS_SHOWN]:
         cls = "err" if p.severity == "error" else "warn"
         where = ", ".join(str(r) for r in p.rows[:12]) + (f" (+{len(p.rows) - 12})" if len(p.rows) > 12 else "")
         rows.append((f"<span class='{cls}'>{p.severity}</span>", escape(where or "-"), escape(p.field or ""),
                      escape(p.message), escape(p.fix)))
-    more = len(problems) - MAX_PROBLEMS_SHOWN
+    more = len(problems) - MAX_WARNINGS_SHOWN
     tail = f"<p>... and {more} more.</p>" if more > 0 else ""
     return _table(rows, ("", "row", "field", "problem", "fix")) + tail
 
@@ -63,7 +57,7 @@ def report_html(ds: FtDataset) -> str:
                                f"(answer mean {s.answer_mean:.0f}), counted with {escape(ds.model)}'s chat template"),
         ("tokens per epoch", f"{s.total:,} train, {t.total:,} test; max length {ds.max_length}"
                              + (f", {s.truncated} truncated" if s.truncated else "")),
-        ("local training time", f"~{_duration(c.local_seconds)} for {c.epochs} epochs on {escape(c.local_device)} (rough)"),
+        ("local training time", f"~{rough_duration(c.local_seconds)} for {c.epochs} epochs on {escape(c.local_device)} (rough)"),
     ])
     costs = _table([(escape(m), f"${usd:,.2f}") for m, usd in c.openai_usd.items()],
                    (f"OpenAI fine-tuning, {c.epochs} epochs x {c.tokens_per_epoch:,} tokens (prices as of {c.prices_as_of})",
@@ -80,33 +74,19 @@ def errors_html(name: str, problems: list[Problem]) -> str:
             f"{problems_html(problems)}</div>")
 
 
-def report_text(ds: FtDataset) -> str:
-    s, c = ds.stats, ds.cost
-    lines = [
-        repr(ds),
-        f"tokens/example: min {s.min} mean {s.mean:.0f} p95 {s.p95} max {s.max}; {s.total:,} train tokens per epoch",
-        f"local training: ~{_duration(c.local_seconds)} for {c.epochs} epochs on {c.local_device}",
-        "OpenAI fine-tuning (as of " + c.prices_as_of + "): "
-        + ", ".join(f"{m} ${usd:,.2f}" for m, usd in c.openai_usd.items()),
-    ]
-    lines += [f"warning: {p}" for p in ds.warnings[:MAX_PROBLEMS_SHOWN]]
-    return "\n".join(lines)
+def show_errors(name: str, problems: list[Problem]) -> None:
+    """The problems as an HTML table, shown only where HTML renders: a terminal has them in the error text."""
+    from IPython.display import display
+
+    display({"text/html": errors_html(name, problems)}, raw=True)
 
 
-def show(ds: FtDataset) -> None:
-    """The static report (kept in the saved notebook) and, where widgets render, an example browser."""
-    from IPython.display import HTML, display
-
-    if not widgets_available():
-        print(report_text(ds))
-        return
-    display(HTML(report_html(ds)))
-    if ds.train:
-        display(_browser(ds))
-
-
-def _browser(ds: FtDataset):
+def browser(ds: FtDataset) -> Any:
+    """Widget: page through the train or test examples as training sees them (None without any)."""
     import ipywidgets as w
+
+    if not ds.train:
+        return None
 
     split = w.ToggleButtons(options=["train", "test"] if ds.test else ["train"], description="split")
     index = w.BoundedIntText(value=1, min=1, max=len(ds.train), description="example")

@@ -2,7 +2,7 @@
 
 The table, the verdict and the fine-tuned model's failures (as a collapsed list) are static HTML,
 so a saved notebook keeps them; in a kernel with widgets an example browser filters all rows.
-In a terminal the report prints as text.
+In a terminal the report shows as its ``repr`` (text); ``ui.display`` registers the HTML.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from html import escape
 from typing import Any
 
 from ..evaluation.compare import format_value
-from .env import widgets_available
 
 _CELL = "padding:2px 8px;border-bottom:1px solid #8884;text-align:left;vertical-align:top"
 _PRE = "white-space:pre-wrap;font-family:monospace;font-size:90%;margin:0;max-width:28em"
@@ -79,16 +78,6 @@ def static_html(report: Any) -> str:
                f"{escape(report.verdict.metric)}{more}</summary>{examples_html(report, shown)}</details>"
                if failures else "")
     return comparison_html(report) + details
-
-
-def show(report: Any) -> None:
-    from IPython.display import HTML, display
-
-    if not widgets_available():
-        print(report.text())
-        return
-    display(HTML(static_html(report)))
-    display(browser(report))
 
 
 def browser(report: Any) -> Any:

@@ -5,15 +5,9 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from ..runs.summary import duration
+
 _CELL = "padding:2px 10px;border-bottom:1px solid #8884;text-align:left"
-
-
-def duration(seconds: float | None) -> str:
-    """``1m05s`` / ``2h03m``: short enough for a progress line."""
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def summary_rows(start: dict[str, Any], records: list[dict[str, Any]],

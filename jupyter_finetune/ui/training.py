@@ -1,11 +1,12 @@
-"""Training from a notebook: show the resolved settings, attach the dashboard, wait or not."""
+"""Training from a notebook: the resolved settings shown, and the dashboard attached to the job."""
 
 from __future__ import annotations
 
+import logging
 from html import escape
 from typing import Any
 
-from .env import widgets_available
+log = logging.getLogger(__name__)
 
 
 def settings_html(job: Any) -> str:
@@ -30,14 +31,10 @@ def show_job(job: Any) -> None:
 
     from .dashboard import Dashboard
 
-    if widgets_available():
+    dashboard = Dashboard(job.run.name, on_stop=job.stop)
+    if dashboard.widgets:
         display(HTML(settings_html(job)))
     else:
-        print(settings_text(job), flush=True)
-    job.listeners.append(Dashboard(job.run.name, on_stop=job.stop))
+        log.info(settings_text(job))
+    job.listeners.append(dashboard)
 
-
-def run_job(job: Any, *, background: bool = False) -> Any:
-    """Train ``job`` with a dashboard; return its TrainResult, or the job itself when in the background."""
-    show_job(job)
-    return job.start() if background else job.train()

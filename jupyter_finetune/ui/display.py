@@ -1,0 +1,64 @@
+"""How results display in IPython: the display protocol, as pandas uses it.
+
+A magic returns its result (FtDataset, Plan, EvalReport, RunTable, RunComparison, ExportResult,
+ChatReply, TrainResult); the cell's display hook renders it once, ``x = %ft_eval ...`` renders
+nothing and keeps it, and ``x`` alone renders it again. Those classes live in lower layers, which
+must not import ui/ (tests/test_layers.py), so the two forms come from two places:
+
+- text: the object's own ``__repr__``, which a terminal, a script and a plain-text viewer show;
+- HTML: ui's pure functions, added by ``register`` to the shell's ``text/html`` formatter by
+  module and class name when the extension loads. By name, so that neither the class's module
+  (engine.job imports torch) nor the view's (matplotlib) is imported before a result is shown.
+  A Plan writes its own ``_repr_html_`` (a table, nothing ui-specific).
+
+Where widgets render, a data set and an evaluation report also bring their example browser: their
+display is the HTML (the record a saved notebook keeps) followed by the live widget.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any, Callable
+
+from .env import widgets_available
+
+_HTML = {  # (module, class) -> (ui module, function returning the object's HTML)
+    ("jupyter_finetune.data.dataset", "FtDataset"): ("data_report", "report_html"),
+    ("jupyter_finetune.evaluation.report", "EvalReport"): ("eval_view", "static_html"),
+    ("jupyter_finetune.runs.summary", "RunTable"): ("runs_view", "table_html"),
+    ("jupyter_finetune.runs.summary", "RunComparison"): ("runs_view", "comparison_html"),
+    ("jupyter_finetune.evaluation.chat", "ChatReply"): ("chat", "reply_html"),
+}
+_BROWSERS = {  # (module, class) -> (ui module, function returning a widget, or None)
+    ("jupyter_finetune.data.dataset", "FtDataset"): ("data_report", "browser"),
+    ("jupyter_finetune.evaluation.report", "EvalReport"): ("eval_view", "browser"),
+}
+
+
+def register(shell: Any) -> None:
+    """Teach ``shell`` the HTML of every result class (once per shell; registering again replaces)."""
+    formatter = shell.display_formatter
+    for (module, name), view in _HTML.items():
+        formatter.formatters["text/html"].for_type_by_name(module, name, _lazy(*view))
+    if widgets_available():
+        for (module, name), browser in _BROWSERS.items():
+            formatter.ipython_display_formatter.for_type_by_name(
+                module, name, _with_browser(_lazy(*_HTML[module, name]), _lazy(*browser)))
+
+
+def _lazy(module: str, function: str) -> Callable[[Any], Any]:
+    """``ui.<module>.<function>``, imported at its first call."""
+    def view(obj: Any) -> Any:
+        return getattr(import_module(f".{module}", __package__), function)(obj)
+    return view
+
+
+def _with_browser(html: Callable[[Any], str], browser: Callable[[Any], Any]) -> Callable[[Any], None]:
+    def show(obj: Any) -> None:
+        from IPython.display import display
+
+        display({"text/plain": repr(obj), "text/html": html(obj)}, raw=True)
+        widget = browser(obj)
+        if widget is not None:
+            display(widget)
+    return show
