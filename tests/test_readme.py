@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.magic_arguments import parse_argstring
+
+from jupyter_finetune.magics import parse
 
 ROOT = Path(__file__).resolve().parents[1]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.M | re.S)
@@ -36,14 +36,7 @@ def magic_lines() -> list[tuple[str, str, str]]:
     return found
 
 
-def without_comment(arguments: str) -> str:
-    """The arguments before a trailing ``# comment``, quotes kept as magic_arguments keeps them."""
-    lexer = shlex.shlex(arguments, posix=False)
-    lexer.whitespace_split, lexer.commenters = True, "#"
-    return " ".join(lexer)
-
-
-def parse_problems(shell, keep_comments: bool) -> list[str]:
+def parse_problems(shell) -> list[str]:
     """What each README magic line gets wrong: an unknown magic, or arguments its parser refuses."""
     magics = shell.magics_manager.registry["FinetuneMagics"]
     problems = []
@@ -53,40 +46,28 @@ def parse_problems(shell, keep_comments: bool) -> list[str]:
                             f"(it has {', '.join(sorted(magics.magics[kind]))})")
             continue
         function = magics.magics[kind][name]
-        text = arguments if keep_comments else without_comment(arguments)
-        if not hasattr(function, "parser"):
-            if "--" in text:
-                problems.append(f"%{name} {text}: flags given, but the magic has no magic_arguments parser")
-            continue
         try:
-            parse_argstring(function, text)
+            parse(function, arguments)  # as the magic parses its line, a trailing comment included
         except UsageError as error:
-            problems.append(f"%{name} {text}: {error}")
+            problems.append(f"%{name} {arguments}: {error}")
     return problems
 
 
-def test_readme_magics_exist_and_accept_their_flags(shell):
+def test_readme_magics_exist_and_accept_their_lines_as_written(shell):
     assert magic_lines()
-    assert parse_problems(shell, keep_comments=False) == []
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="IPython passes a trailing `# comment` on a magic line to the magic, and "
-                   "magic_arguments reads it as arguments: `%ft_data tickets --from df  # ...` is refused as "
-                   "written. Fix it in the magics (strip comments) or in the README, then drop this mark.")
-def test_readme_magic_lines_parse_as_written_with_their_comments(shell):
-    assert parse_problems(shell, keep_comments=True) == []
+    assert parse_problems(shell) == []
 
 
 @pytest.mark.slow
 @pytest.mark.smollm2
 def test_readme_python_examples_run_as_written(tmp_path):
     """Each block without magics, in order as in one notebook, in a fresh folder where the README's
-    ``examples/...`` paths resolve and ./ft_runs, ./ft_data are the defaults."""
+    ``examples/...`` paths resolve and ./ft_runs is the default."""
     blocks = [b for b in code_blocks("python") if not re.search(r"^\s*%", b, re.M)]
     assert blocks
     (tmp_path / "examples").symlink_to(ROOT / "examples")
     (tmp_path / "readme.py").write_text("\n".join(blocks))
-    env = {k: v for k, v in os.environ.items() if k not in ("JUPYTER_FINETUNE_RUNS", "JUPYTER_FINETUNE_DATA")}
+    env = {k: v for k, v in os.environ.items() if k != "JUPYTER_FINETUNE_RUNS"}
     done = subprocess.run([sys.executable, "readme.py"], cwd=tmp_path, env={**env, "HF_HUB_OFFLINE": "1"},
                           capture_output=True, text=True)
     assert done.returncode == 0, f"a README example failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
