@@ -34,4 +34,4 @@ bench: install
 	$(BIN)/python bench/bench_data.py
 
 clean:
-	rm -rf $(VENV) ft_runs ft_data jupyter_finetune/labextension labextension/node_modules labextension/lib
+	rm -rf $(VENV) ft_runs jupyter_finetune/labextension labextension/node_modules labextension/lib

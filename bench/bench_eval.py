@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    data = ft.load_data("tickets", DATA, save=False)
+    data = ft.load_data("tickets", DATA)
     prompts = [ex.messages[:-1] for ex in data.test[:args.rows]]
     path = resolve_model("smollm2-135m").path
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()

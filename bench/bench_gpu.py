@@ -18,7 +18,7 @@ step W to the end of step N. Tokens: a forward pre-hook on the decoder backbone 
 batch's attention mask (or, for padding-free batches, which have none, its token count), so padding is
 never counted and the count is taken the same way in all methods (TRL's own count is kept beside it as
 a check). Peak memory: ``torch.cuda.max_memory_allocated()`` from the start of training (loading left
-out). MFU = 6 x parameters x tokens/s / the GPU's dense bf16 peak from ``jupyter_finetune/engine/gpus.json``:
+out). MFU = 6 x parameters x tokens/s / the GPU's dense bf16 peak from ``jupyter_finetune/models/gpus.json``:
 the usual 6N per token, which for LoRA with gradient checkpointing is also about the work done (2N
 forward, 2N recomputed forward, 2N input gradients, no weight gradients for frozen weights); attention's
 FLOPs are left out. The planner's estimate is ``api.plan(...).chosen.allocated`` (checkpointing on), set
@@ -105,7 +105,7 @@ def build_tokenizer() -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from jupyter_finetune.data.render import CHATML_TEMPLATE
+    from jupyter_finetune.models.tokenizer import CHATML_TEMPLATE
 
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -182,7 +182,7 @@ def train_ours(a: argparse.Namespace, timer: Any) -> None:
     from jupyter_finetune import api
 
     gpu = torch.cuda.is_available()
-    data = api.load_data("bench", a.data, split=0.0, model=str(a.model_dir), max_length=a.max_length, save=False)
+    data = api.load_data("bench", a.data, split=0.0, model=str(a.model_dir), max_length=a.max_length)
     job = api.prepare_training(
         data, name=f"bench-{a.child}", overwrite=True, runs_dir=Path.cwd() / "runs", callbacks=[timer],
         backend="unsloth" if gpu else "hf", quant="4bit" if gpu else "none", gradient_checkpointing=True,
@@ -458,7 +458,7 @@ def print_table(result: dict[str, Any], labels: dict[str, str]) -> None:
 def parent(a: argparse.Namespace) -> None:
     from results_io import report
 
-    from jupyter_finetune.engine.gpus import gpu_table
+    from jupyter_finetune.models.gpus import gpu_table
     from jupyter_finetune.models import load_config
     from jupyter_finetune.models.size import parameter_count
 

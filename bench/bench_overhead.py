@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    data = ft.load_data("tickets", DATA, save=False)
+    data = ft.load_data("tickets", DATA)
     sides = {"plain_trl": plain_trl, "ours_with_dashboard": ours}
     times: dict[str, list[float]] = {name: [] for name in sides}
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,7 +1,7 @@
 """The quickstart task end to end on a GPU through the magics: examples/colab_kaggle_gpu.ipynb executed in a real
 kernel with the packaged SmolLM2 (nothing is downloaded) and QLoRA, the backend left to ``auto`` (unsloth where it
 is installed and importable). Kept as JSON naming the GPU: the backend chosen and why, the training events the
-dashboard drew (from metrics.jsonl: steps, losses, tokens/s, memory), the run's status, the base-vs-tuned table
+dashboard drew (the run's metrics: steps, losses, tokens/s, memory), the run's status, the base-vs-tuned table
 and the exported files. The executed notebook stays in the work folder, for its dashboard records.
 
     python bench/gpu_e2e.py [--steps 60] [--quant 4bit] [--eval-rows 24] [--work DIR] [--out FILE]
@@ -30,9 +30,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "examples")]
 from demo import output_text  # noqa: E402
 from results_io import report  # noqa: E402
 
-from jupyter_finetune.evaluation.report import results_file  # noqa: E402
 from jupyter_finetune.runs import Run, RunStore  # noqa: E402
-from jupyter_finetune.runs.store import read_json  # noqa: E402
+from jupyter_finetune.runs.store import unless_missing  # noqa: E402
 
 NOTEBOOK = ROOT / "examples" / "colab_kaggle_gpu.ipynb"
 RUN = "tickets-gpu"
@@ -77,8 +76,8 @@ def training_record(run: Run) -> dict[str, Any] | None:
         return None
     losses = [r["loss"] for r in records if r.get("loss") is not None]
     speeds = [r["tokens_per_s"] for r in records if r.get("tokens_per_s")]
-    config = run.read("config.json")
-    return {"backend": config.get("backend"), "quant": config["train"].get("quant"), "status": run.status(),
+    settings = run.settings()
+    return {"backend": settings.backend, "quant": settings.quant, "status": run.status(),
             "log_events": len(records), "eval_events": sum(r.get("eval_loss") is not None for r in records),
             "loss_first_last": [losses[0], losses[-1]] if losses else None,
             "tokens_per_s_median": sorted(speeds)[len(speeds) // 2] if speeds else None,
@@ -87,10 +86,11 @@ def training_record(run: Run) -> dict[str, Any] | None:
 
 def evaluation_record(run: Run) -> dict[str, Any] | None:
     """The saved %ft_eval of the run's own held-out rows (what the notebook evaluates)."""
-    result = read_json(results_file(run, run.read("data.json")["version"]))
-    if not result:
+    manifest = unless_missing(run.manifest)
+    result = next((e for e in run.evaluations() if manifest and e.data_version == manifest.version), None)
+    if result is None:
         return None
-    return {"systems": {name: s["scores"] for name, s in result["systems"].items()}, "verdict": result["verdict"]}
+    return {"systems": {name: dict(s.scores) for name, s in result.systems.items()}, "verdict": result.verdict}
 
 
 def gpu_name() -> str:
@@ -120,7 +120,6 @@ def main() -> int:
         run = RunStore.at(a.work / "ft_runs").get(RUN)
     except FileNotFoundError:  # the notebook failed before training began
         run = None
-    export = run.path / "export" if run else None
     result = {
         "gpu": gpu, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "settings": {"model": "smollm2-135m", "steps": a.steps, "batch_size": a.batch_size, "lr": a.lr,
@@ -128,7 +127,8 @@ def main() -> int:
         "notebook_seconds": round(seconds, 1), "failed": failed,
         "training": training_record(run) if run else None,
         "evaluation": evaluation_record(run) if run else None,
-        "export": sorted(str(f.relative_to(run.path)) for f in export.rglob("*") if f.is_file()) if export else [],
+        "export": [{"kind": r.get("kind"), "quant": r.get("quant"), "files": [f["path"] for f in r.get("files", [])]}
+                   for r in run.exports()] if run else [],
         "cells": cell_texts(notebook),
         "executed_notebook": str(a.work / EXECUTED),
     }

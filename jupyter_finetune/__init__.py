@@ -1,8 +1,8 @@
 """jupyter-finetune: fine-tune an open LLM from a notebook and see whether it beat the base model.
 
-``%load_ext jupyter_finetune`` registers the magics; ``jupyter_finetune.load_data(...)`` and the
-rest of ``api`` do the same from plain Python. Nothing heavy (torch, transformers) is imported
-until first use.
+``%load_ext jupyter_finetune`` registers the magics; ``jupyter_finetune.load_data(...)``,
+``train``, ``evaluate`` and the rest of ``api`` do the same from plain Python. Nothing heavy
+(torch, transformers) is imported until first use.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from importlib import import_module
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["DEFAULT_MODEL", "chat", "evaluate", "example_data", "export", "load_data", "load_ipython_extension",
-           "plan", "stop", "train"]
+__all__ = ["DEFAULT_MODEL", "api", "chat", "chat_session", "compare_runs", "evaluate", "example_data", "export",
+           "load_data", "load_ipython_extension", "plan", "prepare_training", "runs", "stop", "train", "train_async"]
 
 
 class _StdoutUnlessConfigured(logging.StreamHandler):
@@ -62,27 +62,12 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
     return [{"module": "jupyter_finetune.server"}]
 
 
-def train(data: Any = None, *, background: bool = False, **options: Any) -> Any:
-    """Train with the live dashboard (text progress outside a notebook); see api.prepare_training."""
-    from .api import prepare_training
-    from .ui.training import run_job
-
-    return run_job(prepare_training(data, **options), background=background)
-
-
-async def train_async(data: Any = None, **options: Any) -> Any:
-    """``train`` for an awaited notebook cell: the kernel handles the Stop button between steps."""
-    from .api import prepare_training
-    from .ui.training import show_job
-
-    job = prepare_training(data, **options)
-    show_job(job)
-    return await job.train_async()
-
-
 def __getattr__(name: str) -> Any:
-    if name in ("api", "export"):  # export: a package that is also callable, export("run", "gguf")
+    """The api, lazily. ``export`` and ``runs`` are also subpackages, and callable ones, so that
+    ``ft.export(...)`` and ``ft.runs()`` do what ``api.export`` and ``api.runs`` do."""
+    if name in ("api", "export", "runs"):
         return import_module(f".{name}", __name__)
-    if name in ("load_data", "stop", "evaluate", "chat", "example_data", "plan", "DEFAULT_MODEL"):
-        return getattr(import_module(".api", __name__), name)
+    api = import_module(".api", __name__)
+    if name in api.__all__:
+        return getattr(api, name)
     raise AttributeError(f"module 'jupyter_finetune' has no attribute {name!r}")

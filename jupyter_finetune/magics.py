@@ -23,6 +23,25 @@ from . import api
 log = logging.getLogger(__name__)
 
 
+def parse(magic: Any, line: str) -> Any:
+    """The magic's arguments, without a trailing ``# comment``: IPython hands a line magic the rest of its
+    line, comment included, and notebooks (and the README) write ``%ft_runs  # every run``."""
+    return parse_argstring(magic, without_comment(line))
+
+
+def without_comment(line: str) -> str:
+    """The line up to a ``#`` that starts a word outside quotes (``--system "#1"`` keeps its text)."""
+    quote = None
+    for i, char in enumerate(line):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i].rstrip()
+    return line
+
+
 @magics_class
 class FinetuneMagics(Magics):
     runs_dir = Unicode("", config=True,
@@ -46,7 +65,7 @@ class FinetuneMagics(Magics):
         """
         from .ui import data_report
 
-        args = parse_argstring(self.ft_data, line)
+        args = parse(self.ft_data, line)
         if (cell is None or not cell.strip()) == (args.source is None):
             raise UsageError("give the data either in the cell body (%%ft_data NAME) or with --from PATH_OR_VARIABLE")
         options = {k: v for k, v in (("model", args.model), ("max_length", args.max_length)) if v is not None}
@@ -114,35 +133,34 @@ class FinetuneMagics(Magics):
 
         Returns the TrainResult (with --background: the running TrainJob).
         """
-        from .ui.training import run_job
-
-        job, background = self._training_job(line)
-        result = run_job(job, background=background)
-        return result if background else self._check_result(result)
+        data, options = self._training_options(line)
+        try:
+            result = api.train(data, **options)
+        except api.FinetuneError as exc:
+            raise UsageError(str(exc)) from None
+        return result if options["background"] else self._check_result(result)
 
     async def ft_train_awaited(self, line: str) -> Any:
         """``%ft_train`` as an awaited call (see ``awaited_training``): the cell waits on the event
         loop, so the kernel handles the dashboard's Stop button while training runs."""
-        from .ui.training import run_job, show_job
+        data, options = self._training_options(line)
+        try:
+            if options.pop("background"):
+                return api.train(data, background=True, **options)
+            result = await api.train_async(data, **options)
+        except api.FinetuneError as exc:
+            raise UsageError(str(exc)) from None
+        return self._check_result(result)
 
-        job, background = self._training_job(line)
-        if background:
-            return run_job(job, background=True)
-        show_job(job)
-        return self._check_result(await job.train_async())
-
-    def _training_job(self, line: str):
-        args = parse_argstring(self.ft_train, line)
+    def _training_options(self, line: str) -> tuple[Any, dict[str, Any]]:
+        """The data set and api.train's options, from the magic's line."""
+        args = parse(self.ft_train, line)
         data = None if args.data is None else self._data_set(args.data)
         settings = {k: getattr(args, k) for k in ("model", "epochs", "steps", "batch_size", "grad_accum", "lr", "rank",
                                                   "alpha", "dropout", "target_modules", "max_length", "seed", "quant",
                                                   "backend", "report_to", "gradient_checkpointing")}
-        try:
-            job = api.prepare_training(data, name=args.name, preset=args.preset, resume=args.resume,
-                                       overwrite=args.overwrite, runs_dir=self._runs_dir(args), **settings)
-        except api.FinetuneError as exc:
-            raise UsageError(str(exc)) from None
-        return job, args.background
+        return data, dict(name=args.name, preset=args.preset, resume=args.resume, overwrite=args.overwrite,
+                          runs_dir=self._runs_dir(args), background=args.background, **settings)
 
     @staticmethod
     def _check_result(result: Any) -> Any:
@@ -164,7 +182,7 @@ class FinetuneMagics(Magics):
     @line_magic
     def ft_plan(self, line: str) -> Any:
         """Peak GPU memory by component, which GPUs fit, time and cost per epoch: from the config, no weights."""
-        args = parse_argstring(self.ft_plan, line)
+        args = parse(self.ft_plan, line)
         data = None if args.data is None else self._data_set(args.data)
         try:
             plan = api.plan(args.model, data, gpu=args.gpu, method=args.method, preset=args.preset, quant=args.quant,
@@ -179,7 +197,7 @@ class FinetuneMagics(Magics):
     @line_magic
     def ft_stop(self, line: str) -> list[str]:
         """Stop a training run of this kernel at its next step (all running ones without a name)."""
-        args = parse_argstring(self.ft_stop, line)
+        args = parse(self.ft_stop, line)
         try:
             names = api.stop(args.run)
         except api.FinetuneError as exc:
@@ -203,7 +221,7 @@ class FinetuneMagics(Magics):
     @line_magic
     def ft_eval(self, line: str) -> Any:
         """Fine-tuned vs base zero-shot vs base few-shot on held-out rows, with a verdict."""
-        args = parse_argstring(self.ft_eval, line)
+        args = parse(self.ft_eval, line)
         try:
             name, split = api.data_spec(args.data) if args.data else (None, "test")
         except api.FinetuneError as exc:
@@ -228,7 +246,7 @@ class FinetuneMagics(Magics):
         The comparison overlays their loss curves (train solid, eval dashed, one colour per run)
         and highlights the settings that differ between them.
         """
-        args = parse_argstring(self.ft_runs, line)
+        args = parse(self.ft_runs, line)
         try:
             return api.compare_runs(args.names, self._runs_dir(args)) if args.names else api.runs(self._runs_dir(args))
         except api.FinetuneError as exc:
@@ -249,7 +267,7 @@ class FinetuneMagics(Magics):
         from .ui import chat
         from .ui.env import widgets_available
 
-        args = parse_argstring(self.ft_chat, line)
+        args = parse(self.ft_chat, line)
         if args.message is None and not widgets_available():
             raise UsageError(f'widgets cannot render here: %ft_chat {args.run} --message "..." shows both answers')
         message, system = self._unquoted(args.message), self._unquoted(args.system)
@@ -280,7 +298,7 @@ class FinetuneMagics(Magics):
     @line_magic
     def ft_export(self, line: str) -> Any:
         """Export a trained run for use outside this notebook; what was written is recorded in the run."""
-        args = parse_argstring(self.ft_export, line)
+        args = parse(self.ft_export, line)
         try:
             return api.export(args.run, args.to, quant=args.quant, out=args.out, overwrite=args.overwrite,
                               runs_dir=self._runs_dir(args))

@@ -86,3 +86,35 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     LlamaForCausalLM(config).save_pretrained(folder)
     tiny_tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture()
+def workdir(tmp_path) -> Path:
+    """The notebook's working folder, where ./ft_runs is; a module overrides it to open
+    the shell next to a run store it built."""
+    return tmp_path
+
+
+@pytest.fixture()
+def shell(workdir, monkeypatch):
+    """A real IPython shell with the extension loaded, run in ``workdir`` with the run store at its
+    default (the variable that moves it unset), as in a fresh notebook."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    monkeypatch.chdir(workdir)
+    monkeypatch.delenv("JUPYTER_FINETUNE_RUNS", raising=False)
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "jupyter_finetune")
+    yield ip
+    InteractiveShell.clear_instance()
+
+
+@pytest.fixture()
+def shell_tickets(shell, tiny_model_dir) -> None:
+    """``%%ft_data tickets`` run in the shell: 60 chat rows on the tiny model, ready for ``%ft_train tickets``."""
+    from IPython.utils.capture import capture_output
+
+    from helpers import good_rows, jsonl
+
+    with capture_output():
+        shell.run_cell_magic("ft_data", f"tickets --model {tiny_model_dir}", jsonl(good_rows(60)))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_finetune.engine import TrainConfig
-from jupyter_finetune.runs import Run, RunStore
+from jupyter_finetune.runs import DataManifest, Run, RunSettings, RunStore
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 SYSTEM = "You sort support tickets. Reply with JSON."
@@ -75,13 +75,11 @@ def finished_run(runs_dir: Path, name: str, model: str, *, quant: str = "none",
     """A completed run folder as %ft_train leaves it, minus the adapter (``run.adapter_dir`` is to be filled)."""
     run = RunStore.at(runs_dir).create(name)
     config = TrainConfig(model=model, steps=3, rank=8, alpha=16, quant=quant)
-    run.write("config.json", {"train": config.to_dict(), "preset": "quick", "backend": "hf: test", "model_path": model})
-    run.write("data.json", {"name": "tickets", "version": "0123456789ab", "format": "messages", "split": "0.1",
-                            "seed": 0, "model": model, "max_length": 1024, "rows": {"train": 2, "test": 1},
-                            "tokens": {"train_per_epoch": 60, "mean": 30.0, "max": 31}, "warnings": []})
     rows = conversations or [ticket(i) for i in range(3)]
     lines = [json.dumps({"messages": m, "split": "train" if i else "test", "row": i}) for i, m in enumerate(rows)]
-    (run.path / "data.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run.begin(RunSettings(config.to_dict(), "quick", "hf: test", model),
+              DataManifest("tickets", "0123456789ab", "messages", "0.1", 0, model, 1024, len(rows) - 1, 1, 60, 30.0, 31),
+              "\n".join(lines) + "\n")
     for step, loss in enumerate((2.0, 1.5, 1.25), start=1):
         run.append_metrics({"step": step, "loss": loss, "eval_loss": None})
     run.append_metrics({"step": 3, "loss": None, "eval_loss": 1.375})

@@ -20,7 +20,6 @@ from jupyter_finetune.engine import ConfigError, build_config
 from jupyter_finetune.engine.backends import HFBackend, select_backend
 from jupyter_finetune.models import ModelNotFound, resolve_model
 from helpers import good_rows, jsonl
-from test_train_magic import shell  # noqa: F401  (a real IPython shell with the tickets data set)
 
 # unsloth's own requirement lines (2026.10.9) that decide whether its patches apply, made impossible
 # here where they name transformers and trl, plus lines whose markers exclude them on this machine.
@@ -54,6 +53,7 @@ def test_auto_on_cpu_trains_with_hf_and_says_why():
     assert reason == "hf: no CUDA GPU, so transformers + peft LoRA in fp32 on CPU"
 
 
+@pytest.mark.slow
 def test_auto_never_imports_unsloth_when_it_is_not_chosen(unsloth_probe, tmp_path):
     code = ("import sys; from jupyter_finetune.engine import build_config; "
             "from jupyter_finetune.engine.backends import select_backend; "
@@ -97,7 +97,18 @@ def test_4bit_on_cpu_is_refused_before_anything_loads():
         select_backend(build_config(quant="4bit", backend="unsloth"))
 
 
-def test_ft_train_backend_unsloth_on_cpu_is_a_usage_error_and_writes_no_run(shell, tmp_path):  # noqa: F811
+def test_4bit_on_a_gpu_without_bitsandbytes_names_the_extra_that_brings_it(monkeypatch):
+    from jupyter_finetune.engine import backends
+
+    monkeypatch.setattr(backends, "cuda_available", lambda: True)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if not Path(p, "bitsandbytes").exists()])
+    with pytest.raises(ConfigError, match=r'--quant 4bit needs bitsandbytes: pip install "jupyter-finetune\[gpu\]" '
+                                          r'\(or pip install "jupyter-finetune\[unsloth\]"\), then restart'):
+        select_backend(build_config(quant="4bit", backend="hf"))
+
+
+@pytest.mark.usefixtures("shell_tickets")
+def test_ft_train_backend_unsloth_on_cpu_is_a_usage_error_and_writes_no_run(shell, tmp_path):
     with pytest.raises(UsageError, match=r"--backend unsloth cannot run here:\n  - this kernel has no CUDA GPU"):
         shell.run_line_magic("ft_train", "tickets --backend unsloth --name u")
     assert not (tmp_path / "ft_runs" / "u").exists()
@@ -118,7 +129,7 @@ def saved_4bit_model(tmp_path, tiny_model_dir) -> Path:
 def test_a_model_saved_in_4bit_trains_as_qlora_and_refuses_other_precisions(saved_4bit_model, tiny_model_dir,
                                                                             tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    data = api.load_data("t", jsonl(good_rows(40)), model=str(tiny_model_dir), save=False)
+    data = api.load_data("t", jsonl(good_rows(40)), model=str(tiny_model_dir))
     with pytest.raises(ConfigError, match="--quant 4bit needs an NVIDIA GPU"):
         api.prepare_training(data, model=str(saved_4bit_model), name="q")
     with pytest.raises(ConfigError, match=r"tiny-bnb-4bit is saved with 4bit bitsandbytes weights, so it trains "
@@ -135,6 +146,7 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_hub_id_not_cached_is_downloaded_when_online_and_a_failure_says_where_from(tmp_path):
     endpoint = f"http://127.0.0.1:{_closed_port()}"
     env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_HUB_CACHE": str(tmp_path), "HF_HOME": str(tmp_path / "home"),

@@ -7,13 +7,12 @@ from html import escape
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from jupyter_finetune import api
 from jupyter_finetune.data import prepare, read_records
 from jupyter_finetune.evaluation.chat import training_system_prompt
-from jupyter_finetune.evaluation.generate import generate
+from jupyter_finetune.evaluation.generate import generate_timed
 from jupyter_finetune.evaluation.loading import load_with_adapter
 from jupyter_finetune.runs import RunStore
 from jupyter_finetune.ui.chat import ChatPlayground, conversation_html
@@ -47,19 +46,10 @@ def expected(root, tiny_model_dir):
     def answers(message: str, system: str = SYSTEM) -> tuple[str, str]:
         conversation = [{"role": "system", "content": system}, {"role": "user", "content": message}]
         with model.disable_adapter():
-            base = generate(model, tokenizer, [conversation], max_new_tokens=TOKENS, batch_size=1)[0]
-        return base, generate(model, tokenizer, [conversation], max_new_tokens=TOKENS, batch_size=1)[0]
+            base = generate_timed(model, tokenizer, [conversation], max_new_tokens=TOKENS, batch_size=1).answers[0]
+        return base, generate_timed(model, tokenizer, [conversation], max_new_tokens=TOKENS, batch_size=1).answers[0]
 
     return answers
-
-
-@pytest.fixture()
-def shell(monkeypatch):
-    monkeypatch.delenv("JUPYTER_FINETUNE_RUNS", raising=False)
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "jupyter_finetune")
-    yield ip
-    InteractiveShell.clear_instance()
 
 
 def test_system_prompt_is_the_one_most_training_rows_share(session, tmp_path):

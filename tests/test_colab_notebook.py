@@ -24,6 +24,7 @@ def _outputs(cell) -> str:
     return "\n".join(parts)
 
 
+@pytest.mark.slow
 @pytest.mark.smollm2
 def test_colab_notebook_runs_on_cpu_with_the_packaged_model_named_in_its_parameters_cell(tmp_path):
     notebook = nbformat.read(NOTEBOOK, as_version=4)

@@ -115,16 +115,18 @@ def test_version_changes_with_content_and_split_not_with_source_kind(tiny_tokeni
     assert version(rows) != version(rows[:-1])
 
 
-def test_save_writes_openai_jsonl_and_a_manifest_named_by_version(tiny_tokenizer, tmp_path):
-    import json
+def test_a_runs_copy_of_the_data_restores_the_same_rows_split_and_version(tiny_tokenizer, tmp_path):
+    from jupyter_finetune.data import restore
+    from jupyter_finetune.runs import RunSettings, RunStore
 
     ds = prepare(read_records(good_rows(60)), name="tickets", tokenizer=tiny_tokenizer, model="tiny")
-    path = ds.save(tmp_path)
-    assert path.name == f"tickets-{ds.version}.jsonl"
-    lines = [json.loads(x) for x in path.read_text().splitlines()]
-    assert len(lines) == 60 and {x["split"] for x in lines} == {"train", "test"}
-    manifest = json.loads(path.with_suffix(".json").read_text())
-    assert manifest["rows"] == {"train": 54, "test": 6} and manifest["version"] == ds.version
+    run = RunStore.at(tmp_path).create("r")
+    run.begin(RunSettings({"model": "tiny"}, "quick", "hf", "tiny"), ds.manifest(), ds.jsonl())
+    manifest = run.manifest()
+    assert (manifest.train_rows, manifest.test_rows, manifest.version) == (54, 6, ds.version)
+    back = restore(manifest, run.data_rows(), tiny_tokenizer)
+    assert back.version == ds.version and [ex.messages for ex in back.test] == [ex.messages for ex in ds.test]
+    assert back.stats == ds.stats and len(back.warnings) == 0
 
 
 def test_to_hf_gives_trl_prompt_completion_rows(tiny_tokenizer):

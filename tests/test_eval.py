@@ -6,13 +6,12 @@ import json
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 
 from jupyter_finetune import api
 from jupyter_finetune.data import prepare, read_records
 from jupyter_finetune.evaluation.compare import Outputs, score_outputs
 from jupyter_finetune.evaluation.fewshot import pick_shots, with_shots
-from jupyter_finetune.evaluation.generate import Generation, generate
+from jupyter_finetune.evaluation.generate import Generation, generate_timed
 from jupyter_finetune.evaluation.loading import load_with_adapter
 from jupyter_finetune.evaluation.metrics import METRICS
 from jupyter_finetune.evaluation.verdict import Threshold, decide
@@ -88,9 +87,11 @@ def test_evaluate_runs_three_systems_saves_answers_and_reuses_them(trained):
     # the same rows and decoding as plain generate, with and without the adapter
     model, tokenizer = load_with_adapter(*_paths(runs))
     prompts = [ex.messages[:-1] for ex in data.test[:4]]
-    assert c.outputs.generations["fine-tuned"].answers == generate(model, tokenizer, prompts, max_new_tokens=8)
+    assert c.outputs.generations["fine-tuned"].answers == generate_timed(model, tokenizer, prompts,
+                                                                         max_new_tokens=8).answers
     with model.disable_adapter():
-        assert c.outputs.generations["base"].answers == generate(model, tokenizer, prompts, max_new_tokens=8)
+        assert c.outputs.generations["base"].answers == generate_timed(model, tokenizer, prompts,
+                                                                       max_new_tokens=8).answers
         shots = [ex for ex in data.train if ex.row in c.outputs.shot_rows]
         assert len(shots) == 3
     few = c.systems["fewshot"]
@@ -110,7 +111,7 @@ def _paths(runs):
     from jupyter_finetune.runs import RunStore
 
     run = RunStore.at(runs).get("t1")
-    return resolve_model(run.read("config.json")["train"]["model"]).path, run.adapter_dir
+    return resolve_model(run.settings().model).path, run.adapter_dir
 
 
 def test_forgetting_check_compares_general_prompt_perplexity(trained):
@@ -141,8 +142,6 @@ def test_per_example_view_filters_to_failures(trained):
 
 def test_ft_eval_magic_shows_the_table_and_verdict_once(trained):
     data, runs = trained
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "jupyter_finetune")
     shell.user_ns["tickets"] = data
     line = (f"%ft_eval t1 --data tickets:test --limit 4 --max-new-tokens 8 --against base "
             f"--metric exact,f1,rougeL --threshold rougeL>=0.5 --runs-dir {runs}")

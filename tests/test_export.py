@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from export_fixtures import SYSTEM, finished_run, logits, max_diff, ticket, tiny_model, tiny_run
-from jupyter_finetune.data.render import CHATML_TEMPLATE
+from jupyter_finetune.models.tokenizer import CHATML_TEMPLATE
 from jupyter_finetune.export import ExportError, ExportExists, export_run
 from jupyter_finetune.export import run_export
-from jupyter_finetune.export.targets import recorded
+from jupyter_finetune.runs import EvalSummary, SystemResult
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def test_adapter_export_is_the_peft_adapter_with_a_model_card(llama_run, tiny_to
     names = {f.path for f in result.files}
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "tokenizer.json"} <= names
     assert "training_args.bin" not in names
-    base = AutoModelForCausalLM.from_pretrained(run.read("config.json")["train"]["model"], dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(run.settings().model, dtype=torch.float32)
     loaded = PeftModel.from_pretrained(base, result.path).eval()
     texts = sample_texts(tiny_tokenizer)
     assert max_diff(logits(loaded, tiny_tokenizer, texts), logits(reference, tiny_tokenizer, texts)) < 1e-6
@@ -44,7 +44,7 @@ def test_model_card_names_base_data_hash_settings_and_losses(llama_run):
     run, _ = llama_run
     card = (export_run(run, "adapter", overwrite=True).path / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: peft\n")
-    assert f"`{run.read('config.json')['train']['model']}`" in card
+    assert f"`{run.settings().model}`" in card
     assert "`0123456789ab`" in card and "2 train / 1 test" in card
     assert "| rank | 8 |" in card and "| alpha | 16 |" in card and "| lr | 0.0002 |" in card
     assert "| last training loss | 1.2500 |" in card and "| best held-out loss | 1.3750 |" in card
@@ -53,11 +53,9 @@ def test_model_card_names_base_data_hash_settings_and_losses(llama_run):
 
 def test_model_card_shows_eval_results_when_the_run_was_evaluated(tmp_path, tiny_tokenizer):
     run, _ = tiny_run(tmp_path, tiny_tokenizer, name="evaluated")
-    (run.path / "eval").mkdir()
-    run.write("eval/0123456789ab.json", {
-        "data_version": "0123456789ab", "metrics": ["json_valid", "exact"], "verdict": "fine-tuned beats base",
-        "systems": {"base": {"scores": {"json_valid": 0.25, "exact": 0.0}},
-                    "fine-tuned": {"scores": {"json_valid": 1.0, "exact": 0.875}}}})
+    run.save_evaluation(EvalSummary("0123456789ab", ("json_valid", "exact"), {
+        "base": SystemResult({"json_valid": 0.25, "exact": 0.0}, 40.0, 0.5, 20.0),
+        "fine-tuned": SystemResult({"json_valid": 1.0, "exact": 0.875}, 40.0, 0.5, 20.0)}, "fine-tuned beats base"), {})
     card = (export_run(run, "adapter").path / "README.md").read_text()
     assert "| system | json_valid | exact |" in card
     assert "| base | 0.250 | 0.000 |" in card and "| fine-tuned | 1.000 | 0.875 |" in card
@@ -123,7 +121,7 @@ def test_existing_export_is_refused_without_overwrite(llama_run):
         export_run(run, "adapter")
     again = export_run(run, "adapter", overwrite=True)
     assert again.path == first.path
-    assert [r["path"] for r in recorded(run)].count(str(first.path)) == 1
+    assert [r["path"] for r in run.exports()].count(str(first.path)) == 1
 
 
 def test_overwrite_never_deletes_a_folder_the_export_did_not_write(llama_run, tmp_path):
@@ -142,7 +140,7 @@ def test_out_puts_the_export_elsewhere_and_the_run_records_it(llama_run, tmp_pat
     run, _ = llama_run
     result = export_run(run, "adapter", out=tmp_path / "shipped")
     assert result.path == (tmp_path / "shipped").resolve() and (result.path / "adapter_model.safetensors").is_file()
-    record = next(r for r in recorded(run) if r["path"] == str(result.path))
+    record = next(r for r in run.exports() if r["path"] == str(result.path))
     assert record["kind"] == "adapter" and record["run"] == run.name and record["created"] > 0
     sizes = {f["path"]: f["bytes"] for f in record["files"]}
     assert sizes["adapter_model.safetensors"] == (result.path / "adapter_model.safetensors").stat().st_size

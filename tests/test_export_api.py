@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from export_fixtures import tiny_run
 from jupyter_finetune import api
 from jupyter_finetune.export import ExportExists
-from jupyter_finetune.export.targets import recorded
 from helpers import run_cell
 
 
@@ -21,13 +19,9 @@ def trained(tmp_path_factory, tiny_tokenizer):
 
 
 @pytest.fixture()
-def shell(trained, monkeypatch):
-    monkeypatch.chdir(trained.path.parent.parent)  # ./ft_runs is the run store, as in a notebook
-    monkeypatch.delenv("JUPYTER_FINETUNE_RUNS", raising=False)
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "jupyter_finetune")
-    yield ip
-    InteractiveShell.clear_instance()
+def workdir(trained):
+    """The shell's folder: its ./ft_runs is the run store, as in a notebook."""
+    return trained.path.parent.parent
 
 
 def test_api_export_finds_the_run_in_the_store(trained):
@@ -52,7 +46,7 @@ def test_ft_export_shows_what_it_wrote_and_the_ollama_command(shell, trained):
     assert "Modelfile" in shown and "tickets-v1-q8_0.gguf" in shown
     assert f"next, run: cd {folder} && ollama create tickets-v1 -f Modelfile" in shown
     assert result.kind == "ollama" and result.command in shown
-    assert any(r["kind"] == "ollama" and r["quant"] == "q8_0" for r in recorded(trained))
+    assert any(r["kind"] == "ollama" and r["quant"] == "q8_0" for r in trained.exports())
 
 
 def test_ft_export_writes_to_out_and_refuses_to_overwrite_without_the_flag(shell, tmp_path):

@@ -16,7 +16,7 @@ import subprocess
 import pytest
 
 from export_fixtures import SYSTEM, MISTRAL_TEMPLATE, ticket, tiny_run
-from jupyter_finetune.data.render import CHATML_TEMPLATE
+from jupyter_finetune.models.tokenizer import CHATML_TEMPLATE
 from jupyter_finetune.export import ExportError, export_run
 from jupyter_finetune.export.gotemplate import GoTemplateError, render
 from jupyter_finetune.export.ollama import shared_system_prompt
@@ -155,6 +155,7 @@ def test_modelfile_template_renders_the_chat_templates_prompt_for_a_multi_turn_c
         assert render_ollama(template, messages) == apply(tiny_tokenizer, messages)
 
 
+@pytest.mark.slow
 @needs_go
 def test_modelfile_template_renders_the_same_prompt_in_gos_real_text_template(ollama_run, tiny_tokenizer, tmp_path):
     _, result = ollama_run
@@ -164,6 +165,7 @@ def test_modelfile_template_renders_the_same_prompt_in_gos_real_text_template(ol
     assert rendered == [apply(tiny_tokenizer, m) for m in conversations]
 
 
+@pytest.mark.slow
 @needs_go
 def test_interpreter_agrees_with_go_on_the_known_templates(tmp_path):
     cases = [(t, HI_YO) for t, expected in KNOWN_GO if expected is not None]

@@ -32,6 +32,7 @@ def greedy(model, tokenizer, prompts: list[str]) -> list[str]:
     return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
+@pytest.mark.slow
 @pytest.mark.smollm2
 def test_smollm2_f16_gguf_gives_the_same_greedy_answers_on_the_quickstarts_held_out_prompts(tmp_path):
     from gguf import GGUFReader

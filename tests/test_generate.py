@@ -15,6 +15,7 @@ from jupyter_finetune.models import resolve_model
 EXAMPLE = Path(__file__).parents[1] / "examples" / "data" / "tickets.jsonl"
 
 
+@pytest.mark.slow
 @pytest.mark.smollm2
 def test_batched_answers_equal_plain_generate_row_by_row():
     path = resolve_model("smollm2-135m").path

@@ -11,6 +11,7 @@ import pytest
 from jupyter_finetune.runs import RunStore
 from helpers import good_rows, jsonl
 
+pytestmark = pytest.mark.slow  # a real kernel per test
 STEPS = 400  # far more than the test waits for: only a stop ends the cell early
 
 

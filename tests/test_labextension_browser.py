@@ -23,7 +23,7 @@ from typing import Iterator
 import pytest
 
 from jupyter_finetune.runs import RunStore
-from test_server import evaluate, log, start, tickets
+from store_builders import completed_and_training, log, start, tickets
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILT = ROOT / "jupyter_finetune" / "labextension"
@@ -32,6 +32,7 @@ CHROMIUM = "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else shuti
 TIMEOUT_MS = 60_000
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(CHROMIUM is None, reason="no chromium: apt-get install chromium (.ci/run does, as root)"),
     pytest.mark.skipif(not (BUILT / "package.json").is_file(),
                        reason="labextension not built: run `python labextension/build.py` (make install does)"),
@@ -66,15 +67,8 @@ def store(tmp_path_factory) -> RunStore:
     failed = start(store, "tickets-v0", "smollm2-135m", 8)
     log(failed, 1, 8, 2.9)
     failed.set_status("failed", step=1, max_steps=8, message="CUDA out of memory")
-    done = start(store, "tickets-v1", "smollm2-135m", 4)
-    for step, loss, eval_loss in [(1, 2.0, None), (2, 1.5, None), (2, None, 1.6), (3, 1.2, None), (4, 1.1, None),
-                                  (4, None, 1.3)]:
-        log(done, step, 4, loss, eval_loss)
-    done.set_status("completed", step=4, max_steps=4)
-    evaluate(done, tickets().version)
-    training = start(store, "tickets-v2", "qwen2.5-0.5b", 8)
-    log(training, 1, 8, 2.5)
-    log(training, 2, 8, 2.25)
+    completed_and_training(store, [(1, 2.0, None), (2, 1.5, None), (2, None, 1.6), (3, 1.2, None), (4, 1.1, None),
+                                   (4, None, 1.3)])
     return store
 
 

@@ -85,3 +85,12 @@ def test_no_import_cycle_between_subpackages():
     for start in sorted(edges):
         visit(start, [start])
     assert cycles == []
+
+
+def test_ui_and_server_never_import_api_or_magics():
+    """api composes operations and attaches the ui's live displays (the training dashboard), so ui
+    renders objects of the layers below and never calls back up; the server reads only the store."""
+    upward = sorted(f"{source} imports {target}" for source, targets in SOURCES.items()
+                    if component(source) in ("ui", "server") for target in targets
+                    if target.startswith("jupyter_finetune.") and component(target) in ("api", "magics"))
+    assert upward == []

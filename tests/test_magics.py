@@ -11,22 +11,12 @@ import time
 import pandas as pd
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from helpers import chat, good_rows, jsonl, run_cell
 
 
-@pytest.fixture()
-def shell(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("JUPYTER_FINETUNE_DATA", raising=False)
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "jupyter_finetune")
-    yield ip
-    InteractiveShell.clear_instance()
-
-
+@pytest.mark.slow
 def test_load_ext_is_fast_and_imports_no_torch():
     code = ("import sys, time; from IPython.core.interactiveshell import InteractiveShell; ip = InteractiveShell.instance();"
             "t = time.perf_counter(); ip.run_line_magic('load_ext', 'jupyter_finetune'); dt = time.perf_counter() - t;"
@@ -37,12 +27,12 @@ def test_load_ext_is_fast_and_imports_no_torch():
     assert out[1].strip() == "[] True"
 
 
-def test_cell_magic_stores_the_dataset_and_a_versioned_copy(shell, tmp_path, tiny_model_dir):
+def test_cell_magic_stores_the_dataset_in_the_notebook_and_writes_no_file(shell, tmp_path, tiny_model_dir):
     value, shown, published = run_cell(shell, f"%%ft_data tickets --split 0.1 --model {tiny_model_dir}\n"
                                               + jsonl(good_rows(60)))
     ds = shell.user_ns["tickets"]
     assert value is ds and (len(ds.train), len(ds.test)) == (54, 6)
-    assert (tmp_path / "ft_data" / f"tickets-{ds.version}.jsonl").exists()
+    assert list(tmp_path.iterdir()) == []  # a run keeps its own copy of the data when it trains
     assert shown.startswith(f"<FtDataset 'tickets' v{ds.version}: 54 train / 6 test") and "OpenAI fine-tuning" in shown
     assert published == []  # shown once, as the cell's value
 
@@ -158,6 +148,7 @@ def test_report_html_shows_counts_costs_problems_and_the_loss_tokens(tiny_model_
         assert text in html, text
 
 
+@pytest.mark.slow
 def test_plain_python_api_works_without_ipython(tmp_path, tiny_model_dir):
     code = (f"import jupyter_finetune as ft, json; ds = ft.load_data('t', {json.dumps(jsonl(good_rows(20)))}, "
             f"model={str(tiny_model_dir)!r}, split=0); print(len(ds.train))")
@@ -179,3 +170,13 @@ def test_example_browser_widget_redraws_the_chosen_example(tiny_model_dir, tmp_p
     split.value = "test"
     assert f"source row {ds.test[2].row}" in out.value
     assert index.max == len(ds.test)
+
+
+def test_a_trailing_comment_on_a_magic_line_is_ignored_but_a_quoted_hash_is_kept(shell):
+    from jupyter_finetune.magics import without_comment
+
+    with capture_output() as cap:
+        names = shell.run_line_magic("ft_stop", "  # nothing named: stops every run of this kernel")
+    assert names == []
+    assert without_comment('tickets-v1 --message "ticket #42 is late"  # ask') == 'tickets-v1 --message "ticket #42 is late"'
+    assert without_comment("x --target-modules q#k") == "x --target-modules q#k"

@@ -85,6 +85,7 @@ def test_unknown_name_lists_the_aliases():
         resolve_model("llama-zzz")
 
 
+@pytest.mark.slow
 def test_hub_id_not_in_local_cache_is_refused_without_touching_the_network(tmp_path):
     run = _resolve_offline("someone/not-downloaded-model", tmp_path)
     assert "NETWORK USED" not in run.stderr and run.returncode == 0, run.stderr
@@ -92,6 +93,7 @@ def test_hub_id_not_in_local_cache_is_refused_without_touching_the_network(tmp_p
     assert "hf download someone/not-downloaded-model" in run.stdout
 
 
+@pytest.mark.slow
 def test_hub_id_in_local_cache_resolves_to_its_snapshot_offline(tmp_path, tiny_model_dir):
     repo, commit = tmp_path / "models--someone--tiny", "1" * 40
     shutil.copytree(tiny_model_dir, repo / "snapshots" / commit)
@@ -112,6 +114,7 @@ def test_package_without_its_gguf_file_says_how_to_reinstall():
         find_packaged_gguf("json", "x.gguf")
 
 
+@pytest.mark.slow
 def test_importing_models_loads_no_torch_or_transformers():
     code = "import sys, jupyter_finetune.models; print([m for m in ('torch', 'transformers') if m in sys.modules])"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -154,6 +157,7 @@ def test_publish_keeps_the_folder_another_kernel_finished_first(tmp_path):
     assert (tmp_path / "model" / "config.json").read_text() == "theirs"
 
 
+@pytest.mark.slow
 @pytest.mark.smollm2
 def test_packaged_gguf_is_found_without_importing_its_package():
     code = ("import sys; from jupyter_finetune.models.aliases import ALIASES; "
@@ -162,6 +166,7 @@ def test_packaged_gguf_is_found_without_importing_its_package():
     assert run.stdout.split() == ["True", "False"], run.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.smollm2
 def test_packaged_smollm2_converts_once_then_resolves_at_once(tmp_path, monkeypatch, caplog):
     from transformers import AutoModelForCausalLM

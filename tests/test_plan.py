@@ -11,10 +11,10 @@ from IPython.utils.capture import capture_output
 from helpers import good_rows, jsonl, run_cell
 from jupyter_finetune.data.tokens import Lengths
 from jupyter_finetune.engine import build_config
-from jupyter_finetune.engine.gpus import GIB, UnknownGpu, gpu_table
-from jupyter_finetune.engine.plan import MFU, build_plan, candidate_lengths
+from jupyter_finetune.engine.plan import build_plan, candidate_lengths
+from jupyter_finetune.models.gpus import GIB, UnknownGpu, gpu_table
 from jupyter_finetune.models.memory import CPU_FP32, CUDA_OVERHEAD_BYTES, GPU_16BIT, ModelShape, estimate_memory
-from test_magics import shell  # noqa: F401  (the real IPython shell fixture)
+from jupyter_finetune.models.speed import MFU
 
 # hidden 64, intermediate 128, 2 layers, 4 heads of 16, 2 KV heads, vocab 1000, untied lm_head
 H, I, L, Q, KV, V, R = 64, 128, 2, 64, 32, 1000, 8
@@ -117,6 +117,7 @@ SMALL = dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=4, num_a
 TOLERANCE = 0.15
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("checkpointing", [False, True], ids=["no-checkpointing", "checkpointing"])
 def test_cpu_estimate_is_within_15_percent_of_a_measured_lora_step(tmp_path, checkpointing):
     """One real LoRA forward + backward + AdamW step on a random 16M-parameter Llama in fp32, its
@@ -190,7 +191,7 @@ def test_cuda_device_names_find_their_table_entry_by_name_and_memory():
     assert table.match("Tesla V100-SXM2-16GB", 16 * GIB) is None
 
 
-def test_plan_magic_shows_the_breakdown_fits_and_a_recommendation(shell, tiny_model_dir):  # noqa: F811
+def test_plan_magic_shows_the_breakdown_fits_and_a_recommendation(shell, tiny_model_dir):
     _, text, _ = run_cell(shell, f"%ft_plan --model {tiny_model_dir} --gpu T4 --batch-size 4 --max-length 256")
     for row in ("weights", "LoRA parameters", "gradients", "optimizer states", "activations", "logits",
                 "CUDA overhead", "total (peak)"):
@@ -201,7 +202,7 @@ def test_plan_magic_shows_the_breakdown_fits_and_a_recommendation(shell, tiny_mo
     assert "Time and cost" not in text
 
 
-def test_plan_magic_with_data_adds_time_and_cost(shell, tiny_model_dir):  # noqa: F811
+def test_plan_magic_with_data_adds_time_and_cost(shell, tiny_model_dir):
     with capture_output():
         shell.run_cell_magic("ft_data", f"tickets --model {tiny_model_dir} --max-length 256", jsonl(good_rows(60)))
     _, text, _ = run_cell(shell, "%ft_plan --data tickets --gpu l4")
@@ -211,7 +212,7 @@ def test_plan_magic_with_data_adds_time_and_cost(shell, tiny_model_dir):  # noqa
     assert "OpenAI gpt-4o-mini" in text and "Recommended for L4: batch 16" in text
 
 
-def test_assigning_ft_plan_keeps_the_plan_and_shows_nothing(shell, tiny_model_dir):  # noqa: F811
+def test_assigning_ft_plan_keeps_the_plan_and_shows_nothing(shell, tiny_model_dir):
     value, shown, published = run_cell(shell, f"plan = %ft_plan --model {tiny_model_dir} --gpu T4")
     plan = shell.user_ns["plan"]
     assert (value, shown, published) == (None, "", [])
@@ -219,7 +220,7 @@ def test_assigning_ft_plan_keeps_the_plan_and_shows_nothing(shell, tiny_model_di
     assert shell.display_formatter.format(plan)[0]["text/html"] == plan._repr_html_()
 
 
-def test_plan_magic_rejects_an_unknown_gpu_listing_the_known_ones(shell, tiny_model_dir):  # noqa: F811
+def test_plan_magic_rejects_an_unknown_gpu_listing_the_known_ones(shell, tiny_model_dir):
     with pytest.raises(UsageError, match=r"unknown GPU 'V100': use one of T4, L4, A10G, RTX4090"):
         shell.run_line_magic("ft_plan", f"--model {tiny_model_dir} --gpu V100")
     with pytest.raises(UsageError, match="not a data set in this notebook"):

@@ -39,6 +39,7 @@ def test_root_comes_from_the_environment_for_durable_storage(tmp_path, monkeypat
     assert RunStore.at().create("r").path == tmp_path / "drive" / "r"
 
 
+@pytest.mark.slow
 def test_run_of_a_killed_process_shows_as_interrupted_with_metrics_intact(tmp_path):
     code = (f"import time; from jupyter_finetune.runs import RunStore; run = RunStore.at({str(tmp_path)!r}).create('r');"
             "run.set_status('running');\nfor s in range(1, 4): run.append_metrics({'step': s, 'loss': 1.0 / s})\n"

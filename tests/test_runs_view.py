@@ -33,11 +33,11 @@ def root(tmp_path_factory, tiny_model_dir, tiny_tokenizer):
         assert job.train().status == "completed"
     evals = root / "large" / "eval"
     evals.mkdir()
-    (evals / "old.json").write_text(json.dumps({"systems": {"fine-tuned": {"scores": {"exact": 0.1}}}}))
+    (evals / "old.json").write_text(json.dumps({"data_version": "old", "systems": {"fine-tuned": {"scores": {"exact": 0.1}}}}))
     os.utime(evals / "old.json", (1, 1))
     systems = {"base": {"scores": {"exact": 0.0, "json_valid": 0.0}},
                "fine-tuned": {"scores": {"exact": 0.5, "json_valid": 1.0}}}
-    (evals / "tickets.json").write_text(json.dumps({"systems": systems}))
+    (evals / "tickets.json").write_text(json.dumps({"data_version": "tickets", "systems": systems}))
     os.utime(evals / "tickets.json", (2, 2))
     (evals / "notes.json").write_text("[]")  # the newest file, but not evaluation results
     api.prepare_training(data, runs_dir=root, name="killed", steps=50, batch_size=8)
@@ -52,13 +52,9 @@ def root(tmp_path_factory, tiny_model_dir, tiny_tokenizer):
 
 
 @pytest.fixture()
-def shell(monkeypatch, root):
-    monkeypatch.chdir(root.parent)
-    monkeypatch.delenv("JUPYTER_FINETUNE_RUNS", raising=False)
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "jupyter_finetune")
-    yield ip
-    InteractiveShell.clear_instance()
+def workdir(root):
+    """The shell's folder: its ./ft_runs is the store built above."""
+    return root.parent
 
 
 def _loss_records(root, name, key):
@@ -69,7 +65,7 @@ def test_runs_lists_every_run_newest_first_with_settings_losses_and_eval_scores(
     summaries = api.runs(root)
     assert [s.name for s in summaries] == ["killed", "large", "small"]
     large = summaries[1]
-    version = RunStore.at(root).get("large").read("data.json")["version"]
+    version = RunStore.at(root).get("large").manifest().version
     assert (large.status, large.data, large.step, large.max_steps) == ("completed", f"tickets v{version}", 2, 2)
     assert (large.settings["lr"], large.settings["rank"], large.settings["preset"]) == (2e-3, 8, "balanced")
     assert large.last_train_loss == _loss_records(root, "large", "loss")[-1][1]

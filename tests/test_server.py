@@ -16,18 +16,10 @@ import pytest
 from traitlets.config import Config
 
 from jupyter_finetune import _jupyter_server_extension_points
-from jupyter_finetune.data.dataset import FtDataset
-from jupyter_finetune.data.formats import Example
-from jupyter_finetune.data.tokens import Lengths
-from jupyter_finetune.engine.config import build_config
-from jupyter_finetune.evaluation import report
-from jupyter_finetune.evaluation.compare import Outputs, score_outputs
-from jupyter_finetune.evaluation.generate import Generation
-from jupyter_finetune.evaluation.metrics import resolve_metric
-from jupyter_finetune.evaluation.verdict import Threshold, decide
-from jupyter_finetune.runs import Run, RunStore
+from jupyter_finetune.runs import RunStore
 from jupyter_finetune.server.resources import parse_smi
 from jupyter_finetune.server.settings import store_root
+from store_builders import completed_and_training, log, start, tickets
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
@@ -35,52 +27,11 @@ API = "jupyter-finetune/api"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tickets() -> FtDataset:
-    """A small chat data set; only its manifest (data.json) and version matter here, so no tokenizer."""
-    rows = [Example(i, [{"role": "user", "content": f"Ticket {i}: printer broken"},
-                        {"role": "assistant", "content": json.dumps({"team": "it", "case": i})}]) for i in range(5)]
-    return FtDataset("tickets", "messages", rows[:4], rows[4:], Lengths([30, 32, 31, 35], [20, 21, 20, 24]),
-                     Lengths([33], [22]), [], 0, "0.2", 1024, "smollm2-135m", renderer=None)
-
-
-def start(store: RunStore, name: str, model: str, max_steps: int) -> Run:
-    run = store.create(name)
-    run.write("config.json", {"train": build_config("quick", model=model, steps=max_steps).to_dict(),
-                              "preset": "quick", "backend": "hf on cpu"})
-    run.write("data.json", tickets().manifest())
-    run.set_status("running", step=0, max_steps=max_steps)
-    return run
-
-
-def log(run: Run, step: int, max_steps: int, loss: float, eval_loss: float | None = None) -> None:
-    """What the trainer callback records at a log step."""
-    run.append_metrics({"step": step, "max_steps": max_steps, "loss": loss, "eval_loss": eval_loss, "lr": 2e-4})
-    run.set_status("running", step=step, max_steps=max_steps)
-
-
-def evaluate(run: Run, version: str) -> None:
-    """Two systems' saved answers, scored and judged, then saved the way %ft_eval saves them."""
-    answers = {"fine-tuned": ['{"team": "it", "case": 4}'], "base": ["it"]}
-    outputs = Outputs({"shots": 0, "seed": 0, "max_new_tokens": 32}, [4], [[{"role": "user", "content": "Ticket 4"}]],
-                      ['{"team": "it", "case": 4}'], [],
-                      {k: Generation(v, [12], [9], 0.5) for k, v in answers.items()})
-    comparison = score_outputs(outputs, dict([resolve_metric("json_fields")]), [{}])
-    report.save(run, version, "adapter_model.safetensors:1:1", comparison,
-                decide(comparison, Threshold.parse("0.9", "json_fields")), None)
-
-
 @pytest.fixture
 def store(tmp_path) -> RunStore:
     """tickets-v1 completed (4 steps, evaluated); tickets-v2 training at step 2 of 8; a run outside the store."""
     store = RunStore.at(tmp_path / "store")
-    done = start(store, "tickets-v1", "smollm2-135m", 4)
-    for step, loss, eval_loss in [(1, 2.0, None), (2, 1.5, 1.6), (3, 1.2, None), (4, 1.1, 1.3)]:
-        log(done, step, 4, loss, eval_loss)
-    done.set_status("completed", step=4, max_steps=4)
-    evaluate(done, tickets().version)
-    training = start(store, "tickets-v2", "qwen2.5-0.5b", 8)
-    log(training, 1, 8, 2.5)
-    log(training, 2, 8, 2.25)
+    completed_and_training(store, [(1, 2.0, None), (2, 1.5, 1.6), (3, 1.2, None), (4, 1.1, 1.3)])
     start(RunStore.at(tmp_path), "x", "SECRET-MODEL", 1)
     return store
 
@@ -249,6 +200,7 @@ def test_extension_is_declared_and_enabled_by_its_config_file():
     assert config == {"ServerApp": {"jpserver_extensions": {"jupyter_finetune": True}}}
 
 
+@pytest.mark.slow
 def test_server_extension_imports_only_the_run_store():
     code = "import json, sys, jupyter_finetune.server; print(json.dumps(sorted(sys.modules)))"
     loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from jupyter_finetune.engine import ConfigError, TrainConfig, build_config
@@ -29,6 +31,12 @@ def test_unknown_preset_and_setting_are_named():
         build_config(learning_rate=1e-4)
 
 
-def test_config_round_trips_through_a_dict():
-    config = build_config("thorough", steps=80)
-    assert TrainConfig(**{**config.to_dict(), "target_modules": tuple(config.target_modules)}) == config
+def test_config_round_trips_through_its_saved_json():
+    config = build_config("thorough", steps=80, target_modules="q_proj, v_proj", report_to="tensorboard")
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_an_unknown_saved_setting_is_refused_by_name():
+    saved = json.loads(json.dumps({**build_config().to_dict(), "learning_rate": 1e-4}))
+    with pytest.raises(ConfigError, match=r"unknown setting\(s\) learning_rate in saved settings"):
+        TrainConfig.from_dict(saved)

@@ -7,23 +7,12 @@ import time
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from jupyter_finetune.runs import RunStore
 from helpers import good_rows, jsonl, run_cell
 
-
-@pytest.fixture()
-def shell(tmp_path, monkeypatch, tiny_model_dir):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("JUPYTER_FINETUNE_RUNS", raising=False)
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "jupyter_finetune")
-    with capture_output():
-        ip.run_cell_magic("ft_data", f"tickets --model {tiny_model_dir}", jsonl(good_rows(60)))
-    yield ip
-    InteractiveShell.clear_instance()
+pytestmark = pytest.mark.usefixtures("shell_tickets")  # every test starts with %%ft_data tickets made
 
 
 def test_ft_train_logs_settings_and_progress_returns_the_result_and_keeps_the_run(shell, tmp_path, caplog):

@@ -75,8 +75,8 @@ def test_run_folder_has_config_data_status_metrics_and_a_peft_adapter(tickets, t
     files = {p.name for p in job.run.path.iterdir()}
     assert {"config.json", "data.json", "data.jsonl", "status.json", "metrics.jsonl", "adapter", "checkpoints"} <= files
     assert json.loads((job.run.adapter_dir / "adapter_config.json").read_text())["r"] == 8
-    assert job.run.status()["status"] == "completed" and job.run.read("data.json")["version"] == tickets.version
-    assert job.run.read("config.json")["train"]["steps"] == 8
+    assert job.run.status()["status"] == "completed" and job.run.manifest().version == tickets.version
+    assert job.run.settings().train["steps"] == 8
 
 
 def test_training_shows_no_deprecation_one_library_raises_about_another(tickets, tmp_path):
@@ -171,12 +171,18 @@ def test_out_of_memory_fails_the_run_names_the_settings_and_keeps_the_kernel_usa
 
 
 def test_existing_run_is_not_overwritten(tickets, tmp_path):
-    _train(tickets, tmp_path / "runs", name="r", steps=1)
+    job, _ = _train(tickets, tmp_path / "runs", name="r", steps=1)
+    metrics = job.run.metrics()
     with pytest.raises(RunExists, match="--overwrite"):
         api.prepare_training(tickets, runs_dir=tmp_path / "runs", name="r", **SETTINGS)
-    assert api.prepare_training(tickets, runs_dir=tmp_path / "runs", name="r", overwrite=True, **SETTINGS)
+    assert job.run.status()["status"] == "completed" and job.run.metrics() == metrics != []
+    assert (job.run.adapter_dir / "adapter_config.json").is_file()
+    again = api.prepare_training(tickets, runs_dir=tmp_path / "runs", name="r", overwrite=True, **SETTINGS)
+    assert again.run.path == job.run.path and again.run.status()["status"] == "queued"
+    assert again.run.metrics() == [] and not job.run.adapter_dir.exists()  # with --overwrite, a fresh run
 
 
+@pytest.mark.slow
 def test_killed_kernel_leaves_the_run_interrupted_with_its_metrics(tiny_model_dir, tmp_path):
     script = f"""
 import sys, time
@@ -189,7 +195,7 @@ class Slow(TrainerCallback):
         if state.global_step >= 4:
             print("ready", flush=True)
             time.sleep(60)
-data = load_data("tickets", good_rows(60), model={str(tiny_model_dir)!r}, save=False)
+data = load_data("tickets", good_rows(60), model={str(tiny_model_dir)!r})
 job = api.prepare_training(data, runs_dir={str(tmp_path / 'runs')!r}, name="k", steps=50, batch_size=4, callbacks=[Slow()])
 job.train()
 """

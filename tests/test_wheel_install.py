@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILT = ROOT / "jupyter_finetune" / "labextension" / "package.json"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
-pytestmark = pytest.mark.skipif(not BUILT.is_file(), reason="labextension not built: run `python "
-                                                            "labextension/build.py` (make install does)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not BUILT.is_file(), reason="labextension not built: run `python "
+                                                             "labextension/build.py` (make install does)")]
 
 
 def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:

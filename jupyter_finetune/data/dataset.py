@@ -8,7 +8,6 @@ import json
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import InvalidValue
@@ -20,7 +19,7 @@ from .readers import RawRow
 from .render import ChatRenderer
 from .split import split_indices
 from .tokens import Lengths, TokenStats, check_lengths, count_tokens
-from ..runs.store import write_text_atomic
+from ..runs import DataManifest, DataRow
 
 DEFAULT_MAX_LENGTH = 1024
 MAX_WARNINGS_SHOWN = 200
@@ -77,24 +76,11 @@ class FtDataset:
                  for split, rows in (("train", self.train), ("test", self.test)) for ex in rows]
         return "\n".join(lines) + "\n"
 
-    def manifest(self) -> dict[str, Any]:
-        return {
-            "name": self.name, "version": self.version, "format": self.format, "split": self.split,
-            "seed": self.seed, "model": self.model, "max_length": self.max_length,
-            "rows": {"train": len(self.train), "test": len(self.test)},
-            "tokens": {"train_per_epoch": self.stats.total, "mean": self.stats.mean, "max": self.stats.max},
-            "warnings": [str(p) for p in self.warnings],
-        }
-
-    def save(self, folder: str | Path) -> Path:
-        """Write ``NAME-<version>.jsonl`` and its manifest atomically; an existing copy is kept."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{self.name}-{self.version}.jsonl"
-        if not path.exists():
-            write_text_atomic(path, self.jsonl())
-        write_text_atomic(path.with_suffix(".json"), json.dumps(self.manifest(), indent=2))
-        return path
+    def manifest(self) -> DataManifest:
+        """What a run keeps about the data it trained on, beside its copy of the rows (``jsonl``)."""
+        return DataManifest(self.name, self.version, self.format, self.split, self.seed, self.model, self.max_length,
+                            len(self.train), len(self.test), self.stats.total, self.stats.mean, self.stats.max,
+                            tuple(str(p) for p in self.warnings))
 
     def example(self, index: int = 0, split: str = "train") -> Example:
         rows = self.train if split == "train" else self.test
@@ -176,18 +162,16 @@ def prepare(rows: list[RawRow], *, name: str, tokenizer: Any, model: str, fmt: s
                      max_length, model, renderer, parameters)
 
 
-def restore(path: Path, manifest: dict[str, Any], tokenizer: Any, parameters: int | None = None) -> FtDataset:
-    """A data set saved by ``save`` (already checked), read back with the same version."""
+def restore(manifest: DataManifest, rows: list[DataRow], tokenizer: Any, parameters: int | None = None) -> FtDataset:
+    """A run's copy of its data set (already checked when it was made), with the same version."""
     split: dict[str, list[Example]] = {"train": [], "test": []}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        split[record["split"]].append(Example(record["row"], record["messages"], manifest["format"] == "text"))
+    for row in rows:
+        split[row.split].append(Example(row.row, row.messages, manifest.format == "text"))
     renderer = ChatRenderer(tokenizer)
     _, train_lengths, _ = count_tokens(split["train"], renderer)
     _, test_lengths, _ = count_tokens(split["test"], renderer)
-    return FtDataset(manifest["name"], manifest["format"], split["train"], split["test"], train_lengths,
-                     test_lengths, [], manifest["seed"], manifest["split"], manifest["max_length"],
-                     manifest["model"], renderer, parameters)
+    return FtDataset(manifest.name, manifest.format, split["train"], split["test"], train_lengths, test_lengths, [],
+                     manifest.seed, manifest.split, manifest.max_length, manifest.model, renderer, parameters)
 
 
 def _check_rows(rows: list[RawRow], fmt: str, renderer: ChatRenderer, max_length: int,

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
 
-# Measured (examples/quickstart.ipynb, torch 2.13 CPU, TRL 1.16): LoRA r16 on SmolLM2-135M trains
-# ~80 non-padding tokens/s on 2 cores. Training costs about 6 FLOPs per parameter per token, so one
-# core delivers about 80 * 6 * 135e6 / 2 FLOP/s.
-CPU_FLOPS_PER_CORE = 80 * 6 * 135e6 / 2
+from ..models.speed import Compute, flops_per_token, local_compute
 
 
 @dataclass(frozen=True)
@@ -25,7 +21,7 @@ class PriceTable:
 
 @dataclass(frozen=True)
 class CostEstimate:
-    """Training-token cost on OpenAI's price table, and local CPU time, for a number of epochs."""
+    """Training-token cost on OpenAI's price table, and local training time, for a number of epochs."""
 
     tokens_per_epoch: int
     epochs: int
@@ -33,10 +29,6 @@ class CostEstimate:
     prices_as_of: str
     local_seconds: float | None
     local_device: str
-
-    @property
-    def billed_tokens(self) -> int:
-        return self.tokens_per_epoch * self.epochs
 
 
 @lru_cache(maxsize=1)
@@ -46,14 +38,21 @@ def price_table() -> PriceTable:
                       raw["openai_training_usd_per_million_tokens"])
 
 
-def estimate(tokens_per_epoch: int, parameters: int | None, epochs: int | None = None) -> CostEstimate:
+def openai_usd(tokens_per_epoch: int, epochs: float) -> dict[str, float]:
+    """OpenAI bills training tokens x epochs, per model."""
+    return {m: tokens_per_epoch * epochs * p / 1e6 for m, p in price_table().usd_per_million.items()}
+
+
+def estimate(tokens_per_epoch: int, parameters: int | None, epochs: int | None = None,
+             compute: Compute | None = None) -> CostEstimate:
+    """LoRA without checkpointing (%ft_train's defaults) on ``compute``, by default where this kernel trains."""
     table = price_table()
     epochs = epochs or table.default_epochs
-    billed = tokens_per_epoch * epochs
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    seconds = billed * 6 * parameters / (CPU_FLOPS_PER_CORE * cores) if parameters else None
+    compute = compute or local_compute()
+    trained = tokens_per_epoch * epochs
+    seconds = compute.seconds(trained, flops_per_token(parameters)) if compute and parameters else None
     return CostEstimate(
-        tokens_per_epoch=tokens_per_epoch, epochs=epochs,
-        openai_usd={m: billed * p / 1e6 for m, p in table.usd_per_million.items()},
-        prices_as_of=table.as_of, local_seconds=seconds, local_device=f"CPU, {cores} cores",
+        tokens_per_epoch=tokens_per_epoch, epochs=epochs, openai_usd=openai_usd(tokens_per_epoch, epochs),
+        prices_as_of=table.as_of, local_seconds=seconds,
+        local_device=compute.name if compute else "a GPU not in the table",
     )

@@ -42,10 +42,6 @@ def errors(problems: Iterable[Problem]) -> list[Problem]:
     return [p for p in problems if p.severity == "error"]
 
 
-def warnings(problems: Iterable[Problem]) -> list[Problem]:
-    return [p for p in problems if p.severity == "warning"]
-
-
 class DataError(FinetuneError, ValueError):
     """Raised before any training when the data has errors; carries every problem found."""
 

@@ -12,12 +12,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..models.tokenizer import CHATML_TEMPLATE
 from .formats import Example
 
-CHATML_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content']"
-    " + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 TEXT_SHAPE = ("text",)
 _SLOT = re.compile("\ue000(\\d+)\ue001")
 

@@ -104,6 +104,7 @@ class UnslothBackend:
 
 
 UNSLOTH_INSTALL = 'pip install "jupyter-finetune[unsloth]"'
+GPU_INSTALL = 'pip install "jupyter-finetune[gpu]"'
 
 
 def unsloth_problems(cuda: bool) -> list[str]:
@@ -158,7 +159,7 @@ def select_backend(config: TrainConfig) -> tuple[Backend, str]:
         raise ConfigError(f"--quant {config.quant} needs an NVIDIA GPU (bitsandbytes); this kernel has none. "
                           "Use --quant none on CPU.")
     if config.quant != "none" and importlib.util.find_spec("bitsandbytes") is None:
-        raise ConfigError(f"--quant {config.quant} needs bitsandbytes: pip install bitsandbytes "
+        raise ConfigError(f"--quant {config.quant} needs bitsandbytes: {GPU_INSTALL} "
                           f"(or {UNSLOTH_INSTALL}), then restart the kernel")
     if config.backend == "unsloth":
         problems = unsloth_blockers(cuda)

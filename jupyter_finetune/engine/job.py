@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator
 
 from ..data import FtDataset
 from ..models.quiet import library_noise_off
+from ..models.tokenizer import training_tokenizer
 from ..runs import Run
 from .backends import Backend, cuda_available
 from .callbacks import EventCallback
@@ -185,7 +186,7 @@ class TrainJob:
             return
         except Exception as exc:  # every failure must end as a readable run status, never a lost run
             message = self._oom_message(exc) if _is_oom(exc) else f"{type(exc).__name__}: {exc}"
-            (self.run.path / "error.txt").write_text(traceback.format_exc())
+            self.run.write_error(traceback.format_exc())
         _free_memory()  # outside the except block: the traceback no longer pins the model
         self._finish("failed", message, None)
 
@@ -206,17 +207,11 @@ class TrainJob:
 
     def build_trainer(self) -> Any:
         """The SFTTrainer this job runs (public so that what training sees can be inspected)."""
-        from transformers import AutoTokenizer, PrinterCallback, set_seed
+        from transformers import PrinterCallback, set_seed
         from trl import SFTTrainer
 
-        from ..data.render import CHATML_TEMPLATE
-
         set_seed(self.config.seed)
-        tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        if not tokenizer.chat_template:
-            tokenizer.chat_template = CHATML_TEMPLATE
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer = training_tokenizer(self.model_path)
         loaded = self.backend.load(self.model_path, self.config)
         callback = EventCallback(self.run.name, self.listeners, self.stop_requested, self.config.to_dict(),
                                  between_steps=self._between_steps)

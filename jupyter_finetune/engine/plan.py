@@ -5,17 +5,20 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from html import escape
+from typing import TYPE_CHECKING, Any
 
-from ..data.estimate import price_table
+from ..data.estimate import openai_usd, price_table
 from ..data.tokens import Lengths, TokenStats
+from ..models.gpus import Gpu, GpuTable
 from ..models.memory import GIB, GPU_16BIT, MemoryBreakdown, ModelShape, estimate_memory
-from .config import TrainConfig, steps_per_epoch
-from .gpus import Gpu, GpuTable
+from ..models.speed import MFU, flops_per_token, gpu_compute
+from .config import TrainConfig, build_config, steps_per_epoch
+
+if TYPE_CHECKING:
+    from ..data import FtDataset
 
 FIT_FRACTION = 0.95
 """A plan fits when its total is at most 95% of the GPU's memory: fragmentation needs the rest."""
-MFU = 0.35
-"""Assumed model FLOPs utilisation: a typical share of peak for single-GPU LoRA with HF + PEFT."""
 DEFAULT_GPU = "T4"
 """The GPU recommended for when none is named: the free Colab and Kaggle one."""
 BATCH_SIZES = (1, 2, 4, 8, 16)
@@ -186,26 +189,17 @@ def fits(memory: MemoryBreakdown, gpu: Gpu) -> bool:
     return memory.total <= FIT_FRACTION * gpu.memory_bytes
 
 
-def flops_per_token(parameters: int, method: str, checkpointing: bool) -> float:
-    """2N forward + 4N backward for full fine-tuning; LoRA's backward skips the frozen weights'
-    gradients (2N of the 4N; the adapters' own are negligible); checkpointing adds a 2N forward."""
-    factor = (6 if method == "full" else 4) + (2 if checkpointing else 0)
-    return factor * parameters
-
-
 def schedule(shape: ModelShape, settings: Settings, config: TrainConfig, lengths: Lengths, gpu: Gpu) -> Schedule:
-    """Steps as %ft_train takes them (the same steps_per_epoch), time from FLOPs at MFU."""
-    from ..data.estimate import estimate
-
+    """Steps as %ft_train takes them (the same steps_per_epoch), time as the data report takes it (models/speed.py)."""
     stats = TokenStats.of(lengths, settings.max_length)
     per_token = flops_per_token(shape.parameters, settings.method, settings.checkpointing)
-    seconds = stats.total * per_token / (gpu.bf16_tflops * 1e12 * MFU)
+    seconds = gpu_compute(gpu).seconds(stats.total, per_token)
     return Schedule(
         examples=stats.examples,
         steps_per_epoch=steps_per_epoch(stats.examples, settings.batch_size, config.grad_accum),
         tokens_per_epoch=stats.total, epochs=config.epochs, flops_per_token=per_token, seconds_per_epoch=seconds,
         gpu_usd=seconds * config.epochs / 3600 * gpu.usd_per_hour,
-        openai_usd=estimate(stats.total, None, config.epochs).openai_usd)
+        openai_usd=openai_usd(stats.total, config.epochs))
 
 
 def recommend(shape: ModelShape, settings: Settings, gpu: Gpu, *, lengths: tuple[int, ...],
@@ -253,3 +247,28 @@ def build_plan(model: str, shape: ModelShape, config: TrainConfig, method: str, 
         recommendation=recommend(shape, settings, gpu, lengths=search_lengths, quants=quants,
                                  batch_sizes=(settings.batch_size,) if fixed_batch else BATCH_SIZES),
     )
+
+
+def plan_training(model: str | None = None, data: FtDataset | None = None, *, gpu: str | None = None,
+                  method: str = "lora", preset: str = "balanced", **settings: Any) -> Plan:
+    """The plan for training ``model`` (default: the data's) on ``data`` with ``preset`` and ``settings``
+    (TrainConfig fields) filled as %ft_train fills them, for ``gpu`` (default: this kernel's, else a T4).
+
+    Reads only the model's config (no weights); without ``data`` there is no time or cost. The
+    recommendation searches every setting not given here.
+    """
+    from ..models import DEFAULT_MODEL, load_config
+    from ..models.gpus import gpu_table, kernel_gpu
+    from .prepare import with_saved_quantization
+
+    model = model or (data.model if data is not None else DEFAULT_MODEL)
+    settings = with_saved_quantization(model, settings)
+    given = {k for k, v in settings.items() if v is not None}
+    if settings.get("max_length") is None and data is not None:
+        settings["max_length"] = data.max_length
+    config = build_config(preset, model=model, **settings)
+    table = gpu_table()
+    chosen = table.get(gpu) if gpu else kernel_gpu(table) or table.get(DEFAULT_GPU)
+    return build_plan(model, ModelShape.from_config(load_config(model)), config, method, chosen, table,
+                      data.train_lengths if data is not None else None, fixed_length="max_length" in given,
+                      fixed_batch="batch_size" in given, fixed_quant="quant" in given)

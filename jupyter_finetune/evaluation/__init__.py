@@ -1,1 +1,1 @@
-"""Evaluation: batched generation on held-out rows and the metrics that score it."""
+"""Evaluation: batched generation on held-out rows, the metrics that score it, and chat with a run."""

@@ -60,8 +60,7 @@ class ChatSession:
         self.run = run
         self.system = training_system_prompt(run)
         self.max_new_tokens = max_new_tokens or DEFAULT_MAX_NEW_TOKENS
-        self.model, self.tokenizer = load_with_adapter(resolve_model(run.read("config.json")["train"]["model"]).path,
-                                                       run.adapter_dir)
+        self.model, self.tokenizer = load_with_adapter(resolve_model(run.settings().model).path, run.adapter_dir)
 
     def ask(self, message: str, system: str | None = None) -> ChatReply:
         """Both answers to ``message`` under ``system`` (default: the training data's system prompt)."""

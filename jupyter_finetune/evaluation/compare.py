@@ -12,11 +12,12 @@ from typing import Any, Callable
 from ..errors import InvalidValue
 from ..data import FtDataset
 from ..data.formats import Example
+from ..runs import FINE_TUNED, SystemResult
 from .fewshot import pick_shots, with_shots
 from .generate import Generation, generate_timed
 from .metrics import Metric, score
 
-SYSTEMS = ("fine-tuned", "base", "fewshot")
+SYSTEMS = (FINE_TUNED, "base", "fewshot")
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,10 @@ class Comparison:
             lines.append(f"{r['system']:<{width}}  " + "  ".join(f"{format_value(c, r[c]):>13}" for c in columns))
         return "\n".join(lines) + f"\n({self.rows} held-out rows)"
 
-    def summary(self) -> dict[str, Any]:
-        """Mean scores per system, as saved next to the outputs (the runs table reads these)."""
-        return {name: {"scores": {m: s.mean(m) for m in self.metrics}, "prompt_tokens": s.prompt_tokens,
-                       "latency_s": s.latency_s, "tokens_per_s": s.tokens_per_s} for name, s in self.systems.items()}
+    def summary(self) -> dict[str, SystemResult]:
+        """Mean scores and costs per system, as kept with the run (the runs table reads these)."""
+        return {name: SystemResult({m: s.mean(m) for m in self.metrics}, s.prompt_tokens, s.latency_s,
+                                   s.tokens_per_s) for name, s in self.systems.items()}
 
 
 def format_value(column: str, value: float) -> str:

@@ -70,13 +70,6 @@ def generate_timed(model: Any, tokenizer: Any, conversations: list[list[dict[str
                       time.perf_counter() - start)
 
 
-def generate(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], *, max_new_tokens: int = 64,
-             batch_size: int = 8) -> list[str]:
-    """The model's answer to each conversation (which ends with the user's turn)."""
-    return generate_timed(model, tokenizer, conversations, max_new_tokens=max_new_tokens,
-                          batch_size=batch_size).answers
-
-
 def _layout(prompts: list[list[int]], shared: int, pad_id: int) -> tuple[Any, Any]:
     """Token ids and attention mask for ``[shared prefix][padding][own tokens]`` rows."""
     import torch

@@ -6,16 +6,17 @@ from pathlib import Path
 from typing import Any
 
 from ..models.quiet import library_noise_off
+from ..models.tokenizer import training_tokenizer
 
 
 def load_with_adapter(model_path: Path, adapter_dir: Path) -> tuple[Any, Any]:
-    """(model, tokenizer); inside ``model.disable_adapter()`` the model is the base model."""
+    """(model, tokenizer as training used it); inside ``model.disable_adapter()`` the model is the base model."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     with library_noise_off():
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        tokenizer = training_tokenizer(model_path, adapter_dir)
         base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
         model = PeftModel.from_pretrained(base, adapter_dir).eval()
     return model, tokenizer

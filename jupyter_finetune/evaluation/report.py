@@ -1,4 +1,4 @@
-"""An evaluation's result as kept under its run: ``eval/<data-version>.json`` with every answer.
+"""An evaluation's result as kept with its run, one per data version, with every answer.
 
 Asking again with the same data, adapter and generation settings re-scores the saved answers
 instead of generating them again; a retrained adapter or new settings generate afresh.
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..runs import Run
+from ..runs import EvalSummary, Run
 from .compare import Comparison, Outputs
 from .forgetting import Forgetting
 from .verdict import Verdict
@@ -47,25 +47,19 @@ def adapter_fingerprint(adapter_dir: Path) -> str:
     return ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in weights)
 
 
-def results_file(run: Run, version: str) -> Path:
-    return run.path / "eval" / f"{version}.json"
-
-
 def saved_outputs(run: Run, version: str, adapter: str, settings: dict[str, Any]) -> Outputs | None:
     """The saved answers, if they were made by this adapter with these settings."""
-    saved = run.read(f"eval/{version}.json")
-    if not saved or saved.get("adapter") != adapter or saved["outputs"]["settings"] != settings:
+    saved = run.evaluation_details(version)
+    if not saved or saved.get("adapter") != adapter or saved.get("outputs", {}).get("settings") != settings:
         return None
     return Outputs.from_dict(saved["outputs"])
 
 
 def save(run: Run, version: str, adapter: str, comparison: Comparison, verdict: Verdict,
-         forgetting: Forgetting | None) -> None:
-    (run.path / "eval").mkdir(exist_ok=True)
-    run.write(f"eval/{version}.json", {
-        "data_version": version, "adapter": adapter, "metrics": list(comparison.metrics),
-        "systems": comparison.summary(), "verdict": verdict.text,
-        "per_row": {name: s.per_row for name, s in comparison.systems.items()},
-        "forgetting": forgetting.to_dict() if forgetting else None,
-        "outputs": comparison.outputs.to_dict(),
+         forgetting: Forgetting | None) -> Path:
+    """Keep the scores and verdict (what listings show) and every answer (what a re-score reuses)."""
+    summary = EvalSummary(version, comparison.metrics, comparison.summary(), verdict.text)
+    return run.save_evaluation(summary, {
+        "adapter": adapter, "per_row": {name: s.per_row for name, s in comparison.systems.items()},
+        "forgetting": forgetting.to_dict() if forgetting else None, "outputs": comparison.outputs.to_dict(),
     })

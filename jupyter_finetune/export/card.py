@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from ..models import ALIASES
+from ..runs.store import unless_missing
 from .source import RunSource
 
 _TOOL = "[jupyter-finetune](https://pypi.org/project/jupyter-finetune/)"
@@ -19,7 +20,7 @@ _TOOL = "[jupyter-finetune](https://pypi.org/project/jupyter-finetune/)"
 def model_card(source: RunSource, kind: str, notes: tuple[str, ...] = ()) -> str:
     """Markdown with a Hugging Face metadata header; ``kind`` is adapter or merged."""
     run = source.run
-    spec = source.train["model"]
+    spec = source.settings.model
     hub_id = ALIASES[spec].hub_id if source.base.kind == "alias" else spec if source.base.kind == "hub" else None
     what = "LoRA adapter" if kind == "adapter" else "LoRA fine-tune merged into the base weights"
     header = ["---", *([f"base_model: {hub_id}"] if hub_id else []),
@@ -42,7 +43,7 @@ def _cell(value: Any) -> str:
 
 
 def _base_section(source: RunSource, hub_id: str | None) -> list[str]:
-    spec = source.train["model"]
+    spec = source.settings.model
     rows = [("model", f"`{spec}`"), ("weights trained on", f"`{source.base_path}`")]
     if hub_id:
         rows.insert(1, ("source", f"[{hub_id}](https://huggingface.co/{hub_id})"))
@@ -50,19 +51,18 @@ def _base_section(source: RunSource, hub_id: str | None) -> list[str]:
 
 
 def _data_section(source: RunSource) -> list[str]:
-    data = source.run.read("data.json", {}) or {}
-    rows_count = data.get("rows", {})
-    tokens = data.get("tokens", {})
-    rows = [("name", data.get("name", "?")), ("version (content hash)", f"`{data.get('version', '?')}`"),
-            ("format", data.get("format", "?")), ("split", data.get("split", "?")),
-            ("rows", f"{rows_count.get('train', '?')} train / {rows_count.get('test', '?')} test"),
-            ("tokens per epoch", tokens.get("train_per_epoch", "?"))]
+    data = unless_missing(source.run.manifest)
+    if data is None:
+        return ["## Data", "", "Not recorded.", ""]
+    rows = [("name", data.name), ("version (content hash)", f"`{data.version}`"), ("format", data.format),
+            ("split", data.split), ("rows", f"{data.train_rows} train / {data.test_rows} test"),
+            ("tokens per epoch", data.train_tokens)]
     return ["## Data", "", *_table(rows)]
 
 
 def _settings_section(source: RunSource) -> list[str]:
-    rows = [("preset", source.config.get("preset", "?")), ("ran on", source.config.get("backend", "?")),
-            *sorted(source.train.items())]
+    rows = [("preset", source.settings.preset), ("ran on", source.settings.backend),
+            *sorted(source.settings.train.items())]
     return ["## Training settings", "", *_table(rows)]
 
 
@@ -78,23 +78,16 @@ def _training_section(source: RunSource) -> list[str]:
 
 
 def _eval_section(source: RunSource) -> list[str]:
-    """One table per saved evaluation (eval/<data-version>.json): systems by metric, and the verdict."""
+    """One table per saved evaluation (one per data version): systems by metric, and the verdict."""
     out = ["## Evaluation", ""]
-    for path in sorted((source.run.path / "eval").glob("*.json")):
-        try:
-            result = json.loads(path.read_text())
-        except json.JSONDecodeError:
+    for result in sorted(source.run.evaluations(), key=lambda e: e.data_version):
+        if not result.systems:
             continue
-        systems = result.get("systems") if isinstance(result, dict) else None
-        if not isinstance(systems, dict) or not systems:
-            continue
-        metrics = list(result.get("metrics") or next(iter(systems.values())).get("scores", {}))
-        out += [f"On held-out data version `{result.get('data_version', path.stem)}`:", "",
-                "| system | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
-        for name, system in systems.items():
-            scores = system.get("scores", {}) if isinstance(system, dict) else {}
-            out.append(f"| {name} | " + " | ".join(_score(scores.get(m)) for m in metrics) + " |")
-        out += [""] + ([f"Verdict: {result['verdict']}", ""] if result.get("verdict") else [])
+        out += [f"On held-out data version `{result.data_version}`:", "",
+                "| system | " + " | ".join(result.metrics) + " |", "|---|" + "---|" * len(result.metrics)]
+        for name, system in result.systems.items():
+            out.append(f"| {name} | " + " | ".join(_score(system.scores.get(m)) for m in result.metrics) + " |")
+        out += [""] + ([f"Verdict: {result.verdict}", ""] if result.verdict else [])
     if len(out) == 2:
         out += [f"Not evaluated yet (`%ft_eval {source.run.name}` compares it with the base model).", ""]
     return out

@@ -30,7 +30,7 @@ def merged_dtype(source: RunSource) -> tuple[str, str | None]:
     if not source.quantized_training:
         return stored, None
     dtype = stored if stored in SIXTEEN_BIT else "bfloat16"
-    return dtype, (f"run {source.run.name!r} trained on {source.train['quant']} quantized base weights (QLoRA); "
+    return dtype, (f"run {source.run.name!r} trained on {source.settings.quant} quantized base weights (QLoRA); "
                    f"its adapter was merged into a {dtype} copy of the unquantized base model at {source.base_path}, "
                    "not into quantized weights")
 
@@ -43,7 +43,7 @@ def merged_model(source: RunSource) -> Any:
 
     saved = saved_quantization(source.base_config)
     if saved:
-        raise ExportError(f"run {source.run.name!r} was trained on {source.train['model']}, which is stored with "
+        raise ExportError(f"run {source.run.name!r} was trained on {source.settings.model}, which is stored with "
                           f"{saved} weights only; merged, GGUF and Ollama exports need its unquantized weights. "
                           "Export --to adapter (it loads on top of that model), or train from the 16-bit model "
                           "(the same name without -bnb-4bit) with --quant 4bit: the same QLoRA, and it exports")

@@ -29,7 +29,7 @@ class ExportedFile:
 
 @dataclass(frozen=True)
 class ExportResult:
-    """One finished export, as recorded in the run's ``export/exports.json``."""
+    """One finished export, as recorded with the run."""
 
     run: str
     kind: str

@@ -17,7 +17,7 @@ from .ollama import Modelfile, create_command, shared_system_prompt, stop_sequen
 from .ollama_template import chat_layout
 from .result import KINDS, QUANTS, ExportError, ExportResult
 from .source import RunSource
-from .targets import MARKER, claim, gguf_name, listing, publish, record, staging, target_path
+from .targets import MARKER, claim, gguf_name, listing, publish, staging, target_path
 
 _NOT_COPIED = ("training_args.bin", "README.md")
 """A pickled trainer state nobody needs to load a model, and PEFT's empty card (ours replaces it)."""
@@ -43,7 +43,7 @@ def export_run(run: Run, kind: str = "adapter", *, quant: str = "f16", out: str 
         if written.is_dir():
             write_json(written / MARKER, result.record())
         publish(written, target)
-    record(run, result)
+    run.record_export(result.record())
     return result
 
 
@@ -51,7 +51,7 @@ def _adapter(source: RunSource, folder: Path, quant: str, target: Path) -> tuple
     for path in source.run.adapter_dir.iterdir():
         if path.is_file() and path.name not in _NOT_COPIED:
             shutil.copy2(path, folder / path.name)
-    notes = (f"trained on {source.train['quant']} quantized base weights (QLoRA): load the base model the same way "
+    notes = (f"trained on {source.settings.quant} quantized base weights (QLoRA): load the base model the same way "
              "for results identical to training",) if source.quantized_training else ()
     (folder / "README.md").write_text(model_card(source, "adapter", notes), encoding="utf-8")
     return notes, None
@@ -91,7 +91,7 @@ def _write_gguf(source: RunSource, tokenizer: Any, path: Path, quant: str) -> No
 def _quantized_note(source: RunSource) -> tuple[str, ...]:
     if not source.quantized_training:
         return ()
-    return (f"run {source.run.name!r} trained on {source.train['quant']} quantized base weights (QLoRA); the GGUF "
+    return (f"run {source.run.name!r} trained on {source.settings.quant} quantized base weights (QLoRA); the GGUF "
             f"holds its adapter merged into the unquantized base model at {source.base_path}, not into quantized "
             "weights",)
 

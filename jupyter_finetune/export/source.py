@@ -11,7 +11,8 @@ from typing import Any
 from ..errors import NotFound
 from ..models import ResolvedModel, resolve_model
 from ..models.cache import MARKER
-from ..runs import Run
+from ..models.tokenizer import training_tokenizer
+from ..runs import Run, RunSettings
 from .result import ExportError
 
 
@@ -20,7 +21,7 @@ class RunSource:
     """A finished run's adapter and the base model it was trained on."""
 
     run: Run
-    config: dict[str, Any]
+    settings: RunSettings
     base: ResolvedModel
 
     @classmethod
@@ -30,23 +31,17 @@ class RunSource:
         if status == "running":
             raise ExportError(f"run {run.name!r} is still training; export it after it finishes (or %ft_stop it)")
         run.trained_adapter()
-        config = run.read("config.json")
-        if not config or "train" not in config:
-            raise NotFound(f"run {run.name!r} has no readable config.json in {run.path}")
-        return cls(run, config, resolve_model(config["train"]["model"]))
+        settings = run.settings()
+        return cls(run, settings, resolve_model(settings.model))
 
     @property
     def base_path(self) -> Path:
         return self.base.path
 
     @property
-    def train(self) -> dict[str, Any]:
-        return self.config["train"]
-
-    @property
     def quantized_training(self) -> bool:
         """True when training saw 4-bit or 8-bit base weights (QLoRA)."""
-        return self.train.get("quant", "none") != "none"
+        return self.settings.quant != "none"
 
     @cached_property
     def base_config(self) -> Any:
@@ -55,18 +50,8 @@ class RunSource:
         return AutoConfig.from_pretrained(self.base_path)
 
     def tokenizer(self) -> Any:
-        """The tokenizer training used: saved next to the adapter, with the chat template training applied."""
-        from transformers import AutoTokenizer
-
-        from ..data.render import CHATML_TEMPLATE
-
-        folder = self.run.adapter_dir if (self.run.adapter_dir / "tokenizer_config.json").is_file() else self.base_path
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        if not tokenizer.chat_template:
-            tokenizer.chat_template = CHATML_TEMPLATE  # what training rendered with (engine/job.py)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        return tokenizer
+        """The tokenizer training used (saved next to the adapter), with the chat template training applied."""
+        return training_tokenizer(self.base_path, self.run.adapter_dir)
 
     def source_gguf(self) -> Path | None:
         """The GGUF file the base model was converted from, if it was (models/cache.py), and is still there."""

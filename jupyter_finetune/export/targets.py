@@ -1,4 +1,4 @@
-"""Where an export goes, why an existing one is never silently replaced, and its record in the run store.
+"""Where an export goes, and why an existing one is never silently replaced.
 
 An export is written into a hidden sibling folder and renamed into place when complete, so a
 killed kernel leaves either the old export or the new one, never half of one. Folders we write
@@ -16,23 +16,18 @@ from pathlib import Path
 from typing import Iterator
 
 from ..runs import Run
-from ..runs.store import read_json, write_json
-from .result import ExportedFile, ExportExists, ExportResult
+from .result import ExportedFile, ExportExists
 
 MARKER = "export.json"
-RECORDS = "exports.json"
-
-
-def exports_dir(run: Run) -> Path:
-    return run.path / "export"
+"""Written inside every export folder (which may lie outside the run): what wrote it, and when."""
 
 
 def target_path(run: Run, kind: str, quant: str, out: str | Path | None) -> Path:
-    """``ft_runs/<run>/export/<kind>/`` or ``out``, absolute; a gguf export is one file inside that folder.
+    """The run's own folder for ``kind`` or ``out``, absolute; a gguf export is one file inside that folder.
 
     Absolute, so that the recorded paths and the printed ``ollama create`` command work from anywhere.
     """
-    folder = (exports_dir(run) / kind if out is None else Path(out).expanduser()).resolve()
+    folder = (run.export_dir(kind) if out is None else Path(out).expanduser()).resolve()
     return folder / gguf_name(run.name, quant) if kind == "gguf" else folder
 
 
@@ -85,16 +80,3 @@ def listing(path: Path) -> tuple[ExportedFile, ...]:
         return (ExportedFile(path.name, path.stat().st_size),)
     return tuple(ExportedFile(p.relative_to(path).as_posix(), p.stat().st_size)
                  for p in sorted(path.rglob("*")) if p.is_file() and p.name != MARKER)
-
-
-def record(run: Run, result: ExportResult) -> None:
-    """Add the export to ``export/exports.json`` in the run, replacing an older record of the same path."""
-    path = exports_dir(run) / RECORDS
-    path.parent.mkdir(parents=True, exist_ok=True)
-    kept = [r for r in read_json(path, []) if r.get("path") != str(result.path)]
-    write_json(path, [*kept, result.record()])
-
-
-def recorded(run: Run) -> list[dict]:
-    """The run's export records, oldest first."""
-    return read_json(exports_dir(run) / RECORDS, [])

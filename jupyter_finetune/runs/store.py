@@ -14,12 +14,14 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal, TypeVar
 
 from ..errors import FinetuneError, InvalidValue, NotFound
+from .records import DataManifest, EvalSummary, RunSettings
 
 Status = Literal["queued", "running", "completed", "stopped", "failed", "interrupted"]
 ACTIVE = ("queued", "running")
+T = TypeVar("T")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -57,6 +59,14 @@ def read_json(path: Path, default: Any = None) -> Any:
         return default
 
 
+def unless_missing(read: Callable[[], T]) -> T | None:
+    """A record of a run still being set up (or whose file is unreadable) as None, for listings."""
+    try:
+        return read()
+    except (FileNotFoundError, KeyError, TypeError, ValueError):
+        return None
+
+
 def _alive(pid: int | None) -> bool:
     if not pid:
         return False
@@ -70,8 +80,21 @@ def _alive(pid: int | None) -> bool:
 
 
 @dataclass(frozen=True)
+class DataRow:
+    """One row of a run's copy of its data: the conversation, its split and its row in the source."""
+
+    row: int
+    split: str
+    messages: list[dict[str, str]]
+
+
+@dataclass(frozen=True)
 class Run:
-    """One run's folder and the files in it."""
+    """One run's folder; the only code that knows the files in it and their keys.
+
+    Others ask it for typed records (``settings``, ``manifest``, ``data_rows``, ``evaluations``)
+    and hand it records to keep (``begin``, ``save_evaluation``, ``record_export``).
+    """
 
     path: Path
 
@@ -91,17 +114,92 @@ class Run:
                            f"%ft_stop {self.name} saves the adapter so far")
         return self.adapter_dir
 
-    def conversations(self, split: str | None = None) -> list[list[dict[str, str]]]:
-        """The run's copy of its data (data.jsonl) as chat messages: one split, or all rows."""
+    def begin(self, settings: RunSettings, manifest: DataManifest, data_jsonl: str) -> None:
+        """Keep what a new run trains with: its settings, its data's manifest and a copy of the data."""
+        write_json(self.path / "config.json", settings.to_dict())
+        write_json(self.path / "data.json", manifest.to_dict())
+        write_text_atomic(self.path / "data.jsonl", data_jsonl)
+
+    def settings(self) -> RunSettings:
+        saved = read_json(self.path / "config.json")
+        if not isinstance(saved, dict) or not isinstance(saved.get("train"), dict):
+            raise NotFound(f"run {self.name!r} has no readable settings ({self.path / 'config.json'})")
+        return RunSettings.from_dict(saved)
+
+    def manifest(self) -> DataManifest:
+        saved = read_json(self.path / "data.json")
+        if not isinstance(saved, dict):
+            raise NotFound(f"run {self.name!r} has no readable data manifest ({self.path / 'data.json'})")
+        return DataManifest.from_dict(saved)
+
+    def data_rows(self) -> list[DataRow]:
+        """The run's copy of its data, train rows then test rows ([] before it was written)."""
         path = self.path / "data.jsonl"
         if not path.is_file():
             return []
         records = (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
-        return [r["messages"] for r in records if split is None or r.get("split", "train") == split]
+        return [DataRow(r.get("row", i), r.get("split", "train"), r["messages"]) for i, r in enumerate(records)]
+
+    def conversations(self, split: str | None = None) -> list[list[dict[str, str]]]:
+        """The run's copy of its data as chat messages: one split, or all rows."""
+        return [r.messages for r in self.data_rows() if split is None or r.split == split]
+
+    def write_error(self, text: str) -> None:
+        """The traceback of a failed run, kept beside its status for whoever debugs it."""
+        write_text_atomic(self.path / "error.txt", text)
+
+    def evaluation_file(self, data_version: str) -> Path:
+        return self.path / "eval" / f"{data_version}.json"
+
+    def save_evaluation(self, summary: EvalSummary, details: dict[str, Any]) -> Path:
+        """One file per data version: the summary (scores, verdict) and the evaluation's own details."""
+        path = self.evaluation_file(summary.data_version)
+        path.parent.mkdir(exist_ok=True)
+        write_json(path, {**details, **summary.to_dict()})
+        return path
+
+    def evaluation_details(self, data_version: str) -> dict[str, Any] | None:
+        """What ``save_evaluation`` kept beside the summary (the answers...), or None."""
+        saved = read_json(self.evaluation_file(data_version))
+        if not isinstance(saved, dict):
+            return None
+        summary_keys = EvalSummary("", (), {}, None).to_dict()
+        return {k: v for k, v in saved.items() if k not in summary_keys}
+
+    def evaluations(self) -> list[EvalSummary]:
+        """Every saved evaluation's summary, newest first; a file in another shape is skipped."""
+        found = []
+        for path in (self.path / "eval").glob("*.json"):
+            saved = read_json(path)
+            try:
+                found.append(EvalSummary.from_dict(saved, path.stat().st_mtime))
+            except (KeyError, TypeError, ValueError, AttributeError):
+                continue
+        return sorted(found, key=lambda e: e.updated, reverse=True)
+
+    def export_dir(self, kind: str) -> Path:
+        """Where an export of this kind goes when no other folder is given."""
+        return self.path / "export" / kind
+
+    def record_export(self, record: dict[str, Any]) -> None:
+        """Add an export's record, replacing an older one of the same path."""
+        path = self.path / "export" / "exports.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kept = [r for r in self.exports() if r.get("path") != record.get("path")]
+        write_json(path, [*kept, record])
+
+    def exports(self) -> list[dict[str, Any]]:
+        """The run's export records, oldest first."""
+        saved = read_json(self.path / "export" / "exports.json", [])
+        return [r for r in saved if isinstance(r, dict)] if isinstance(saved, list) else []
 
     @property
     def checkpoints_dir(self) -> Path:
         return self.path / "checkpoints"
+
+    def last_checkpoint(self) -> Path | None:
+        found = [p for p in self.checkpoints_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+        return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
 
     def status(self) -> dict[str, Any]:
         """status.json, with a dead process's ``running`` shown as ``interrupted``."""
@@ -119,12 +217,6 @@ class Run:
         if status not in ACTIVE:
             current["finished"] = now
         write_json(self.path / "status.json", current)
-
-    def write(self, filename: str, value: Any) -> None:
-        write_json(self.path / filename, value)
-
-    def read(self, filename: str, default: Any = None) -> Any:
-        return read_json(self.path / filename, default)
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:

@@ -12,16 +12,13 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import InvalidValue
-from .store import Run, RunStore, read_json
+from .store import Run, RunStore, unless_missing
 
 COLUMNS = ("run", "status", "model", "data", "preset", "length", "lr", "rank", "batch", "step", "best eval",
            "last train", "eval scores", "time")
 """The runs table's columns, in the text and the HTML form."""
 KEY_SETTINGS = ("preset", "steps", "epochs", "lr", "rank", "batch_size")
 """The settings the runs table shows; a comparison shows them all."""
-
-FINE_TUNED = "fine-tuned"
-"""The system name under which evaluation results store the run's own (adapter) scores."""
 
 
 @dataclass(frozen=True)
@@ -35,19 +32,19 @@ class RunSummary:
     data: str
     """Data set name and version (content hash), e.g. ``tickets v3f2a9c1d0b7e``."""
     settings: dict[str, Any]
-    """``preset`` and every TrainConfig field, as saved in config.json."""
+    """``preset`` and every TrainConfig field, as saved with the run."""
     step: int
     max_steps: int | None
     best_eval_loss: float | None
     last_train_loss: float | None
     eval_scores: dict[str, float]
-    """The fine-tuned system's scores in the newest ``eval/*.json``; empty when never evaluated."""
+    """The fine-tuned system's scores in the newest saved evaluation; empty when never evaluated."""
     created: float
     """When training started (a queued run: when it was made); the table's order."""
     seconds: float | None
     """Wall time from start to the last status update, pauses before a resume included."""
     updated: float
-    """When status.json last changed (a step, a finish): how fresh the row is."""
+    """When the status last changed (a step, a finish): how fresh the row is."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +53,7 @@ class RunComparison:
 
     runs: list[RunSummary]
     curves: dict[str, list[dict[str, Any]]]
-    """Run name -> its metrics.jsonl records."""
+    """Run name -> its metrics records."""
     settings: dict[str, tuple[Any, ...]]
     """Setting -> its value in each run, in the order of ``runs``."""
     differing: tuple[str, ...]
@@ -84,38 +81,26 @@ class RunTable(list):
 
 
 def summarize(run: Run, records: list[dict[str, Any]] | None = None) -> RunSummary:
-    """The run's summary from status.json, config.json, data.json, metrics.jsonl (or ``records``
-    already read from it) and eval/."""
+    """The run's summary from its status, settings, data manifest, metrics (or ``records`` already
+    read) and newest evaluation; a part not written yet shows as ``?``."""
     status = run.status()
-    config = run.read("config.json", {})
-    data = run.read("data.json", {})
+    settings = unless_missing(run.settings)
+    manifest = unless_missing(run.manifest)
     records = run.metrics() if records is None else records
     losses = [r["loss"] for r in records if r.get("loss") is not None]
     evals = [r["eval_loss"] for r in records if r.get("eval_loss") is not None]
     started = status.get("started")
+    evaluations = run.evaluations()
     return RunSummary(
-        name=run.name, status=status.get("status", "queued"), model=config.get("train", {}).get("model", "?"),
-        data=f"{data.get('name', '?')} v{data.get('version', '?')}",
-        settings={"preset": config.get("preset"), **config.get("train", {})},
+        name=run.name, status=status.get("status", "queued"), model=settings.model if settings else "?",
+        data=f"{manifest.name} v{manifest.version}" if manifest else "? v?",
+        settings={"preset": settings.preset if settings else None, **(settings.train if settings else {})},
         step=status.get("step", 0), max_steps=status.get("max_steps"),
         best_eval_loss=min(evals) if evals else None, last_train_loss=losses[-1] if losses else None,
-        eval_scores=_fine_tuned_scores(run), created=started or status.get("updated", 0.0),
+        eval_scores=evaluations[0].scores() if evaluations else {}, created=started or status.get("updated", 0.0),
         seconds=status["updated"] - started if started and "updated" in status else None,
         updated=status.get("updated", 0.0),
     )
-
-
-def _fine_tuned_scores(run: Run) -> dict[str, float]:
-    """The newest evaluation file's fine-tuned scores; files in another shape are skipped."""
-    files = sorted((run.path / "eval").glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in files:
-        result = read_json(path)
-        systems = result.get("systems") if isinstance(result, dict) else None
-        system = systems.get(FINE_TUNED) if isinstance(systems, dict) else None
-        scores = system.get("scores") if isinstance(system, dict) else None
-        if isinstance(scores, dict):
-            return {k: float(v) for k, v in scores.items() if isinstance(v, (int, float))}
-    return {}
 
 
 def summarize_all(runs: Iterable[Run]) -> RunTable:

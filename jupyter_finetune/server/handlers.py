@@ -24,7 +24,7 @@ def encode(build: Callable[..., Any], *args: Any) -> str:
 
 class JsonHandler(APIHandler):
     async def reply(self, build: Callable[..., Any], *args: Any) -> None:
-        """Builds and encodes the answer in a thread: a long metrics.jsonl or a slow nvidia-smi must not
+        """Builds and encodes the answer in a thread: a long metrics record or a slow nvidia-smi must not
         stall the server's other requests."""
         self.set_header("Content-Type", "application/json")
         self.finish(await IOLoop.current().run_in_executor(None, encode, build, *args))

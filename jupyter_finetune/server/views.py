@@ -12,11 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..runs import Run, RunStore
-from ..runs.store import ACTIVE
+from ..runs.store import ACTIVE, unless_missing
 from ..runs.summary import RunSummary, summarize, summarize_all
-
-EVAL_KEYS = ("data_version", "metrics", "systems", "verdict")
-"""What a run's answer keeps of each eval/*.json: the scores and verdict, not every answer given."""
 
 
 def inside(root: Path, run: Run) -> bool:
@@ -42,15 +39,12 @@ def summary_row(summary: RunSummary) -> dict[str, Any]:
 
 
 def run_detail(run: Run) -> dict[str, Any]:
-    """The run's row plus its saved config, data summary (data.json) and evaluation summaries, newest first."""
-    return {**summary_row(summarize(run)), "config": run.read("config.json", {}),
-            "data_summary": run.read("data.json", {}), "evals": eval_summaries(run)}
-
-
-def eval_summaries(run: Run) -> list[dict[str, Any]]:
-    dated = sorted(((p.stat().st_mtime, p.name) for p in (run.path / "eval").glob("*.json")), reverse=True)
-    saved = ((mtime, run.read(f"eval/{name}")) for mtime, name in dated)
-    return [{**{k: s.get(k) for k in EVAL_KEYS}, "updated": mtime} for mtime, s in saved if isinstance(s, dict)]
+    """The run's row plus its saved settings, data manifest and evaluation summaries (scores and verdict,
+    not every answer given), newest first."""
+    settings, manifest = unless_missing(run.settings), unless_missing(run.manifest)
+    return {**summary_row(summarize(run)), "config": settings.to_dict() if settings else {},
+            "data_summary": manifest.to_dict() if manifest else {},
+            "evals": [{**e.to_dict(), "updated": e.updated} for e in run.evaluations()]}
 
 
 def run_metrics(run: Run, after: int) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Training from a notebook: show the resolved settings, attach the dashboard, wait or not."""
+"""Training from a notebook: the resolved settings shown, and the dashboard attached to the job."""
 
 from __future__ import annotations
 
@@ -10,20 +10,19 @@ log = logging.getLogger(__name__)
 
 
 def settings_html(job: Any) -> str:
-    config = job.run.read("config.json")
-    rows = "".join(f"<tr><td>{escape(k)}</td><td>{escape(str(v))}</td></tr>" for k, v in config["train"].items())
-    data = job.run.read("data.json")
-    head = (f"<b>{escape(job.run.name)}</b>: {escape(data['name'])} v{escape(data['version'])} "
-            f"({data['rows']['train']} train / {data['rows']['test']} test), backend {escape(config['backend'])}"
+    settings, data = job.run.settings(), job.run.manifest()
+    rows = "".join(f"<tr><td>{escape(k)}</td><td>{escape(str(v))}</td></tr>" for k, v in settings.train.items())
+    head = (f"<b>{escape(job.run.name)}</b>: {escape(data.name)} v{escape(data.version)} "
+            f"({data.train_rows} train / {data.test_rows} test), backend {escape(settings.backend)}"
             + (f", resuming from {escape(job.resume_from.name)}" if job.resume_from else ""))
-    return f"<div>{head}<details><summary>settings (preset {escape(config['preset'])})</summary><table>{rows}</table></details></div>"
+    return f"<div>{head}<details><summary>settings (preset {escape(settings.preset)})</summary><table>{rows}</table></details></div>"
 
 
 def settings_text(job: Any) -> str:
-    config = job.run.read("config.json")
-    values = ", ".join(f"{k}={v}" for k, v in config["train"].items())
+    settings = job.run.settings()
+    values = ", ".join(f"{k}={v}" for k, v in settings.train.items())
     resumed = f"; resuming from {job.resume_from.name}" if job.resume_from else ""
-    return f"{job.run.name}: backend {config['backend']}{resumed}\nsettings: {values}"
+    return f"{job.run.name}: backend {settings.backend}{resumed}\nsettings: {values}"
 
 
 def show_job(job: Any) -> None:
@@ -39,8 +38,3 @@ def show_job(job: Any) -> None:
         log.info(settings_text(job))
     job.listeners.append(dashboard)
 
-
-def run_job(job: Any, *, background: bool = False) -> Any:
-    """Train ``job`` with a dashboard; return its TrainResult, or the job itself when in the background."""
-    show_job(job)
-    return job.start() if background else job.train()

@@ -31,14 +31,14 @@ export interface ISystemScores {
   tokens_per_s?: number | null;
 }
 
-/** `runs/<name>`: the row plus the saved config.json, data.json and evaluations. */
+/** `runs/<name>`: the row plus the saved settings, data manifest and evaluations. */
 export interface IRunDetail extends IRunRow {
   config: Record<string, unknown>;
   data_summary: Record<string, unknown>;
   evals: IEvalSummary[];
 }
 
-/** One metrics.jsonl record: `loss` on train log steps, `eval_loss` on eval steps. */
+/** One metrics record: `loss` on train log steps, `eval_loss` on eval steps. */
 export interface IMetric {
   step: number;
   loss?: number | null;

@@ -115,7 +115,7 @@ function evalSection(evaluation: IEvalSummary): HTMLElement {
 }
 
 /**
- * config.json or data.json as name/value rows. Config's `train` settings are lifted to the top level,
+ * The run's settings or data manifest as name/value rows. The settings' `train` fields are lifted to the top level,
  * as `train.<name>` where the top level has the name too (`backend`: resolved vs asked for).
  */
 function fieldsTable(header: string, values: Record<string, unknown>): HTMLElement {

@@ -8,7 +8,7 @@ from functools import lru_cache
 from importlib.resources import files
 
 from ..errors import FinetuneError
-from ..models.memory import GIB
+from .memory import GIB
 
 
 class UnknownGpu(FinetuneError, ValueError):

@@ -1,0 +1,77 @@
+"""Everything before a run's first step: settings checked, backend chosen, run folder written.
+
+Returns a TrainJob that is not started yet, so a caller can attach listeners (a dashboard) first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from ..data import FtDataset, restore
+from ..models import load_config, load_tokenizer, resolve_model, saved_quantization
+from ..models.size import parameter_count
+from ..runs import RunSettings, RunStore
+from .backends import select_backend
+from .config import ConfigError, TrainConfig, build_config
+from .job import TrainJob
+
+
+def prepare_training(store: RunStore, data: FtDataset | None = None, *, name: str | None = None,
+                     preset: str = "balanced", resume: str | None = None, overwrite: bool = False,
+                     callbacks: list[Any] | None = None, **settings: Any) -> TrainJob:
+    """A new run of ``data`` with ``preset`` and ``settings`` (TrainConfig fields), or run ``resume``
+    continued from its last checkpoint with its own settings (and its own copy of the data when
+    ``data`` is None)."""
+    if resume is not None:
+        return _resumed(store, resume, data, settings, callbacks)
+    if data is None:
+        raise ConfigError("give the data to train on: a data set made by %ft_data / load_data")
+    if settings.get("max_length") is None:
+        settings["max_length"] = data.max_length
+    model = settings.pop("model", None) or data.model
+    config = build_config(preset, model=model, **with_saved_quantization(model, settings))
+    backend, reason = select_backend(config)
+    model_path = resolve_model(config.model).path
+    if data.model != config.model:  # count tokens with the chat template of the model that trains
+        data = replace(data, renderer=type(data.renderer)(load_tokenizer(config.model)), model=config.model,
+                       parameters=parameter_count(load_config(config.model)))
+    run = store.create(name, overwrite=overwrite, prefix=data.name)
+    run.begin(RunSettings(config.to_dict(), preset, reason, str(model_path)), data.manifest(), data.jsonl())
+    return TrainJob(run, data, config, model_path, backend, [], callbacks=callbacks)
+
+
+def _resumed(store: RunStore, name: str, data: FtDataset | None, settings: dict[str, Any],
+             callbacks: list[Any] | None) -> TrainJob:
+    given = sorted(k for k, v in settings.items() if v is not None)
+    if given:
+        raise ConfigError(f"--resume continues with the run's own settings; drop {', '.join(given)} "
+                          "or start a new run")
+    run = store.get(name)
+    status = run.status()
+    if status.get("status") == "running":
+        raise ConfigError(f"run {name!r} is still training (pid {status.get('pid')}); stop it first")
+    config = TrainConfig.from_dict(run.settings().train)
+    manifest = run.manifest()
+    if data is None:
+        data = restore(manifest, run.data_rows(), load_tokenizer(config.model))
+    if data.version != manifest.version:
+        raise ConfigError(f"run {name!r} was trained on data version {manifest.version} but "
+                          f"{data.name!r} is version {data.version}; resume with the same data "
+                          f"(or omit it: the run keeps a copy), or start a new run")
+    backend, _ = select_backend(config)
+    return TrainJob(run, data, config, resolve_model(config.model).path, backend, [],
+                    resume_from=run.last_checkpoint(), callbacks=callbacks)
+
+
+def with_saved_quantization(model: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """A model saved in 4-bit (an ``unsloth/...-bnb-4bit`` id) trains as QLoRA without being told; it
+    cannot load at another precision."""
+    saved = saved_quantization(load_config(model))
+    if saved is None:
+        return settings
+    if settings.get("quant") not in (None, saved):
+        raise ConfigError(f"{model} is saved with {saved} bitsandbytes weights, so it trains with --quant {saved} "
+                          f"only (got --quant {settings['quant']}); for another precision use its 16-bit "
+                          "version (the same name without -bnb-4bit)")
+    return {**settings, "quant": saved}

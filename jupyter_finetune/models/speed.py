@@ -1,0 +1,74 @@
+"""Training time from FLOPs: the one model behind the data report's local time and %ft_plan's.
+
+Time = non-padding tokens x FLOPs per token / the device's sustained FLOP/s. Attention's own
+FLOPs (the sequence-squared term) are left out: at the lengths fine-tuning uses they are a few
+percent of the weights' share.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .aliases import ALIASES
+from .gpus import Gpu, gpu_table, kernel_gpu
+
+MFU = 0.35
+"""Assumed model FLOPs utilisation on a GPU: a typical share of peak for single-GPU LoRA with HF + PEFT."""
+MEASURED_CPU_TOKENS_PER_S = 131
+"""LoRA r16 on SmolLM2-135M in fp32, 2 CPU cores, no checkpointing: the README's quickstart run (30 steps
+of 8 examples, non-padding tokens as TRL counts them; examples/quickstart.ipynb, torch CPU, TRL 1.x)."""
+
+
+def flops_per_token(parameters: int, method: str = "lora", checkpointing: bool = False) -> float:
+    """Training FLOPs per token for N parameters.
+
+    Forward 2N. The backward pass costs 2N for the gradients of the activations (needed through
+    every layer, frozen or not) and 2N for the gradients of the weights: full fine-tuning pays
+    both (6N in all), LoRA only the first, since frozen weights get no gradient (4N). Checkpointing
+    recomputes the forward (+2N). The adapters' own work, 6 FLOPs per adapter parameter, is left
+    out: for r16 all-linear it is 6 x 4.9M = 29M per token against 4N = 538M on SmolLM2-135M
+    (5%), and 6 x 42M against 4 x 8.0B (0.8%) on Llama-3-8B, below this estimate's other errors;
+    and the data report, which has no rank yet, then agrees with the planner.
+    """
+    if method not in ("lora", "full"):
+        raise ValueError(f"method {method!r} is not one of lora, full")
+    factor = (6 if method == "full" else 4) + (2 if checkpointing else 0)
+    return factor * parameters
+
+
+CPU_FLOPS_PER_CORE = MEASURED_CPU_TOKENS_PER_S * flops_per_token(ALIASES["smollm2-135m"].parameters) / 2
+"""About 35 GFLOP/s a core, calibrated so that the measured run above is reproduced exactly."""
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Where training runs, and the FLOP/s it sustains there."""
+
+    name: str
+    flops_per_second: float
+
+    def seconds(self, tokens: float, flops_per_token: float) -> float:
+        return tokens * flops_per_token / self.flops_per_second
+
+
+def gpu_compute(gpu: Gpu) -> Compute:
+    return Compute(gpu.name, gpu.bf16_tflops * 1e12 * MFU)
+
+
+def cpu_compute(cores: int | None = None) -> Compute:
+    """This process's CPU cores (those it may run on), or ``cores`` of the calibrated kind."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return Compute(f"CPU, {cores} cores", CPU_FLOPS_PER_CORE * cores)
+
+
+def local_compute() -> Compute | None:
+    """Where training in this kernel would run: its GPU, or its CPU if it has none; None for a GPU
+    the table does not know (its speed is then unknown)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return cpu_compute()
+    gpu = kernel_gpu(gpu_table())
+    return gpu_compute(gpu) if gpu else None

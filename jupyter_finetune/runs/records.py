@@ -1,0 +1,131 @@
+"""The typed records a run folder holds: its settings, its data manifest and its evaluation summaries.
+
+Each record knows its JSON form (``to_dict``/``from_dict``), and nothing outside ``runs/`` spells
+those keys. ``from_dict`` reads what 0.1 wrote, so a run saved by an earlier version still opens;
+a field added later gets a default there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+FINE_TUNED = "fine-tuned"
+"""The system name under which evaluation results store the run's own (adapter) scores."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How a run was set up: ``config.json``."""
+
+    train: Mapping[str, Any]
+    """Every TrainConfig field as saved (``engine.TrainConfig.from_dict`` reads it back)."""
+    preset: str
+    backend: str
+    """The backend that ran it and why (``hf: no CUDA GPU, ...``)."""
+    model_path: str
+    """The local folder the base weights were loaded from."""
+
+    @property
+    def model(self) -> str:
+        """The model spec as the user gave it (alias, folder, .gguf or hub id)."""
+        return str(self.train["model"])
+
+    @property
+    def quant(self) -> str:
+        return str(self.train.get("quant", "none"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"train": dict(self.train), "preset": self.preset, "backend": self.backend,
+                "model_path": self.model_path}
+
+    @classmethod
+    def from_dict(cls, saved: Mapping[str, Any]) -> "RunSettings":
+        train = saved["train"]
+        return cls(dict(train), str(saved.get("preset", "?")), str(saved.get("backend", "?")),
+                   str(saved.get("model_path", train.get("model", ""))))
+
+
+@dataclass(frozen=True)
+class DataManifest:
+    """What a run was trained on: ``data.json``, the summary of its copy of the data."""
+
+    name: str
+    version: str
+    """Content hash of the normalised rows and their split."""
+    format: str
+    split: str
+    """The test fraction (``0.1``) or ``test file``."""
+    seed: int
+    model: str
+    """The model whose chat template counted the tokens."""
+    max_length: int
+    train_rows: int
+    test_rows: int
+    train_tokens: int
+    """Tokens per epoch of the training split."""
+    mean_tokens: float
+    max_tokens: int
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "format": self.format, "split": self.split,
+                "seed": self.seed, "model": self.model, "max_length": self.max_length,
+                "rows": {"train": self.train_rows, "test": self.test_rows},
+                "tokens": {"train_per_epoch": self.train_tokens, "mean": self.mean_tokens, "max": self.max_tokens},
+                "warnings": list(self.warnings)}
+
+    @classmethod
+    def from_dict(cls, saved: Mapping[str, Any]) -> "DataManifest":
+        rows, tokens = saved.get("rows", {}), saved.get("tokens", {})
+        return cls(saved["name"], saved["version"], saved["format"], str(saved["split"]), int(saved["seed"]),
+                   saved["model"], int(saved["max_length"]), int(rows.get("train", 0)), int(rows.get("test", 0)),
+                   int(tokens.get("train_per_epoch", 0)), float(tokens.get("mean", 0.0)), int(tokens.get("max", 0)),
+                   tuple(saved.get("warnings", ())))
+
+
+@dataclass(frozen=True)
+class SystemResult:
+    """One system's mean scores and costs in a saved evaluation."""
+
+    scores: Mapping[str, float]
+    prompt_tokens: float
+    latency_s: float
+    tokens_per_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scores": dict(self.scores), "prompt_tokens": self.prompt_tokens, "latency_s": self.latency_s,
+                "tokens_per_s": self.tokens_per_s}
+
+    @classmethod
+    def from_dict(cls, saved: Mapping[str, Any]) -> "SystemResult":
+        scores = {k: float(v) for k, v in dict(saved.get("scores") or {}).items() if isinstance(v, (int, float))}
+        return cls(scores, float(saved.get("prompt_tokens", 0.0)), float(saved.get("latency_s", 0.0)),
+                   float(saved.get("tokens_per_s", 0.0)))
+
+
+@dataclass(frozen=True)
+class EvalSummary:
+    """The scores and verdict of one saved evaluation (``eval/<data-version>.json`` without the answers)."""
+
+    data_version: str
+    metrics: tuple[str, ...]
+    systems: Mapping[str, SystemResult]
+    verdict: str | None
+    updated: float = field(default=0.0, compare=False)
+    """When it was saved (the file's mtime)."""
+
+    def scores(self, system: str = FINE_TUNED) -> dict[str, float]:
+        found = self.systems.get(system)
+        return dict(found.scores) if found else {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"data_version": self.data_version, "metrics": list(self.metrics),
+                "systems": {name: s.to_dict() for name, s in self.systems.items()}, "verdict": self.verdict}
+
+    @classmethod
+    def from_dict(cls, saved: Mapping[str, Any], updated: float = 0.0) -> "EvalSummary":
+        systems = {str(name): SystemResult.from_dict(s) for name, s in dict(saved["systems"]).items()
+                   if isinstance(s, Mapping)}
+        metrics = tuple(saved.get("metrics") or next((tuple(s.scores) for s in systems.values()), ()))
+        return cls(str(saved["data_version"]), metrics, systems, saved.get("verdict"), updated)
