@@ -103,6 +103,8 @@ def test_evaluate_runs_three_systems_saves_answers_and_reuses_them(trained):
     assert again.generated == () and again.comparison.metrics == ("exact", "f1")
     assert again.comparison.outputs.generations == c.outputs.generations
     assert "answers reused from" in again.text()
+    alone = api.evaluate("t1", runs_dir=runs, max_new_tokens=8, limit=4, against="none")  # reused, not generated
+    assert alone.generated == () and list(alone.comparison.systems) == ["fine-tuned"]
     assert api.evaluate("t1", runs_dir=runs, max_new_tokens=6, limit=4, against="base").generated == ("fine-tuned", "base")
 
 

@@ -120,7 +120,8 @@ def generate_outputs(load: Callable[[], tuple[Any, Any]], rows: list[Example], t
     shot_examples = pick_shots(train, settings["shots"], settings["seed"]) if "fewshot" in systems else []
     prompts = [ex.messages[:-1] for ex in rows]
     outputs = Outputs(dict(settings), [ex.row for ex in rows], prompts, [ex.messages[-1]["content"] for ex in rows],
-                      [ex.row for ex in shot_examples], dict(reuse.generations) if reuse else {})
+                      [ex.row for ex in shot_examples],
+                      {k: v for k, v in reuse.generations.items() if k in systems} if reuse else {})
     todo = [s for s in systems if s not in outputs.generations]
     if not todo:
         return outputs
