@@ -10,7 +10,6 @@ from helpers import good_rows
 from jupyter_finetune import api
 from jupyter_finetune.models import ALIASES
 from jupyter_finetune.models.memory import GIB
-from jupyter_finetune.ui.data_report import report_text
 
 
 def _kernel_gpu(monkeypatch, name: str, gib: float) -> None:
@@ -25,12 +24,12 @@ def _kernel_gpu(monkeypatch, name: str, gib: float) -> None:
 def test_data_report_and_plan_give_the_same_time_on_the_kernels_gpu(tiny_model_dir, monkeypatch):
     """On a Colab T4 the data report's local training time is the time %ft_plan gives for that T4."""
     _kernel_gpu(monkeypatch, "Tesla T4", 15.6)
-    ds = api.load_data("tickets", good_rows(60), model=str(tiny_model_dir), save=False)
+    ds = api.load_data("tickets", good_rows(60), model=str(tiny_model_dir))
     plan = api.plan(data=ds)
     s = plan.schedule
     assert plan.gpu.name == ds.cost.local_device == "T4" and ds.cost.epochs == s.epochs
     assert ds.cost.local_seconds == pytest.approx(s.seconds_per_epoch * s.epochs)
-    assert "for 3 epochs on T4" in report_text(ds)
+    assert "for 3 epochs on T4" in repr(ds)
 
 
 def test_cpu_time_for_smollm2_is_the_lora_speed_measured_on_two_cores():
