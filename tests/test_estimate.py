@@ -25,7 +25,7 @@ def _kernel_gpu(monkeypatch, name: str, gib: float) -> None:
 def test_data_report_and_plan_give_the_same_time_on_the_kernels_gpu(tiny_model_dir, monkeypatch):
     """On a Colab T4 the data report's local training time is the time %ft_plan gives for that T4."""
     _kernel_gpu(monkeypatch, "Tesla T4", 15.6)
-    ds = api.load_data("tickets", good_rows(60), model=str(tiny_model_dir), save=False)
+    ds = api.load_data("tickets", good_rows(60), model=str(tiny_model_dir))
     plan = api.plan(data=ds)
     s = plan.schedule
     assert plan.gpu.name == ds.cost.local_device == "T4" and ds.cost.epochs == s.epochs
