@@ -17,10 +17,12 @@ Tolerances, on tiny fp32 models whose logits reach about 3.5 in magnitude:
 from __future__ import annotations
 
 import copy
+from importlib.metadata import version
 
 import numpy as np
 import pytest
 import torch
+from packaging.version import Version
 
 from export_fixtures import logits, max_diff, sentencepiece_tokenizer, ticket, tiny_model, tiny_run
 from jupyter_finetune.export import ExportError, export_run
@@ -49,6 +51,12 @@ def load_gguf(path):
     return model.eval(), AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
 
 
+READS_GGUF_TOKENIZERS_BACK = Version(version("transformers")) >= Version("5.24")
+"""transformers' own GGUF reader, this test's stand-in for llama.cpp, rebuilds the mistral and qwen2
+tokenizers as they were written from 5.24 on (5.24 checked); 5.9 and 5.17 add a second BOS to mistral's
+and split qwen2's text differently, while the file is the same. The logits are compared at every version."""
+
+
 def texts_for(tokenizer):
     return [tokenizer.apply_chat_template(ticket(3), tokenize=False), *TEXTS]
 
@@ -61,8 +69,9 @@ def test_f16_gguf_read_back_gives_the_merged_models_logits_within_1e_2(runs, fam
     model, gguf_tokenizer = load_gguf(result.path)
     texts = texts_for(gguf_tokenizer)
     tokenizer = _run_tokenizer(run)
-    for text in texts:
-        assert gguf_tokenizer(text)["input_ids"] == tokenizer(text)["input_ids"]
+    if family == "llama" or READS_GGUF_TOKENIZERS_BACK:
+        for text in texts:
+            assert gguf_tokenizer(text)["input_ids"] == tokenizer(text)["input_ids"]
     assert max_diff(logits(model, tokenizer, texts), logits(reference, tokenizer, texts)) < 1e-2
 
 

@@ -66,8 +66,10 @@ def _write_converted(gguf: Path, folder: Path) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # GGUF loading leaves a quantization config that makes save_pretrained and Trainer refuse the model.
-    del model.config.quantization_config
+    # GGUF loading leaves a quantization config that makes save_pretrained and Trainer refuse the model
+    # (transformers 5.24 does; 5.9 and 5.17 leave none).
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     model.hf_quantizer = None
     # GGUF carries no tokenizer length limit; without one, truncation to the context window never happens.
     tokenizer.model_max_length = model.config.max_position_embeddings
