@@ -142,7 +142,7 @@ def test_per_example_view_filters_to_failures(trained):
     assert out.value.startswith("<p>4 rows</p>")
 
 
-def test_ft_eval_magic_shows_the_table_and_verdict_once(trained):
+def test_ft_eval_magic_shows_the_table_and_verdict_once(trained, shell):
     data, runs = trained
     shell.user_ns["tickets"] = data
     line = (f"%ft_eval t1 --data tickets:test --limit 4 --max-new-tokens 8 --against base "

@@ -172,10 +172,12 @@ def test_example_browser_widget_redraws_the_chosen_example(tiny_model_dir, tmp_p
     assert index.max == len(ds.test)
 
 
-def test_a_trailing_comment_on_a_magic_line_is_ignored_but_a_quoted_hash_is_kept(shell):
+def test_a_trailing_comment_on_a_magic_line_is_ignored_but_a_quoted_hash_is_kept(shell, monkeypatch):
+    from jupyter_finetune import api
     from jupyter_finetune.magics import without_comment
 
-    with capture_output() as cap:
+    monkeypatch.setattr(api, "_JOBS", {})  # jobs other tests left in this process are not this kernel's
+    with capture_output():
         names = shell.run_line_magic("ft_stop", "  # nothing named: stops every run of this kernel")
     assert names == []
     assert without_comment('tickets-v1 --message "ticket #42 is late"  # ask') == 'tickets-v1 --message "ticket #42 is late"'

@@ -60,6 +60,7 @@ def test_readme_magics_exist_and_accept_their_lines_as_written(shell):
 
 @pytest.mark.slow
 @pytest.mark.smollm2
+@pytest.mark.timeout(1800)  # 30 SmolLM2 steps and an evaluation: ~5 minutes on 2 idle cores
 def test_readme_python_examples_run_as_written(tmp_path):
     """Each block without magics, in order as in one notebook, in a fresh folder where the README's
     ``examples/...`` paths resolve and ./ft_runs is the default."""
