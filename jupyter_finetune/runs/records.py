@@ -8,7 +8,7 @@ a field added later gets a default there.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 FINE_TUNED = "fine-tuned"
 """The system name under which evaluation results store the run's own (adapter) scores."""
@@ -107,6 +107,9 @@ class SystemResult:
 @dataclass(frozen=True)
 class EvalSummary:
     """The scores and verdict of one saved evaluation (``eval/<data-version>.json`` without the answers)."""
+
+    KEYS: ClassVar[tuple[str, ...]] = ("data_version", "metrics", "systems", "verdict")
+    """Its keys in the saved file, beside the evaluation's own details."""
 
     data_version: str
     metrics: tuple[str, ...]

@@ -163,19 +163,17 @@ class Run:
         saved = read_json(self.evaluation_file(data_version))
         if not isinstance(saved, dict):
             return None
-        summary_keys = EvalSummary("", (), {}, None).to_dict()
-        return {k: v for k, v in saved.items() if k not in summary_keys}
+        return {k: v for k, v in saved.items() if k not in EvalSummary.KEYS}
 
-    def evaluations(self) -> list[EvalSummary]:
-        """Every saved evaluation's summary, newest first; a file in another shape is skipped."""
-        found = []
-        for path in (self.path / "eval").glob("*.json"):
-            saved = read_json(path)
+    def evaluations(self) -> Iterator[EvalSummary]:
+        """Every saved evaluation's summary, newest first, each read only when asked for (a listing wants
+        just the newest); a file in another shape is skipped."""
+        files = sorted((p.stat().st_mtime, p) for p in (self.path / "eval").glob("*.json"))
+        for mtime, path in reversed(files):
             try:
-                found.append(EvalSummary.from_dict(saved, path.stat().st_mtime))
+                yield EvalSummary.from_dict(read_json(path), mtime)
             except (KeyError, TypeError, ValueError, AttributeError):
                 continue
-        return sorted(found, key=lambda e: e.updated, reverse=True)
 
     def export_dir(self, kind: str) -> Path:
         """Where an export of this kind goes when no other folder is given."""

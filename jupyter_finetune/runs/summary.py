@@ -90,14 +90,14 @@ def summarize(run: Run, records: list[dict[str, Any]] | None = None) -> RunSumma
     losses = [r["loss"] for r in records if r.get("loss") is not None]
     evals = [r["eval_loss"] for r in records if r.get("eval_loss") is not None]
     started = status.get("started")
-    evaluations = run.evaluations()
+    newest = next(run.evaluations(), None)
     return RunSummary(
         name=run.name, status=status.get("status", "queued"), model=settings.model if settings else "?",
         data=f"{manifest.name} v{manifest.version}" if manifest else "? v?",
         settings={"preset": settings.preset if settings else None, **(settings.train if settings else {})},
         step=status.get("step", 0), max_steps=status.get("max_steps"),
         best_eval_loss=min(evals) if evals else None, last_train_loss=losses[-1] if losses else None,
-        eval_scores=evaluations[0].scores() if evaluations else {}, created=started or status.get("updated", 0.0),
+        eval_scores=newest.scores() if newest else {}, created=started or status.get("updated", 0.0),
         seconds=status["updated"] - started if started and "updated" in status else None,
         updated=status.get("updated", 0.0),
     )
