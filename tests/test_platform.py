@@ -1,0 +1,70 @@
+"""In a venv holding a platform's preinstalled packages (.ci/platform.sh builds it from tests/envs/NAME.txt
+and installs the wheel into it): the quickstart notebook runs as written, in a real kernel of that venv,
+on CPU with the packaged model, and the saved notebook keeps each cell's static record."""
+
+from __future__ import annotations
+
+import shutil
+from importlib import metadata
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).parents[1]
+# The Jupyter stack the platform's kernel runs on, and the libraries training loads.
+STACK = ("ipython", "ipykernel", "ipywidgets", "jupyter_client", "traitlets", "tornado", "torch", "transformers",
+         "peft", "datasets", "accelerate")
+
+pytestmark = [pytest.mark.slow, pytest.mark.smollm2, pytest.mark.platform]
+
+
+def _pins(platform: str) -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "tests" / "envs" / f"{platform}.txt").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name.lower().replace("-", "_")] = version
+    return pins
+
+
+def _outputs(cell) -> str:
+    """What a reader of the saved notebook sees without widget state: text and HTML."""
+    parts = []
+    for output in cell.get("outputs", []):
+        parts.append(output.get("text", ""))
+        data = output.get("data", {})
+        parts.append(data.get("text/plain", "") + data.get("text/html", ""))
+    return "\n".join(parts)
+
+
+@pytest.fixture()
+def platform(request) -> str:
+    return request.config.getoption("--platform")
+
+
+def test_this_venv_holds_the_platforms_versions(platform):
+    pins = _pins(platform)
+    for name in STACK:
+        assert metadata.version(name) == pins[name], f"{name}: {platform} pins {pins[name]}"
+
+
+def test_quickstart_notebook_runs_in_the_platforms_kernel(platform, tmp_path):
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    path = tmp_path / "examples" / "quickstart.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    NotebookClient(notebook, timeout=1500, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    nbformat.write(notebook, path)
+
+    saved = nbformat.read(path, as_version=4)
+    load, data, train, _, evaluate, _, export = saved.cells[1:]
+    assert not any(o.get("output_type") == "error" for cell in saved.cells for o in cell.get("outputs", []))
+    assert "216" in _outputs(data) and "24" in _outputs(data)
+    assert "completed" in _outputs(train) and "30" in _outputs(train)
+    assert "fine-tuned" in _outputs(evaluate) and "few-shot" in _outputs(evaluate)
+    assert "Modelfile" in _outputs(export)
+    run = path.parent / "ft_runs" / "tickets-v1"
+    assert (run / "adapter" / "adapter_config.json").is_file()
+    assert any((run / "export").rglob("*.gguf"))
