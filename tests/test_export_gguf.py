@@ -53,8 +53,9 @@ def load_gguf(path):
 
 READS_GGUF_TOKENIZERS_BACK = Version(version("transformers")) >= Version("5.24")
 """transformers' own GGUF reader, this test's stand-in for llama.cpp, rebuilds the tokenizers as they
-were written at 5.24 (checked); the same files read back with a second BOS for llama at 5.1 and for
-mistral at 5.9 and 5.17, and qwen2's text split differently there. The logits are compared at every version."""
+were written at 5.24 (checked); the same files read back with a second BOS for llama at 5.0 and 5.1 and for
+mistral at 5.9 and 5.17, and qwen2's text split differently there; at 5.0 qwen2's and mistral's text split
+differently. The logits are compared at every version."""
 
 
 def texts_for(tokenizer):

@@ -41,6 +41,12 @@ def test_shape_reads_the_config_and_counts_parameters_exactly(shape):
     assert shape.parameters == PARAMS == 202_048
 
 
+def test_tied_embeddings_count_once():
+    """transformers 5.0.0 builds the model on the meta device untied; the count must not see lm_head twice."""
+    shape = ModelShape.from_config(tiny_config(tie_word_embeddings=True))
+    assert shape.tied_embeddings and shape.parameters == PARAMS - V * H
+
+
 def test_lora_parameters_are_rank_times_in_plus_out_for_every_linear(shape):
     assert shape.lora_parameters(R) == L * sum(R * (a + b) for a, b in LINEARS) == 16_384
 
