@@ -1,4 +1,4 @@
-"""Write a platform's constraints file from the package set it publishes (`tests/envs/README.md`).
+"""Write a platform's constraints file from the package set it publishes (see tests/envs/README.md).
 
 A published freeze names builds pip cannot fetch here: CUDA local versions (``torch==2.11.0+cu128``)
 become the same release from PyPI (whose Linux wheel is a CUDA build too: the CPU builds are not on PyPI),
