@@ -107,11 +107,12 @@ def train(data: Any = None, *, background: bool = False, **options: Any) -> Any:
 
 async def train_async(data: Any = None, **options: Any) -> Any:
     """``train`` for an awaited notebook cell: the kernel handles the Stop button between steps."""
+    from .ui.kernel_comms import dispatch_waiting_comms
     from .ui.training import show_job
 
     job = prepare_training(data, **options)
     show_job(job)
-    return await job.train_async()
+    return await job.train_async(while_waiting=dispatch_waiting_comms)
 
 
 def stop(name: str | None = None) -> list[str]:

@@ -314,7 +314,8 @@ def awaited_training(lines: list[str]) -> list[str]:
     """Input transformer: a top-level ``%ft_train`` (or ``r = %ft_train``) in a kernel cell becomes an awaited call.
 
     A cell blocked in plain Python cannot receive widget messages until it ends, so a Stop button
-    would do nothing; ipykernel (7+) handles them while an async cell awaits. ``{name}`` and
+    would do nothing; ipykernel 7 handles them while an async cell awaits, and on ipykernel 6 the
+    awaiting training loop hands them over itself (``ui.kernel_comms``). ``{name}`` and
     ``$name`` are expanded in the cell's namespace, as run_line_magic would. Lines inside blocks
     (indented) are left as they are.
     """

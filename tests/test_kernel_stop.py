@@ -66,10 +66,29 @@ def _status(tmp_path, name: str) -> dict:
     return run.status()
 
 
+def _output(kc, msg_id: str) -> str:
+    """The printed output of cell ``msg_id``, once it has run (its idle status)."""
+    text, deadline = "", time.time() + 60
+    while time.time() < deadline:
+        msg = kc.get_iopub_msg(timeout=max(deadline - time.time(), 0.1))
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream":
+            text += msg["content"]["text"]
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            return text
+    raise AssertionError(f"cell {msg_id} never ran")
+
+
 def test_stop_button_stops_the_running_cell(kernel, tmp_path):
+    """The click reaches the running cell (ipykernel 6 too: Colab); a cell queued before the click
+    still waits, and runs after the training cell."""
     km, kc = kernel
+    queued = []
 
     def click(button: str) -> None:
+        queued.append(kc.execute("from jupyter_finetune.runs import RunStore\n"
+                                 "print(RunStore.at('ft_runs').get('by-button').status()['status'])"))
         kc.shell_channel.send(kc.session.msg("comm_msg", {"comm_id": button,
                                                           "data": {"method": "custom", "content": {"event": "click"}}}))
 
@@ -77,6 +96,11 @@ def test_stop_button_stops_the_running_cell(kernel, tmp_path):
     status = _status(tmp_path, "by-button")
     assert reply["content"]["status"] == "ok" and status["status"] == "stopped"
     assert 3 <= status["step"] < STEPS and after < 60
+    assert reply["parent_header"]["msg_id"] != queued[0]  # the training cell answered first
+    later = kc.get_shell_msg(timeout=60)
+    assert later["parent_header"]["msg_id"] == queued[0] and later["content"]["status"] == "ok"
+    assert later["content"]["execution_count"] == reply["content"]["execution_count"] + 1
+    assert _output(kc, queued[0]) == "stopped\n"  # it ran after training had ended
 
 
 def test_notebook_interrupt_stops_the_running_cell(kernel, tmp_path):

@@ -22,7 +22,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Awaitable, Callable, Iterator
 
 from ..data import FtDataset
 from ..models.quiet import library_noise_off
@@ -96,8 +96,9 @@ class TrainJob:
         assert self.result is not None
         return self.result
 
-    async def train_async(self) -> TrainResult:
-        """``train`` for an awaited cell: the event loop runs at each step end (Stop button, widgets)."""
+    async def train_async(self, while_waiting: Callable[[], Awaitable[Any]] | None = None) -> TrainResult:
+        """``train`` for an awaited cell: the event loop runs at each step end (Stop button, widgets),
+        then ``while_waiting`` is awaited (a kernel that holds widget messages hands them over there)."""
         import asyncio
 
         from greenlet import getcurrent, greenlet
@@ -111,6 +112,8 @@ class TrainJob:
             while not fit.dead:
                 try:
                     await asyncio.sleep(0.005)  # long enough for the kernel to dispatch a waiting message
+                    if while_waiting is not None:
+                        await while_waiting()
                 except asyncio.CancelledError:  # an interrupt that reached the loop instead of the handler
                     self.stop()
                 fit.switch()
