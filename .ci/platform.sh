@@ -2,7 +2,8 @@
 # CI: `pip install jupyter-finetune` into a fresh venv that holds a platform's preinstalled packages
 # (tests/envs/NAME.txt, derived from what Colab or Kaggle publish), then:
 #   1. pip must change none of them (pip freeze before and after; any change fails, naming the package);
-#   2. the GPU install line (the unsloth extra) is resolved against them: it must keep the platform's torch;
+#   2. the GPU install line (the unsloth extra, torch pinned to the installed one) is resolved against them:
+#      it must keep the platform's torch, and what it replaces is printed;
 #   3. the quickstart notebook runs in a real kernel of that venv, and the Stop button stops training there
 #      (tests/test_platform.py and tests/test_kernel_stop.py, run on the installed wheel).
 # Usage: .ci/platform.sh colab 3.13 | .ci/platform.sh kaggle 3.12
@@ -19,7 +20,9 @@ if [ -z "$python" ]; then
     python=$(command -v python3)
     echo "platform $name: no Python $version on this machine; using $("$python" --version)" >&2
 fi
-work=$(mktemp -d)
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/jupyter-finetune"
+mkdir -p "$cache"
+work=$(mktemp -d -p "$cache" "run-$name.XXXX")  # beside the kept venv: hard links need one file system
 trap 'rm -rf "$work"' EXIT
 venv=$work/venv
 step() { echo "== platform $name ($($python --version)): $*"; }
@@ -29,17 +32,24 @@ step "the wheel"
 wheel=$(ls "$work"/dist/*.whl)
 
 step "the platform's packages that installing us touches"
-"$python" -m venv "$venv"
-pip=("$venv/bin/python" -m pip)
-"${pip[@]}" install -q --dry-run --ignore-installed --report "$work/resolve.json" -c "$constraints" \
+"$python" -m pip install -q --dry-run --ignore-installed --report "$work/resolve.json" -c "$constraints" \
     "$wheel" ipykernel nbclient nbformat
-"$venv/bin/python" .ci/platform_check.py preinstalled "$work/resolve.json" "$constraints" >"$work/platform.txt"
-# Their wheels (torch and CUDA's libraries: GBs) are kept outside the clone, keyed by the platform's file.
-cache="${XDG_CACHE_HOME:-$HOME/.cache}/jupyter-finetune"
-wheels="$cache/wheels-$name-$( { cat "$constraints"; "$python" --version; } | sha256sum | cut -c1-16)"
-if [ ! -d "$wheels" ]; then rm -rf "$cache/wheels-$name-"*; fi
-"${pip[@]}" download -q -d "$wheels" -c "$constraints" -r "$work/platform.txt"
-"${pip[@]}" install -q --no-index --find-links "$wheels" -r "$work/platform.txt"
+# The GPU install line too (examples/colab_kaggle_gpu.ipynb): the unsloth extra, keeping the platform's torch.
+torch=$(grep -i '^torch==' "$constraints")
+"$python" -m pip install -q --dry-run --ignore-installed --report "$work/resolve-gpu.json" "$wheel[unsloth]" "$torch"
+"$python" .ci/platform_check.py preinstalled "$constraints" "$work/resolve.json" "$work/resolve-gpu.json" \
+    >"$work/platform.txt"
+# A venv of them (torch and CUDA's libraries: GBs) is kept outside the clone, keyed by what it holds; each
+# run installs into a fresh copy of it, made of hard links, so the kept one never changes.
+base="$cache/platform-$name-$(cat "$work/platform.txt" <("$python" --version) | sha256sum | cut -c1-16)"
+if [ ! -f "$base/.installed" ]; then
+    rm -rf "$cache/platform-$name-"*
+    "$python" -m venv "$base"
+    "$base/bin/python" -m pip install -q -c "$constraints" -r "$work/platform.txt"
+    touch "$base/.installed"
+fi
+cp -al "$base" "$venv"
+pip=("$venv/bin/python" -m pip)
 "${pip[@]}" freeze --all >"$work/before.txt"
 
 step "pip install jupyter-finetune"
@@ -48,7 +58,8 @@ step "pip install jupyter-finetune"
 "$venv/bin/python" .ci/platform_check.py unchanged "$work/before.txt" "$work/after.txt"
 
 step "the GPU install line, resolved against the platform's packages"
-"${pip[@]}" install -q --dry-run --report "$work/gpu.json" "$wheel[unsloth]"
+"${pip[@]}" install -q --dry-run --report "$work/gpu.json" "$wheel[unsloth]" \
+    "torch==$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("torch"))')"
 "$venv/bin/python" .ci/platform_check.py gpu-line "$work/gpu.json" "$work/after.txt"
 
 step "the quickstart notebook and the Stop button in a kernel of this venv"

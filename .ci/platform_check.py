@@ -1,6 +1,6 @@
 """The checks of .ci/platform.sh, on pip's own records: `pip install --report` JSON and `pip freeze`.
 
-    preinstalled RESOLVE CONSTRAINTS   the platform's pins among the packages a resolve installs
+    preinstalled CONSTRAINTS RESOLVE...  the platform's pins among the packages the resolves install
     unchanged BEFORE AFTER             fail, naming each package pip replaced or removed
     gpu-line REPORT FREEZE             what the unsloth extra would replace; fail if it is torch
 
@@ -38,9 +38,9 @@ def installs(report: Path) -> dict[str, str]:
     return {canonical(i["metadata"]["name"]): i["metadata"]["version"] for i in items}
 
 
-def preinstalled(resolve: Path, constraints: Path) -> int:
+def preinstalled(constraints: Path, *resolves: Path) -> int:
     pins = versions(constraints)
-    for name in sorted(set(installs(resolve)) & set(pins)):
+    for name in sorted(set().union(*map(installs, resolves)) & set(pins)):
         print(f"{name}=={pins[name]}")
     return 0
 
