@@ -23,12 +23,15 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def widgets_available() -> bool:
-    """True inside a Jupyter kernel with ipywidgets importable, as tqdm.autonotebook decides."""
+    """True inside a Jupyter kernel with ipywidgets importable, as tqdm.autonotebook decides.
+
+    Subclasses of ipykernel's shell count (Colab's ``google.colab._shell.Shell`` is one).
+    """
     try:
         from IPython import get_ipython
 
         shell = get_ipython()
-        if shell is None or type(shell).__name__ != "ZMQInteractiveShell":
+        if shell is None or not any(c.__name__ == "ZMQInteractiveShell" for c in type(shell).__mro__):
             return False
         import ipywidgets  # noqa: F401
     except ImportError:
