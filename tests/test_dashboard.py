@@ -115,7 +115,8 @@ def test_a_finished_dashboard_leaves_its_record_in_place_of_the_widgets(shell, s
     assert record["text/plain"] == dash.static_text()
     assert record["text/plain"].startswith(f"r: {status} at step 50 (status {status}, step 50/50, epoch 1.00, ")
     assert_no_controls(record["text/html"])
-    assert all(widget.comm is None for widget in dash.ui.values())
+    models = [m for widget in dash.ui.values() for m in (widget, widget.layout, getattr(widget, "style", None)) if m]
+    assert len(models) > len(dash.ui) and all(m.comm is None for m in models)  # closed, with layouts and styles
 
 
 def test_a_pending_redraw_draws_the_newest_records_after_events_pause():

@@ -179,8 +179,10 @@ class Dashboard:
             self.ui["stop"].disabled = True
         # replaces the widgets' output; a new one where none was shown (training failed before its start event)
         publish({"text/plain": self.static_text(), "text/html": self._static}, handle=self._handle)
-        for widget in self.ui.values():
-            widget.close()
+        for widget in self.ui.values():  # with their layout and style models: no widget state is left to save
+            for model in (widget, getattr(widget, "layout", None), getattr(widget, "style", None)):
+                if model is not None:
+                    model.close()
 
     # text
 
