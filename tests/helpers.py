@@ -32,3 +32,26 @@ def run_cell(shell: Any, cell: str) -> tuple[Any, str, list]:
         result = shell.run_cell(cell)
     result.raise_error()
     return result.result, re.sub(r"^\s*Out\[\d+\]: \n?", "", cap.stdout), cap.outputs
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"  # a widget's view in a display's data
+
+
+def saved_outputs(published: list) -> list[dict]:
+    """What a notebook keeps of a cell's displays (``capture_output().outputs``), as Jupyter front ends
+    apply them: each display in order, an update replacing the data of every output shown under its
+    display id (one shown without that id, as ipywidgets 7 shows a widget, is never replaced)."""
+    kept: list[tuple[Any, dict]] = []
+    for out in published:
+        display_id = out.transient.get("display_id")
+        if out.update:
+            kept = [(i, out.data if i == display_id else data) for i, data in kept]
+        else:
+            kept.append((display_id, out.data))
+    return [data for _, data in kept]
+
+
+def assert_no_controls(html: str) -> None:
+    """A static record has nothing that looks clickable but does nothing once the kernel is gone
+    (``<details>``, which opens by itself, is fine)."""
+    for tag in ("<button", "<input", "<select", "<textarea", "onclick"):
+        assert tag not in html.lower(), f"{tag} in a static record"

@@ -16,7 +16,7 @@ from jupyter_finetune.evaluation.generate import generate_timed
 from jupyter_finetune.evaluation.loading import load_with_adapter
 from jupyter_finetune.runs import RunStore
 from jupyter_finetune.ui.chat import ChatPlayground, conversation_html
-from helpers import chat, run_cell
+from helpers import WIDGET_VIEW, assert_no_controls, chat, run_cell, saved_outputs
 
 SYSTEM = "You sort support tickets."
 TOKENS = 12
@@ -86,7 +86,12 @@ def test_playground_send_shows_both_answers_and_keeps_every_exchange_in_the_outp
     record = playground.static_html()
     assert record.index("Ticket 1: refund please") < record.index("Ticket 2: password reset")
     assert escape(expected("Ticket 1: refund please")[1]) in record and "2 exchange(s)" in record
-    assert cap.outputs[-1].data["text/html"] == record  # the plain output a saved notebook keeps
+    live, kept = saved_outputs(cap.outputs)  # the widgets, and the plain output a saved notebook keeps
+    assert live == {"text/plain": "Chat playground of c: a widget, live while the kernel runs; every exchange is "
+                                  "recorded below", WIDGET_VIEW: playground.ui["box"].get_view_spec()}
+    assert kept["text/html"] == record
+    assert kept["text/plain"] == "\n\n".join(["c: base vs fine-tuned, 2 exchange(s)", *map(repr, playground.replies)])
+    assert_no_controls(record)
 
 
 def test_playground_sends_the_edited_system_prompt(session, expected):

@@ -7,10 +7,12 @@ import threading
 import time
 
 import pytest
+from IPython.utils.capture import capture_output
 
 from jupyter_finetune.ui.dashboard import Dashboard
 from jupyter_finetune.ui.plots import figure_png, loss_figure
 from jupyter_finetune.ui.tables import summary_html
+from helpers import WIDGET_VIEW, assert_no_controls, saved_outputs
 
 # A failure on the dashboard's timer thread or the test's worker thread must fail the test.
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
@@ -91,6 +93,32 @@ def test_end_colours_the_bar_and_leaves_a_static_record(status, style):
     assert "<i>r</i>" not in html
 
 
+def test_where_widgets_cannot_render_the_live_dashboard_reads_as_text(shell):
+    dash = Dashboard("r", widgets=True)
+    with capture_output() as cap:
+        dash(_events(50)[0])
+    [live] = saved_outputs(cap.outputs)
+    assert live == {"text/plain": "r: training (50 steps, 1.0 epochs); the live dashboard is a widget, and a summary "
+                                  "replaces it when training ends",
+                    WIDGET_VIEW: {"version_major": 2, "version_minor": 0, "model_id": dash.ui["box"].model_id}}
+
+
+@pytest.mark.parametrize("status", ["completed", "failed"])
+def test_a_finished_dashboard_leaves_its_record_in_place_of_the_widgets(shell, status):
+    """The notebook keeps the summary (HTML and text) in the dashboard's own output, widgets closed."""
+    dash = Dashboard("r", min_redraw_s=0.05, widgets=True)
+    with capture_output() as cap:
+        for e in _events(50, status=status):
+            dash(e)
+    [record] = saved_outputs(cap.outputs)
+    assert set(record) == {"text/plain", "text/html"} and record["text/html"] == dash.static_html()
+    assert record["text/plain"] == dash.static_text()
+    assert record["text/plain"].startswith(f"r: {status} at step 50 (status {status}, step 50/50, epoch 1.00, ")
+    assert_no_controls(record["text/html"])
+    models = [m for widget in dash.ui.values() for m in (widget, widget.layout, getattr(widget, "style", None)) if m]
+    assert len(models) > len(dash.ui) and all(m.comm is None for m in models)  # closed, with layouts and styles
+
+
 def test_a_pending_redraw_draws_the_newest_records_after_events_pause():
     dash = Dashboard("r", min_redraw_s=0.2, widgets=True)
     events = _events(30)
@@ -118,10 +146,13 @@ def test_widget_dashboard_runs_on_a_worker_thread():
     assert dash.redraws >= 2 and dash.ui["bar"].value == 20 and "20/20" in dash.static_html()
 
 
-def test_end_before_start_still_leaves_a_static_record():
+def test_end_before_start_still_leaves_a_static_record(shell):
     dash = Dashboard("r", widgets=True)
-    dash({"event": "end", "status": "failed", "step": 0, "message": "OutOfMemoryError: boom", "time": 0.0})
+    with capture_output() as cap:
+        dash({"event": "end", "status": "failed", "step": 0, "message": "OutOfMemoryError: boom", "time": 0.0})
     assert "OutOfMemoryError: boom" in dash.static_html() and "failed" in dash.static_html()
+    assert saved_outputs(cap.outputs) == [{"text/plain": dash.static_text(), "text/html": dash.static_html()}]
+    assert dash.static_text().startswith("r: OutOfMemoryError: boom (status failed, step 0/?")
 
 
 def test_text_dashboard_logs_first_last_and_a_summary(caplog):

@@ -16,7 +16,7 @@ from jupyter_finetune.evaluation.loading import load_with_adapter
 from jupyter_finetune.evaluation.metrics import METRICS
 from jupyter_finetune.evaluation.verdict import Threshold, decide
 from jupyter_finetune.ui import eval_view
-from helpers import good_rows, run_cell
+from helpers import WIDGET_VIEW, assert_no_controls, good_rows, run_cell
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +140,22 @@ def test_per_example_view_filters_to_failures(trained):
     assert f"<p>{len(failing)} rows</p>" in out.value or (not failing and "no rows" in out.value)
     which.value = "all"
     assert out.value.startswith("<p>4 rows</p>")
+
+
+def test_where_widgets_render_a_report_shows_its_record_then_the_browser_which_reads_as_text(trained, shell,
+                                                                                               monkeypatch):
+    from jupyter_finetune.ui import display
+
+    _, runs = trained
+    monkeypatch.setattr(display, "widgets_available", lambda: True)
+    display.register(shell)
+    report, _, published = run_cell(shell, f"%ft_eval t1 --limit 4 --max-new-tokens 8 --against base --runs-dir {runs}")
+    record, browser = published
+    assert record.data == {"text/plain": repr(report), "text/html": eval_view.static_html(report)}
+    assert_no_controls(record.data["text/html"])
+    assert set(browser.data) == {"text/plain", WIDGET_VIEW}
+    assert browser.data["text/plain"] == ("Per-example answers of t1 (4 held-out rows): a widget, live while the kernel "
+                                          "runs; the report above lists the rows where fine-tuned scores below 1")
 
 
 def test_ft_eval_magic_shows_the_table_and_verdict_once(trained, shell):

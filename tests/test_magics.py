@@ -13,7 +13,7 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
-from helpers import chat, good_rows, jsonl, run_cell
+from helpers import WIDGET_VIEW, assert_no_controls, chat, good_rows, jsonl, run_cell
 
 
 @pytest.mark.slow
@@ -85,7 +85,27 @@ def test_where_widgets_render_a_data_set_shows_its_report_then_the_example_brows
     ds, _, published = run_cell(shell, f"%ft_data tickets --from rows --model {tiny_model_dir}")
     report, browser = published
     assert report.data == {"text/plain": repr(ds), "text/html": report_html(ds)}
-    assert "application/vnd.jupyter.widget-view+json" in browser.data
+    assert_no_controls(report.data["text/html"])
+    assert set(browser.data) == {"text/plain", WIDGET_VIEW}  # where the widget cannot render, text: no dead controls
+    assert browser.data["text/plain"] == ("Example browser of tickets (54 train / 6 test examples): a widget, live while "
+                                          "the kernel runs; the report above shows train example 1 as training sees it")
+
+
+def test_widgets_render_in_ipykernels_shell_and_its_subclasses_such_as_colabs(monkeypatch):
+    import IPython
+    from ipykernel.zmqshell import ZMQInteractiveShell
+
+    from jupyter_finetune.ui.env import widgets_available
+
+    class Shell(ZMQInteractiveShell):  # google.colab._shell.Shell
+        def __init__(self) -> None:  # no kernel behind it: only its class matters
+            pass
+
+    for shell, renders in ((Shell(), True), (ZMQInteractiveShell.__new__(ZMQInteractiveShell), True), (None, False)):
+        monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
+        assert widgets_available() is renders
+    monkeypatch.undo()
+    assert not widgets_available()  # a terminal's shell, or none
 
 
 def test_bad_rows_show_as_an_html_table_only_where_html_renders(shell, tiny_model_dir):

@@ -10,7 +10,7 @@ from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
 from jupyter_finetune.runs import RunStore
-from helpers import good_rows, jsonl, run_cell
+from helpers import assert_no_controls, good_rows, jsonl, run_cell, saved_outputs
 
 pytestmark = pytest.mark.usefixtures("shell_tickets")  # every test starts with %%ft_data tickets made
 
@@ -25,6 +25,18 @@ def test_ft_train_logs_settings_and_progress_returns_the_result_and_keeps_the_ru
     assert shown == "<TrainResult t1: completed at step 6, adapter in ft_runs/t1/adapter>\n"
     assert run_cell(shell, "r = %ft_train tickets --steps 1 --batch-size 4 --name t2")[1] == ""
     assert (shell.user_ns["r"].run, shell.user_ns["r"].status) == ("t2", "completed")
+
+
+def test_where_widgets_render_the_notebook_keeps_the_settings_and_the_training_record(shell, monkeypatch):
+    from jupyter_finetune.ui import dashboard
+
+    monkeypatch.setattr(dashboard, "widgets_available", lambda: True)
+    _, _, published = run_cell(shell, "%ft_train tickets --steps 2 --batch-size 4 --name w")
+    settings, record = saved_outputs(published)  # the live dashboard was replaced by its record
+    assert settings["text/plain"].startswith("w: backend hf") and "<summary>settings" in settings["text/html"]
+    assert record["text/plain"].startswith("w: completed") and "step 2/2" in record["text/plain"]
+    assert "data:image/png;base64," in record["text/html"]
+    assert_no_controls(settings["text/html"] + record["text/html"])
 
 
 def test_names_count_up_from_the_data_name(shell, tmp_path):

@@ -1,7 +1,8 @@
 """The chat playground: a message box, base and fine-tuned answers in two columns, the exchanges kept.
 
-The widgets hold the latest exchange; below them a plain HTML output holds every exchange and is
-updated after each one, so a saved notebook shows the whole conversation without widget state.
+The widgets hold the latest exchange; below them a plain HTML output (with the same as text) holds
+every exchange and is updated after each one, so a saved notebook shows the whole conversation
+without widget state.
 Where widgets cannot render, ``%ft_chat RUN --message`` returns one ChatReply: its ``repr`` is the
 text, and ``ui.display`` registers ``conversation_html`` as its HTML.
 """
@@ -12,6 +13,7 @@ from html import escape
 from typing import Any
 
 from ..evaluation.chat import ChatReply, ChatSession
+from .env import publish, widget_bundle
 
 _COLUMN = "flex:1;min-width:0;padding:4px 8px;border:1px solid #8884;border-radius:4px"
 
@@ -41,6 +43,13 @@ def conversation_html(replies: list[ChatReply]) -> str:
         return ""
     return (f"<div><b>{escape(replies[0].run)}</b>: base vs fine-tuned, {len(replies)} exchange(s)"
             f"{''.join(exchange_html(r) for r in replies)}</div>")
+
+
+def conversation_text(replies: list[ChatReply]) -> str:
+    """The same record as text: each exchange as its ChatReply prints ("" before the first)."""
+    if not replies:
+        return ""
+    return "\n\n".join([f"{replies[0].run}: base vs fine-tuned, {len(replies)} exchange(s)", *map(repr, replies)])
 
 
 class ChatPlayground:
@@ -73,19 +82,19 @@ class ChatPlayground:
 
     def show(self) -> "ChatPlayground":
         """Display the widgets and, below them, the (for now empty) record of the conversation."""
-        from IPython.display import HTML, display
-
-        display(self.ui["box"])
-        self._record = display(HTML(""), display_id=True)  # None outside a kernel
+        publish(widget_bundle(self.ui["box"], f"Chat playground of {self.session.run.name}: a widget, live while "
+                                              "the kernel runs; every exchange is recorded below"))
+        self._record = publish(self._record_bundle(), display_id=True)  # None outside IPython
         return self
 
     def static_html(self) -> str:
         return conversation_html(self.replies)
 
+    def _record_bundle(self) -> dict[str, str]:
+        return {"text/plain": conversation_text(self.replies), "text/html": self.static_html()}
+
     def send(self, _button: Any = None) -> ChatReply | None:
         """Send the message box to both systems; the Send button calls this."""
-        from IPython.display import HTML
-
         ui = self.ui
         if not ui["message"].value.strip():
             ui["status"].value = "type a message first"
@@ -103,5 +112,5 @@ class ChatPlayground:
         ui["fine_tuned"].value = answer_html("fine-tuned", reply.fine_tuned, reply.fine_tuned_seconds)
         ui["message"].value, ui["status"].value = "", ""
         if self._record is not None:
-            self._record.update(HTML(self.static_html()))
+            publish(self._record_bundle(), handle=self._record)
         return reply

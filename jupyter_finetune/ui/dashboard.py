@@ -3,10 +3,12 @@
 In a notebook: a header, a progress bar with a Stop button, a stats line and the loss curves.
 Cheap widget updates happen on every event; the figure is rendered on a short-lived timer thread
 at most once per ``min_redraw_s`` (the training thread never waits for matplotlib, and the
-newest records are drawn even when events pause). When training ends the widgets are replaced,
-in the same output, by static HTML (summary table + PNG of the curves) so a saved notebook keeps
-them. Elsewhere: a text line at most every ``min_redraw_s`` and a summary line, logged at INFO
-(``jupyter_finetune.ui.dashboard``), so that a user can silence or redirect them.
+newest records are drawn even when events pause). Where the widgets cannot render, the output's
+text says which run is training. When training ends the widgets are replaced, in the same output,
+by static HTML (summary table + PNG of the curves) with the summary as its text, so a saved
+notebook keeps them (``env`` explains the bundles). Elsewhere: a text line at most every
+``min_redraw_s`` and a summary line, logged at INFO (``jupyter_finetune.ui.dashboard``), so that a
+user can silence or redirect them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from html import escape
 from typing import Any, Callable
 
 from ..runs.summary import duration
-from .env import widgets_available
+from .env import publish, widget_bundle, widgets_available
 from .plots import figure_png, loss_figure
 from .tables import summary_html, summary_rows
 
@@ -87,16 +89,22 @@ class Dashboard:
         """What stays in the notebook once training ended: summary table and loss curves ("" before)."""
         return self._static
 
+    def static_text(self) -> str:
+        """The same record as text: the end message and the summary ("" before the end)."""
+        if self.end is None:
+            return ""
+        summary = ", ".join(f"{k} {v}" for k, v in summary_rows(self.start, self.records, self.end)[1:])
+        return f"{self.run_name}: {self.end['message']} ({summary})"
+
     # widgets
 
     def _show_widgets(self) -> None:
         import ipywidgets as w
-        from IPython.display import display
 
         steps = self.start.get("max_steps") or self._latest.get("max_steps") or 1
-        head = f"<b>{escape(self.run_name)}</b>"
-        if "max_steps" in self.start:
-            head += escape(f": {self.start['max_steps']} steps, {self.start.get('epochs', '?')} epochs")
+        plan = (f"{self.start['max_steps']} steps, {self.start.get('epochs', '?')} epochs"
+                if "max_steps" in self.start else "")
+        head = f"<b>{escape(self.run_name)}</b>" + escape(f": {plan}" if plan else "")
         bar = w.IntProgress(value=self.start.get("step", 0), min=0, max=max(1, steps), bar_style="info")
         stop = w.Button(description="Stop", icon="stop", button_style="warning",
                         tooltip="Stop at the next step; the adapter so far is saved")
@@ -106,7 +114,9 @@ class Dashboard:
                     "plot": w.Image(format="png")}
         self.ui["row"] = w.HBox([bar, stop])
         self.ui["box"] = w.VBox([self.ui["header"], self.ui["row"], self.ui["stats"], self.ui["plot"]])
-        self._handle = display(self.ui["box"], display_id=True)  # None outside a kernel: display() just prints
+        text = (f"{self.run_name}: training{f' ({plan})' if plan else ''}; the live dashboard is a widget, and a "
+                "summary replaces it when training ends")
+        self._handle = publish(widget_bundle(self.ui["box"], text), display_id=True)  # None outside IPython
 
     def _stop_clicked(self, _button: Any = None) -> None:
         stop = self.ui["stop"]
@@ -161,20 +171,18 @@ class Dashboard:
         if self.widgets:
             self._show_static(end)
         else:
-            self._log_end(end)
+            self._log_end()
 
     def _show_static(self, end: dict[str, Any]) -> None:
-        from IPython.display import HTML, display
-
         if self.ui:
             self.ui["bar"].bar_style = _BAR_STYLE.get(end["status"], "")
             self.ui["stop"].disabled = True
-        if self._handle is not None:
-            self._handle.update(HTML(self._static))
-        else:  # no widgets were shown (training failed before its start event), or no kernel
-            display(HTML(self._static))
-        for widget in self.ui.values():
-            widget.close()
+        # replaces the widgets' output; a new one where none was shown (training failed before its start event)
+        publish({"text/plain": self.static_text(), "text/html": self._static}, handle=self._handle)
+        for widget in self.ui.values():  # with their layout and style models: no widget state is left to save
+            for model in (widget, getattr(widget, "layout", None), getattr(widget, "style", None)):
+                if model is not None:
+                    model.close()
 
     # text
 
@@ -184,8 +192,7 @@ class Dashboard:
             self._last_logged, self._logged = now, len(self.records)
             log.info("%s: %s", self.run_name, progress_line(self._latest))
 
-    def _log_end(self, end: dict[str, Any]) -> None:
+    def _log_end(self) -> None:
         if self._logged < len(self.records):
             log.info("%s: %s", self.run_name, progress_line(self._latest))
-        summary = ", ".join(f"{k} {v}" for k, v in summary_rows(self.start, self.records, end)[1:])
-        log.info("%s: %s (%s)", self.run_name, end["message"], summary)
+        log.info("%s", self.static_text())

@@ -10,6 +10,8 @@ from typing import Any
 
 from ..data import FtDataset, Problem, TokenView
 from ..data.dataset import MAX_WARNINGS_SHOWN, rough_duration
+from .env import publish
+
 _STYLE = ("<style>.ftd table{border-collapse:collapse;margin:4px 0 10px}.ftd td,.ftd th{padding:2px 10px;"
           "border-bottom:1px solid #8884;text-align:left}.ftd .loss{background:#2e7d3233}.ftd .cut{opacity:.45;"
           "text-decoration:line-through}.ftd .err{color:#c62828}.ftd .warn{color:#b26a00}"
@@ -76,9 +78,7 @@ def errors_html(name: str, problems: list[Problem]) -> str:
 
 def show_errors(name: str, problems: list[Problem]) -> None:
     """The problems as an HTML table, shown only where HTML renders: a terminal has them in the error text."""
-    from IPython.display import display
-
-    display({"text/html": errors_html(name, problems)}, raw=True)
+    publish({"text/html": errors_html(name, problems)})
 
 
 def browser(ds: FtDataset) -> Any:
@@ -102,3 +102,9 @@ def browser(ds: FtDataset) -> Any:
     index.observe(redraw, "value")
     redraw()
     return w.VBox([w.HTML("<b>Browse what training sees</b>"), w.HBox([split, index]), out])
+
+
+def browser_text(ds: FtDataset) -> str:
+    """What shows in place of the browser where widgets cannot render."""
+    return (f"Example browser of {ds.name} ({len(ds.train)} train / {len(ds.test)} test examples): a widget, "
+            "live while the kernel runs; the report above shows train example 1 as training sees it")

@@ -12,7 +12,8 @@ must not import ui/ (tests/test_layers.py), so the two forms come from two place
   A Plan writes its own ``_repr_html_`` (a table, nothing ui-specific).
 
 Where widgets render, a data set and an evaluation report also bring their example browser: their
-display is the HTML (the record a saved notebook keeps) followed by the live widget.
+display is the HTML (the record a saved notebook keeps) followed by the live widget, whose text
+says what it is where it cannot render.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any, Callable
 
-from .env import widgets_available
+from .env import publish, widget_bundle, widgets_available
 
 _HTML = {  # (module, class) -> (ui module, function returning the object's HTML)
     ("jupyter_finetune.data.dataset", "FtDataset"): ("data_report", "report_html"),
@@ -29,9 +30,9 @@ _HTML = {  # (module, class) -> (ui module, function returning the object's HTML
     ("jupyter_finetune.runs.summary", "RunComparison"): ("runs_view", "comparison_html"),
     ("jupyter_finetune.evaluation.chat", "ChatReply"): ("chat", "reply_html"),
 }
-_BROWSERS = {  # (module, class) -> (ui module, function returning a widget, or None)
-    ("jupyter_finetune.data.dataset", "FtDataset"): ("data_report", "browser"),
-    ("jupyter_finetune.evaluation.report", "EvalReport"): ("eval_view", "browser"),
+_BROWSERS = {  # (module, class) -> (ui module, function returning a widget or None, function returning its text)
+    ("jupyter_finetune.data.dataset", "FtDataset"): ("data_report", "browser", "browser_text"),
+    ("jupyter_finetune.evaluation.report", "EvalReport"): ("eval_view", "browser", "browser_text"),
 }
 
 
@@ -41,9 +42,9 @@ def register(shell: Any) -> None:
     for (module, name), view in _HTML.items():
         formatter.formatters["text/html"].for_type_by_name(module, name, _lazy(*view))
     if widgets_available():
-        for (module, name), browser in _BROWSERS.items():
+        for (module, name), (view, browser, text) in _BROWSERS.items():
             formatter.ipython_display_formatter.for_type_by_name(
-                module, name, _with_browser(_lazy(*_HTML[module, name]), _lazy(*browser)))
+                module, name, _with_browser(_lazy(*_HTML[module, name]), _lazy(view, browser), _lazy(view, text)))
 
 
 def _lazy(module: str, function: str) -> Callable[[Any], Any]:
@@ -53,12 +54,11 @@ def _lazy(module: str, function: str) -> Callable[[Any], Any]:
     return view
 
 
-def _with_browser(html: Callable[[Any], str], browser: Callable[[Any], Any]) -> Callable[[Any], None]:
+def _with_browser(html: Callable[[Any], str], browser: Callable[[Any], Any],
+                  text: Callable[[Any], str]) -> Callable[[Any], None]:
     def show(obj: Any) -> None:
-        from IPython.display import display
-
-        display({"text/plain": repr(obj), "text/html": html(obj)}, raw=True)
+        publish({"text/plain": repr(obj), "text/html": html(obj)})
         widget = browser(obj)
         if widget is not None:
-            display(widget)
+            publish(widget_bundle(widget, text(obj)))
     return show

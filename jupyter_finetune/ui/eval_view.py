@@ -99,3 +99,9 @@ def browser(report: Any) -> Any:
     page.observe(redraw, "value")
     redraw()
     return w.VBox([w.HTML("<b>Per-example answers</b>"), w.HBox([which, page]), out])
+
+
+def browser_text(report: Any) -> str:
+    """What shows in place of the browser where widgets cannot render."""
+    return (f"Per-example answers of {report.run} ({report.comparison.rows} held-out rows): a widget, live while "
+            "the kernel runs; the report above lists the rows where fine-tuned scores below 1")

@@ -27,13 +27,12 @@ def settings_text(job: Any) -> str:
 
 def show_job(job: Any) -> None:
     """The resolved settings, then the live dashboard (attached to ``job``, so it sees every event)."""
-    from IPython.display import HTML, display
-
     from .dashboard import Dashboard
+    from .env import publish
 
     dashboard = Dashboard(job.run.name, on_stop=job.stop)
     if dashboard.widgets:
-        display(HTML(settings_html(job)))
+        publish({"text/plain": settings_text(job), "text/html": settings_html(job)})
     else:
         log.info(settings_text(job))
     job.listeners.append(dashboard)
