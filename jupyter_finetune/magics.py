@@ -323,12 +323,12 @@ def awaited_training(lines: list[str]) -> list[str]:
 
 
 def register(ipython) -> None:
-    from .ui import display
+    from .ui import display, env
 
     magics = FinetuneMagics(ipython)
     ipython.register_magics(magics)
     display.register(ipython)
-    if type(ipython).__name__ == "ZMQInteractiveShell" and ipython.autoawait:
+    if env.in_kernel(ipython) and ipython.autoawait:
         ipython.push({AWAITED_NAME: magics.ft_train_awaited}, interactive=False)
         if awaited_training not in ipython.input_transformers_post:
             ipython.input_transformers_post.append(awaited_training)

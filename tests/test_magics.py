@@ -92,10 +92,11 @@ def test_where_widgets_render_a_data_set_shows_its_report_then_the_example_brows
 
 
 def test_widgets_render_in_ipykernels_shell_and_its_subclasses_such_as_colabs(monkeypatch):
+    """The same test makes a top-level %ft_train awaited there (magics.register), so Stop works on Colab."""
     import IPython
     from ipykernel.zmqshell import ZMQInteractiveShell
 
-    from jupyter_finetune.ui.env import widgets_available
+    from jupyter_finetune.ui.env import in_kernel, widgets_available
 
     class Shell(ZMQInteractiveShell):  # google.colab._shell.Shell
         def __init__(self) -> None:  # no kernel behind it: only its class matters
@@ -104,6 +105,7 @@ def test_widgets_render_in_ipykernels_shell_and_its_subclasses_such_as_colabs(mo
     for shell, renders in ((Shell(), True), (ZMQInteractiveShell.__new__(ZMQInteractiveShell), True), (None, False)):
         monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
         assert widgets_available() is renders
+        assert in_kernel(shell) is renders
     monkeypatch.undo()
     assert not widgets_available()  # a terminal's shell, or none
 

@@ -22,6 +22,11 @@ from typing import Any
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
+def in_kernel(shell) -> bool:
+    """A Jupyter kernel's shell: ipykernel's, or a subclass (Colab's ``google.colab._shell.Shell``)."""
+    return any(c.__name__ == "ZMQInteractiveShell" for c in type(shell).__mro__)
+
+
 def widgets_available() -> bool:
     """True inside a Jupyter kernel with ipywidgets importable, as tqdm.autonotebook decides.
 
@@ -31,7 +36,7 @@ def widgets_available() -> bool:
         from IPython import get_ipython
 
         shell = get_ipython()
-        if shell is None or not any(c.__name__ == "ZMQInteractiveShell" for c in type(shell).__mro__):
+        if shell is None or not in_kernel(shell):
             return False
         import ipywidgets  # noqa: F401
     except ImportError:
