@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..models.peft_compat import tolerate_old_torchao
 from .config import ConfigError, TrainConfig
 
 
@@ -39,6 +40,7 @@ def cuda_available() -> bool:
 def lora_config(config: TrainConfig) -> Any:
     from peft import LoraConfig
 
+    tolerate_old_torchao()
     targets: Any = "all-linear" if config.target_modules == ("all-linear",) else list(config.target_modules)
     return LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
                       target_modules=targets, task_type="CAUSAL_LM")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..models.peft_compat import tolerate_old_torchao
 from ..models.quiet import library_noise_off
 from ..models.tokenizer import training_tokenizer
 
@@ -15,6 +16,7 @@ def load_with_adapter(model_path: Path, adapter_dir: Path) -> tuple[Any, Any]:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    tolerate_old_torchao()
     with library_noise_off():
         tokenizer = training_tokenizer(model_path, adapter_dir)
         base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)

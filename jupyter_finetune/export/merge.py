@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models import saved_quantization
+from ..models.peft_compat import tolerate_old_torchao
 from ..models.quiet import library_noise_off
 from .result import ExportError
 from .source import RunSource
@@ -47,6 +48,7 @@ def merged_model(source: RunSource) -> Any:
                           f"{saved} weights only; merged, GGUF and Ollama exports need its unquantized weights. "
                           "Export --to adapter (it loads on top of that model), or train from the 16-bit model "
                           "(the same name without -bnb-4bit) with --quant 4bit: the same QLoRA, and it exports")
+    tolerate_old_torchao()
     with library_noise_off():
         base = AutoModelForCausalLM.from_pretrained(source.base_path, dtype=torch.float32)
         model = PeftModel.from_pretrained(base, source.run.adapter_dir)
