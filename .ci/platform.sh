@@ -25,7 +25,7 @@ mkdir -p "$cache"
 work=$(mktemp -d -p "$cache" "run-$name.XXXX")  # beside the kept venv: hard links need one file system
 trap 'rm -rf "$work"' EXIT
 venv=$work/venv
-step() { echo "== platform $name ($($python --version)): $*"; }
+step() { echo "== $(date +%T) platform $name ($("$python" --version)): $*"; }
 
 step "the wheel"
 .venv/bin/python -m pip wheel -q --no-deps . -w "$work/dist"
