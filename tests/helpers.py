@@ -55,3 +55,13 @@ def assert_no_controls(html: str) -> None:
     (``<details>``, which opens by itself, is fine)."""
     for tag in ("<button", "<input", "<select", "<textarea", "onclick"):
         assert tag not in html.lower(), f"{tag} in a static record"
+
+
+def cell_outputs(cell: Any) -> str:
+    """What a reader of a saved notebook's cell sees without widget state: its text and HTML."""
+    parts = []
+    for output in cell.get("outputs", []):
+        parts.append(output.get("text", ""))
+        data = output.get("data", {})
+        parts.append(data.get("text/plain", "") + data.get("text/html", ""))
+    return "\n".join(parts)

@@ -10,18 +10,12 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from helpers import cell_outputs
+
 NOTEBOOK = Path(__file__).parents[1] / "examples" / "colab_kaggle_gpu.ipynb"
 CPU_PARAMETERS = ('MODEL = "smollm2-135m"\nQUANT = "none"\nDATA = None\nSTEPS = 2\nBATCH_SIZE = 4\nLR = 1e-3\n'
                   "EVAL_ROWS = 3")
 
-
-def _outputs(cell) -> str:
-    parts = []
-    for output in cell.get("outputs", []):
-        parts.append(output.get("text", ""))
-        data = output.get("data", {})
-        parts.append(data.get("text/plain", "") + data.get("text/html", ""))
-    return "\n".join(parts)
 
 
 @pytest.mark.slow
@@ -37,12 +31,12 @@ def test_colab_notebook_runs_on_cpu_with_the_packaged_model_named_in_its_paramet
 
     install, _, check, _, plan, data, train, _, evaluate, _, export = notebook.cells[1:]
     assert "pip" in install.source and not install.outputs  # installed already: nothing to do
-    assert "No GPU: training runs on CPU" in _outputs(check)
-    assert "fits" in _outputs(plan)
-    assert "tickets" in _outputs(data) and "216" in _outputs(data)
-    assert "backend hf: no CUDA GPU" in _outputs(train) and "completed" in _outputs(train)
-    assert "fine-tuned" in _outputs(evaluate) and "base" in _outputs(evaluate)
-    assert "Modelfile" in _outputs(export)
+    assert "No GPU: training runs on CPU" in cell_outputs(check)
+    assert "fits" in cell_outputs(plan)
+    assert "tickets" in cell_outputs(data) and "216" in cell_outputs(data)
+    assert "backend hf: no CUDA GPU" in cell_outputs(train) and "completed" in cell_outputs(train)
+    assert "fine-tuned" in cell_outputs(evaluate) and "base" in cell_outputs(evaluate)
+    assert "Modelfile" in cell_outputs(export)
     run = tmp_path / "ft_runs" / "tickets-gpu"
     assert (run / "adapter" / "adapter_config.json").is_file()
     assert any((run / "export").rglob("Modelfile")) and any((run / "export").rglob("*.gguf"))

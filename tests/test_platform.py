@@ -12,6 +12,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from helpers import cell_outputs
+
 ROOT = Path(__file__).parents[1]
 # The Jupyter stack the platform's kernel runs on, and the libraries training loads.
 STACK = ("ipython", "ipykernel", "ipywidgets", "jupyter_client", "traitlets", "tornado", "torch", "transformers",
@@ -28,15 +30,6 @@ def _pins(platform: str) -> dict[str, str]:
             pins[name.lower().replace("-", "_")] = version
     return pins
 
-
-def _outputs(cell) -> str:
-    """What a reader of the saved notebook sees without widget state: text and HTML."""
-    parts = []
-    for output in cell.get("outputs", []):
-        parts.append(output.get("text", ""))
-        data = output.get("data", {})
-        parts.append(data.get("text/plain", "") + data.get("text/html", ""))
-    return "\n".join(parts)
 
 
 @pytest.fixture()
@@ -62,10 +55,10 @@ def test_quickstart_notebook_runs_in_the_platforms_kernel(platform, tmp_path):
     saved = nbformat.read(path, as_version=4)
     load, data, train, _, evaluate, _, export = saved.cells[1:]
     assert not any(o.get("output_type") == "error" for cell in saved.cells for o in cell.get("outputs", []))
-    assert "216" in _outputs(data) and "24" in _outputs(data)
-    assert "completed" in _outputs(train) and "30" in _outputs(train)
-    assert "fine-tuned" in _outputs(evaluate) and "few-shot" in _outputs(evaluate)
-    assert "Modelfile" in _outputs(export)
+    assert "216" in cell_outputs(data) and "24" in cell_outputs(data)
+    assert "completed" in cell_outputs(train) and "30" in cell_outputs(train)
+    assert "fine-tuned" in cell_outputs(evaluate) and "few-shot" in cell_outputs(evaluate)
+    assert "Modelfile" in cell_outputs(export)
     run = path.parent / "ft_runs" / "tickets-v1"
     assert (run / "adapter" / "adapter_config.json").is_file()
     assert any((run / "export").rglob("*.gguf"))
