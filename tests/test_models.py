@@ -198,3 +198,26 @@ def test_packaged_smollm2_converts_once_then_resolves_at_once(tmp_path, monkeypa
                                            return_tensors="pt", return_dict=True)
     out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 8 or out[0, -1] == tokenizer.eos_token_id
+
+
+def test_a_converted_tokenizer_keeps_no_token_past_the_models_embeddings(tmp_path, tiny_tokenizer):
+    """transformers 5.0 (Kaggle's) reads a llama GGUF's tokenizer as CodeLlama's, with five extra ids."""
+    from transformers import AutoTokenizer
+
+    from jupyter_finetune.models.cache import drop_tokens_past_embeddings
+
+    vocab_size = len(tiny_tokenizer)
+    extended = AutoTokenizer.from_pretrained(_saved(tiny_tokenizer, tmp_path / "t"))
+    extended.add_special_tokens({"additional_special_tokens": ["▁<PRE>", "<FILL_ME>"]})
+    extended.save_pretrained(tmp_path / "t")
+    assert len(AutoTokenizer.from_pretrained(tmp_path / "t")) == vocab_size + 2
+
+    drop_tokens_past_embeddings(tmp_path / "t", vocab_size)
+    reloaded = AutoTokenizer.from_pretrained(tmp_path / "t")
+    assert len(reloaded) == vocab_size and max(reloaded.get_vocab().values()) < vocab_size
+    assert reloaded("hello <|im_end|>").input_ids == tiny_tokenizer("hello <|im_end|>").input_ids
+
+
+def _saved(tokenizer, folder: Path) -> Path:
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -75,10 +75,37 @@ def _write_converted(gguf: Path, folder: Path) -> None:
     tokenizer.model_max_length = model.config.max_position_embeddings
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    drop_tokens_past_embeddings(folder, model.config.vocab_size)
     stat = gguf.stat()
     record = {"source": str(gguf.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
               "versions": {name: _version(name) for name in ("jupyter-finetune", "transformers", "gguf", "torch")}}
     (folder / MARKER).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def drop_tokens_past_embeddings(folder: Path, vocab_size: int) -> None:
+    """Remove added tokens whose ids the model has no embedding for, from a saved tokenizer.
+
+    transformers 5.0's GGUF reader (Kaggle's) builds a llama-architecture tokenizer as CodeLlama's,
+    which adds its five fill-in-the-middle tokens past the vocabulary: SmolLM2's 49152 embeddings then
+    meet ids up to 49156. The model never saw them, so they go, and the class that re-adds them too.
+    """
+    tokenizer_file, config_file = folder / "tokenizer.json", folder / "tokenizer_config.json"
+    data = json.loads(tokenizer_file.read_text())
+    dropped = {t["content"] for t in data.get("added_tokens", []) if t["id"] >= vocab_size}
+    if not dropped:
+        return
+    data["added_tokens"] = [t for t in data["added_tokens"] if t["content"] not in dropped]
+    tokenizer_file.write_text(json.dumps(data, ensure_ascii=False))
+    config = json.loads(config_file.read_text())
+    config["added_tokens_decoder"] = {i: t for i, t in config.get("added_tokens_decoder", {}).items()
+                                      if int(i) < vocab_size}
+    config = {k: v for k, v in config.items() if not (isinstance(v, str) and v in dropped)}
+    for key in ("extra_special_tokens", "additional_special_tokens"):
+        if isinstance(config.get(key), list):
+            config[key] = [t for t in config[key] if t not in dropped]
+    if config.get("tokenizer_class") == "CodeLlamaTokenizer":
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
 def _version(dist: str) -> str | None:
