@@ -32,20 +32,21 @@ step "the wheel"
 wheel=$(ls "$work"/dist/*.whl)
 
 step "the platform's packages that installing us touches"
-"$python" -m pip install -q --dry-run --ignore-installed --report "$work/resolve.json" -c "$constraints" \
-    "$wheel" ipykernel nbclient nbformat
-# The GPU install line too (examples/colab_kaggle_gpu.ipynb): the unsloth extra, keeping the platform's torch.
-torch=$(grep -i '^torch==' "$constraints")
-"$python" -m pip install -q --dry-run --ignore-installed --report "$work/resolve-gpu.json" "$wheel[unsloth]" "$torch"
-"$python" .ci/platform_check.py preinstalled "$constraints" "$work/resolve.json" "$work/resolve-gpu.json" \
-    >"$work/platform.txt"
-# A venv of them (torch and CUDA's libraries: GBs) is kept outside the clone, keyed by what it holds; each
-# run installs into a fresh copy of it, made of hard links, so the kept one never changes.
-base="$cache/platform-$name-$(cat "$work/platform.txt" <("$python" --version) | sha256sum | cut -c1-16)"
+# A venv of them (torch and CUDA's libraries: GBs) is kept outside the clone, keyed by the platform's file
+# and our requirements; each run installs into a fresh copy of it, made of hard links, so the kept one
+# never changes.
+base="$cache/platform-$name-$(cat "$constraints" pyproject.toml <("$python" --version) | sha256sum | cut -c1-16)"
 if [ ! -f "$base/.installed" ]; then
     rm -rf "$cache/platform-$name-"*
+    "$python" -m pip install -q --dry-run --ignore-installed --report "$work/resolve.json" -c "$constraints" \
+        "$wheel" ipykernel nbclient nbformat
+    # The GPU install line's too (examples/colab_kaggle_gpu.ipynb): the unsloth extra, keeping the platform's torch.
+    "$python" -m pip install -q --dry-run --ignore-installed --report "$work/resolve-gpu.json" "$wheel[unsloth]" \
+        "$(grep -i '^torch==' "$constraints")"
     "$python" -m venv "$base"
-    "$base/bin/python" -m pip install -q -c "$constraints" -r "$work/platform.txt"
+    "$python" .ci/platform_check.py preinstalled "$constraints" "$work/resolve.json" "$work/resolve-gpu.json" \
+        >"$base/platform.txt"
+    "$base/bin/python" -m pip install -q -c "$constraints" -r "$base/platform.txt"
     touch "$base/.installed"
 fi
 cp -al "$base" "$venv"
