@@ -15,6 +15,9 @@ MARKER = "jupyter_finetune.json"
 log = logging.getLogger(__name__)
 
 
+CONVERSION = 2  # what a converted folder holds: 2 drops tokens past the embeddings (earlier ones are redone)
+
+
 def cache_dir() -> Path:
     """$JUPYTER_FINETUNE_CACHE, else $XDG_CACHE_HOME/jupyter_finetune, else ~/.cache/jupyter_finetune."""
     if os.environ.get("JUPYTER_FINETUNE_CACHE"):
@@ -26,10 +29,12 @@ def cache_dir() -> Path:
 def converted_folder(gguf: Path) -> Path:
     """Where the conversion of this exact file lives: a replaced or rewritten file gets a new folder.
 
-    Keyed on name, size and mtime rather than content so that a later lookup costs one stat().
+    Keyed on name, size and mtime rather than content so that a later lookup costs one stat(), and on
+    CONVERSION, so that a folder an earlier version wrote is redone.
     """
     stat = gguf.stat()
-    key = hashlib.blake2b(f"{gguf.name}:{stat.st_size}:{stat.st_mtime_ns}".encode(), digest_size=5).hexdigest()
+    key = hashlib.blake2b(f"{gguf.name}:{stat.st_size}:{stat.st_mtime_ns}:{CONVERSION}".encode(),
+                          digest_size=5).hexdigest()
     return cache_dir() / "models" / f"{gguf.stem}-{key}"
 
 
