@@ -33,6 +33,7 @@ def run_cell(shell: Any, cell: str) -> tuple[Any, str, list]:
     result.raise_error()
     return result.result, re.sub(r"^\s*Out\[\d+\]: \n?", "", cap.stdout), cap.outputs
 
+
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"  # a widget's view in a display's data
 
 

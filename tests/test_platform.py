@@ -11,7 +11,9 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from packaging.utils import canonicalize_name
 
+from envs.derive import pins
 from helpers import cell_outputs
 
 ROOT = Path(__file__).parents[1]
@@ -22,25 +24,16 @@ STACK = ("ipython", "ipykernel", "ipywidgets", "jupyter_client", "traitlets", "t
 pytestmark = [pytest.mark.slow, pytest.mark.smollm2, pytest.mark.platform]
 
 
-def _pins(platform: str) -> dict[str, str]:
-    pins = {}
-    for line in (ROOT / "tests" / "envs" / f"{platform}.txt").read_text().splitlines():
-        if "==" in line and not line.startswith("#"):
-            name, version = line.split("==")
-            pins[name.lower().replace("-", "_")] = version
-    return pins
-
-
-
 @pytest.fixture()
 def platform(request) -> str:
     return request.config.getoption("--platform")
 
 
 def test_this_venv_holds_the_platforms_versions(platform):
-    pins = _pins(platform)
+    pinned, _, _ = pins((ROOT / "tests" / "envs" / f"{platform}.txt").read_text().splitlines())
     for name in STACK:
-        assert metadata.version(name) == pins[name], f"{name}: {platform} pins {pins[name]}"
+        version = pinned[canonicalize_name(name)].split("==")[1]
+        assert metadata.version(name) == version, f"{name}: {platform} pins {version}"
 
 
 @pytest.mark.timeout(2400)  # about 4 minutes on 2 idle cores; a busy machine makes it several times that
