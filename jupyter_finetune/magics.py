@@ -123,6 +123,8 @@ class FinetuneMagics(Magics):
     @argument("--backend", choices=api.BACKENDS,
               help="auto (default): unsloth on an NVIDIA GPU where it is installed, else hf (transformers + peft).")
     @argument("--report-to", help="tensorboard,mlflow,wandb")
+    @argument("--save-steps", type=int,
+              help="Checkpoint every N steps (default: every 10 minutes of training, so a lost VM costs at most that).")
     @argument("--background", action="store_true", help="Return at once; the dashboard keeps updating.")
     @argument("--resume", metavar="RUN", help="Continue RUN from its last checkpoint.")
     @argument("--overwrite", action="store_true", help="Replace an existing run of the same name.")
@@ -158,7 +160,7 @@ class FinetuneMagics(Magics):
         data = None if args.data is None else self._data_set(args.data)
         settings = {k: getattr(args, k) for k in ("model", "epochs", "steps", "batch_size", "grad_accum", "lr", "rank",
                                                   "alpha", "dropout", "target_modules", "max_length", "seed", "quant",
-                                                  "backend", "report_to", "gradient_checkpointing")}
+                                                  "backend", "report_to", "gradient_checkpointing", "save_steps")}
         return data, dict(name=args.name, preset=args.preset, resume=args.resume, overwrite=args.overwrite,
                           runs_dir=self._runs_dir(args), background=args.background, **settings)
 

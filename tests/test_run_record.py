@@ -76,7 +76,9 @@ def test_a_run_saved_by_0_1_summarises_and_serves_as_it_did(legacy):
     detail = run_detail(legacy)
     assert detail["config"]["train"]["steps"] == 4 and detail["data_summary"]["rows"] == {"train": 24, "test": 6}
     assert detail["evals"][0]["systems"][FINE_TUNED]["scores"]["exact"] == 0.0
-    assert legacy.exports()[0]["kind"] == "adapter" and legacy.last_checkpoint().name == "checkpoint-4"
+    assert legacy.exports()[0]["kind"] == "adapter"
+    # the fixture keeps only checkpoint-4's trainer_state.json (no weights, to stay small): not a whole checkpoint
+    assert legacy.last_checkpoint() is None
 
 
 def test_a_saved_setting_this_version_does_not_know_is_refused_by_name(legacy):

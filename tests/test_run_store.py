@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from jupyter_finetune.runs import RunExists, RunStore
@@ -77,3 +81,127 @@ def test_unknown_run_lists_the_known_ones(tmp_path):
     store.create("a")
     with pytest.raises(FileNotFoundError, match=r"no run named 'b'.*runs: a"):
         store.get("b")
+
+
+def _status_says(run, **fields) -> None:
+    """status.json edited as another process (or machine) left it."""
+    path = run.path / "status.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+
+
+def test_a_reused_pid_does_not_keep_a_run_running(tmp_path):
+    """After a VM restart the saved pid names another process: here this test's own, started at another time."""
+    store = RunStore.at(tmp_path)
+    run = store.create("r")
+    run.set_status("running", step=3)
+    assert run.status()["status"] == "running"
+    _status_says(run, pid=os.getpid(), proc_start=psutil.Process().create_time() - 3600)
+    assert run.status()["status"] == "interrupted"
+    _status_says(run, pid=1, proc_start=time.time() - 60)  # init: alive, but not the trainer
+    assert run.status()["status"] == "interrupted"
+    assert store.create("r", overwrite=True).status()["status"] == "queued"  # --overwrite is not refused
+
+
+@pytest.mark.parametrize("pid", [-1, 0, "123", None, True])
+def test_a_pid_that_names_no_single_process_is_not_alive(tmp_path, pid):
+    run = RunStore.at(tmp_path).create("r")
+    run.set_status("running")
+    _status_says(run, pid=pid)
+    assert run.status()["status"] == "interrupted"
+
+
+def test_a_restarted_vm_or_another_machine_is_judged_by_the_heartbeat(tmp_path):
+    run = RunStore.at(tmp_path).create("r")
+    run.set_status("running")
+    _status_says(run, boot_id="another-boot")  # same host name, restarted VM: its pid cannot be looked at
+    assert run.status()["status"] == "running"  # the heartbeat is fresh: another machine may be training
+    _status_says(run, host="colab-vm-7", heartbeat=time.time() - 11 * 60)
+    assert run.status()["status"] == "interrupted"
+
+
+def test_a_status_written_before_processes_recorded_their_start_needs_a_fresh_heartbeat(tmp_path):
+    run = RunStore.at(tmp_path).create("r")
+    legacy = {"status": "running", "pid": os.getpid(), "step": 3, "updated": time.time() - 3600}
+    (run.path / "status.json").write_text(json.dumps(legacy))
+    assert run.status()["status"] == "interrupted"
+    (run.path / "status.json").write_text(json.dumps({**legacy, "updated": time.time()}))
+    assert run.status()["status"] == "running"
+
+
+def test_status_records_who_trains_and_a_heartbeat(tmp_path):
+    run = RunStore.at(tmp_path).create("r")
+    run.set_status("running")
+    saved = json.loads((run.path / "status.json").read_text())
+    assert saved["pid"] == os.getpid() and saved["host"] == socket.gethostname()
+    assert abs(saved["proc_start"] - psutil.Process().create_time()) < 1 and saved["heartbeat"] >= saved["updated"]
+    time.sleep(0.01)
+    run.beat()
+    assert json.loads((run.path / "status.json").read_text())["heartbeat"] > saved["heartbeat"]
+    run.set_status("completed")
+    run.beat()  # a late beat of a finished run changes nothing
+    assert run.status()["status"] == "completed"
+
+
+def test_a_new_attempt_cuts_a_torn_metrics_line_and_counts_up(tmp_path):
+    run = RunStore.at(tmp_path).create("r")
+    assert run.begin_attempt() == 1
+    run.set_status("running", attempt=1)
+    for s in (1, 2):
+        run.append_metrics({"step": s, "loss": 1.0, "attempt": 1})
+    with open(run.path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "lo')  # killed mid-write
+    assert run.begin_attempt() == 2
+    run.append_metrics({"step": 1, "loss": 2.0, "attempt": 2})
+    lines = (run.path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 1]
+
+
+def _checkpoint(folder, step, tensors=4):
+    """A checkpoint as the Trainer writes one: weights, optimizer, scheduler, RNG state, trainer state last."""
+    import torch
+    from safetensors.torch import save_file
+
+    path = folder / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    save_file({f"w{i}": torch.randn(64, 64) for i in range(tensors)}, path / "adapter_model.safetensors")
+    (path / "adapter_config.json").write_text('{"r": 8}')
+    torch.save({"state": {i: torch.randn(64, 64) for i in range(tensors)}}, path / "optimizer.pt")
+    torch.save({"last_epoch": step}, path / "scheduler.pt")
+    torch.save({"python": 1}, path / "rng_state.pth")
+    (path / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": []}))
+    return path
+
+
+def _cut(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+
+
+@pytest.mark.parametrize("damage, named", [
+    (lambda c: _cut(c / "adapter_model.safetensors"), "adapter_model.safetensors is cut short"),
+    (lambda c: _cut(c / "adapter_model.safetensors", 0.0001), "adapter_model.safetensors is cut short"),
+    (lambda c: _cut(c / "optimizer.pt", 0.9), "optimizer.pt is cut short"),
+    (lambda c: _cut(c / "trainer_state.json"), "trainer_state.json is unreadable"),
+    (lambda c: (c / "trainer_state.json").unlink(), "no trainer_state.json"),
+    (lambda c: [p.unlink() for p in c.iterdir()], "no trainer_state.json"),
+])
+def test_a_checkpoint_cut_by_a_kill_is_passed_over_for_the_newest_whole_one(tmp_path, damage, named):
+    run = RunStore.at(tmp_path).create("r")
+    _checkpoint(run.checkpoints_dir, 2)
+    damage(_checkpoint(run.checkpoints_dir, 4))
+    point = run.resume_point()
+    assert (point.checkpoint.name, point.step) == ("checkpoint-2", 2)
+    assert [name for name, _ in point.skipped] == ["checkpoint-4"] and named in point.skipped[0][1]
+    assert not (run.checkpoints_dir / "checkpoint-4").exists()  # neither resume nor rotation may take it again
+    note = point.note(last_step=5)
+    assert note.startswith(f"checkpoint-4 is incomplete ({point.skipped[0][1]})")
+    assert "resuming from checkpoint-2 at step 2" in note and "steps 3-5 are trained again" in note
+
+
+def test_without_a_whole_checkpoint_resume_says_it_starts_again(tmp_path):
+    run = RunStore.at(tmp_path).create("r")
+    assert run.resume_point().note(last_step=30) == "no checkpoint yet: starting again from step 0 (the run had reached step 30)"
+    _cut(_checkpoint(run.checkpoints_dir, 50) / "scheduler.pt")
+    point = run.resume_point()
+    assert point.checkpoint is None and point.note(30).endswith("no whole checkpoint yet: starting again from step 0 "
+                                                                "(the run had reached step 30)")

@@ -146,6 +146,46 @@ def test_resume_continues_the_step_count_and_the_loss(tickets, tmp_path):
     assert max(abs(a - b) for a, b in zip(_losses(resumed.run.path), _losses(whole.run.path))) < 1e-4
 
 
+def test_resume_passes_over_a_checkpoint_cut_by_a_kill_and_says_which(tickets, tmp_path):
+    runs = tmp_path / "runs"
+    job = api.prepare_training(tickets, runs_dir=runs, name="cut", **{**SETTINGS, "save_steps": 2})
+    job.extra_callbacks.append(_At(6, job.stop))  # checkpoints 4 and 6 remain (two are kept)
+    assert job.train().step == 6
+    weights = job.run.checkpoints_dir / "checkpoint-6" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # the kill came in the middle of this write
+    resumed = api.prepare_training(resume="cut", runs_dir=runs)
+    assert resumed.note.startswith("checkpoint-6 is incomplete (adapter_model.safetensors is cut short")
+    assert "resuming from checkpoint-4 at step 4 (the run had reached step 6; steps 5-6 are trained again)" in resumed.note
+    assert resumed.train().status == "completed"
+    records = [(m["attempt"], m["step"]) for m in resumed.run.metrics() if m.get("loss") is not None]
+    assert records == [(1, s) for s in range(1, 7)] + [(2, s) for s in range(5, 9)]
+
+
+def test_resume_before_the_first_checkpoint_says_it_starts_again_as_a_new_attempt(tickets, tmp_path):
+    def killed():
+        raise RuntimeError("the VM went away")
+
+    job = api.prepare_training(tickets, runs_dir=tmp_path / "runs", name="early", **{**SETTINGS, "save_steps": None})
+    job.extra_callbacks.append(_At(3, killed))
+    assert job.train().status == "failed" and job.run.last_checkpoint() is None
+    resumed = api.prepare_training(resume="early", runs_dir=tmp_path / "runs")
+    assert resumed.note == "no checkpoint yet: starting again from step 0 (the run had reached step 2)"
+    assert resumed.train().status == "completed"
+    records = [(m["attempt"], m["step"]) for m in resumed.run.metrics() if m.get("loss") is not None]
+    assert records == [(1, 1), (1, 2), (2, 1), (2, 2), (2, 3), (2, 4), (2, 5), (2, 6), (2, 7), (2, 8)]
+    assert resumed.run.status()["attempt"] == 2
+
+
+def test_without_save_steps_a_checkpoint_is_written_by_the_clock(tickets, tmp_path, monkeypatch):
+    from jupyter_finetune.engine import job as job_module
+
+    job, _ = _train(tickets, tmp_path / "runs", name="default", save_steps=None)
+    assert job.run.last_checkpoint() is None  # 8 quick steps: under 10 minutes
+    monkeypatch.setattr(job_module, "CHECKPOINT_EVERY_S", 0.0)
+    job, result = _train(tickets, tmp_path / "runs", name="clock", save_steps=None)
+    assert result.status == "completed" and job.run.last_checkpoint().name == "checkpoint-8"
+
+
 def test_resume_with_other_data_is_refused(tickets, tmp_path, tiny_tokenizer, tiny_model_dir):
     from jupyter_finetune.engine import ConfigError
 

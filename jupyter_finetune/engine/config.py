@@ -51,8 +51,8 @@ class TrainConfig:
     """auto, hf (transformers + peft) or unsloth (NVIDIA GPU)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, ~30% slower."""
-    save_steps: int = 50
-    """Checkpoint every N optimizer steps."""
+    save_steps: int | None = None
+    """Checkpoint every N optimizer steps; None: every 10 minutes of training (engine.callbacks.CheckpointTimer)."""
     logging_steps: int = 1
     """Metrics every N optimizer steps."""
     report_to: tuple[str, ...] = field(default_factory=tuple)
@@ -61,7 +61,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         problems = []
         for name in ("batch_size", "grad_accum", "rank", "alpha", "max_length", "save_steps", "logging_steps"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1 (got {getattr(self, name)})")
         if self.steps is not None and self.steps < 1:
             problems.append(f"steps must be at least 1 (got {self.steps})")

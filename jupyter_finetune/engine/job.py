@@ -28,8 +28,9 @@ from ..data import FtDataset
 from ..models.quiet import library_noise_off
 from ..models.tokenizer import training_tokenizer
 from ..runs import Run
+from ..runs.liveness import HEARTBEAT_S
 from .backends import Backend, cuda_available
-from .callbacks import EventCallback
+from .callbacks import CHECKPOINT_EVERY_S, CheckpointTimer, EventCallback
 from .config import TrainConfig, steps_per_epoch
 from .events import Event, Listener
 
@@ -64,7 +65,7 @@ def sft_config(dataset: FtDataset, config: TrainConfig, output_dir: Path) -> Any
         per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum, learning_rate=config.lr, lr_scheduler_type="linear",
         warmup_steps=config.warmup_ratio, logging_steps=config.logging_steps,
-        save_strategy="steps", save_steps=config.save_steps, save_total_limit=2,
+        save_strategy="steps" if config.save_steps else "no", save_steps=config.save_steps or 500, save_total_limit=2,
         eval_strategy="steps" if dataset.test else "no", eval_steps=per_epoch,
         max_length=config.max_length, completion_only_loss=dataset.format != "text",
         **checkpointing,  # TRL's own default is on
@@ -77,9 +78,15 @@ class TrainJob:
     """One run's training, on the calling thread or a worker thread, reporting to listeners and the run store."""
 
     def __init__(self, run: Run, dataset: FtDataset, config: TrainConfig, model_path: Path, backend: Backend,
-                 listeners: list[Listener], resume_from: Path | None = None, callbacks: list[Any] | None = None):
+                 listeners: list[Listener], resume_from: Path | None = None, callbacks: list[Any] | None = None,
+                 start_step: int = 0, note: str | None = None):
         self.run, self.dataset, self.config = run, dataset, config
         self.model_path, self.backend, self.resume_from = model_path, backend, resume_from
+        self.start_step = start_step
+        self.note = note
+        """What a resume must tell the user first (the checkpoint it starts from, any it passed over)."""
+        self.attempt = 0
+        self._status_lock = threading.Lock()  # the heartbeat thread writes status.json too
         self.listeners = [self._record, *listeners]
         self.extra_callbacks = callbacks or []
         self.stop_requested = threading.Event()
@@ -90,7 +97,7 @@ class TrainJob:
 
     def train(self) -> TrainResult:
         """Train on this thread until the end or a stop; the notebook's interrupt stops cleanly."""
-        self.run.set_status("running", step=0)
+        self._begin()
         with self._interrupt_stops():
             self._main()
         assert self.result is not None
@@ -106,7 +113,7 @@ class TrainJob:
         loop_side = getcurrent()
         self._between_steps = loop_side.switch
         fit = greenlet(self._main)
-        self.run.set_status("running", step=0)
+        self._begin()
         with self._interrupt_stops():
             fit.switch()
             while not fit.dead:
@@ -122,7 +129,7 @@ class TrainJob:
 
     def start(self) -> "TrainJob":
         """Train on a worker thread and return at once (``wait`` joins it)."""
-        self.run.set_status("running", step=0)
+        self._begin()
         threading.Thread(target=self._main, name=f"ft-train-{self.run.name}", daemon=True).start()
         return self
 
@@ -165,13 +172,21 @@ class TrainJob:
         finally:  # None: the handler was not set from Python; Python's own is the closest stand-in
             signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
 
+    def _begin(self) -> None:
+        """A new attempt at this run: numbered, so that its records are told apart from a killed one's."""
+        self.attempt = self.run.begin_attempt()
+        with self._status_lock:
+            self.run.set_status("running", step=self.start_step, attempt=self.attempt)
+
     def _record(self, event: Event) -> None:
         if event["event"] == "log":
             self._step = event["step"]
-            self.run.append_metrics({k: v for k, v in event.items() if k != "event"})
-            self.run.set_status("running", step=event["step"], max_steps=event["max_steps"])
+            self.run.append_metrics({**{k: v for k, v in event.items() if k != "event"}, "attempt": self.attempt})
+            with self._status_lock:
+                self.run.set_status("running", step=event["step"], max_steps=event["max_steps"])
         elif event["event"] == "start":
-            self.run.set_status("running", step=event["step"], max_steps=event["max_steps"])
+            with self._status_lock:
+                self.run.set_status("running", step=event["step"], max_steps=event["max_steps"])
 
     def _emit(self, event: Event) -> None:
         for listener in self.listeners:
@@ -179,9 +194,29 @@ class TrainJob:
 
     def _main(self) -> None:
         try:
-            self._fit_or_fail()
+            with self._heartbeat():
+                self._fit_or_fail()
         finally:
             self._finished.set()
+
+    @contextlib.contextmanager
+    def _heartbeat(self) -> Iterator[None]:
+        """Refreshes the run's heartbeat from a thread of its own, so a reader on another machine sharing
+        the store can tell this process is alive through minutes without a log step."""
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(HEARTBEAT_S):
+                with self._status_lock:
+                    self.run.beat()
+
+        thread = threading.Thread(target=beat, name=f"ft-heartbeat-{self.run.name}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
     def _fit_or_fail(self) -> None:
         try:
@@ -204,7 +239,8 @@ class TrainJob:
                      self.run.adapter_dir)
 
     def _finish(self, status: str, message: str, adapter: Path | None) -> None:
-        self.run.set_status(status, step=self._step, message=message)
+        with self._status_lock:
+            self.run.set_status(status, step=self._step, message=message)
         self.result = TrainResult(self.run.name, status, self._step, message, adapter)
         self._emit({"event": "end", "status": status, "step": self._step, "message": message, "time": time.time()})
 
@@ -218,12 +254,13 @@ class TrainJob:
         loaded = self.backend.load(self.model_path, self.config)
         callback = EventCallback(self.run.name, self.listeners, self.stop_requested, self.config.to_dict(),
                                  between_steps=self._between_steps)
+        timer = [] if self.config.save_steps else [CheckpointTimer(CHECKPOINT_EVERY_S)]
         trainer = SFTTrainer(
             model=loaded.model, args=sft_config(self.dataset, self.config, self.run.checkpoints_dir),
             train_dataset=self.dataset.to_hf("train"),
             eval_dataset=self.dataset.to_hf("test") if self.dataset.test else None,
             processing_class=tokenizer, peft_config=loaded.peft_config,
-            callbacks=[*self.extra_callbacks, callback],
+            callbacks=[*self.extra_callbacks, *timer, callback],
         )
         trainer.remove_callback(PrinterCallback)  # our listeners report progress
         return trainer

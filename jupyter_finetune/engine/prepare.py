@@ -12,6 +12,7 @@ from ..data import FtDataset, restore
 from ..models import load_config, load_tokenizer, resolve_model, saved_quantization
 from ..models.size import parameter_count
 from ..runs import RunSettings, RunStore
+from ..runs.store import ACTIVE
 from .backends import select_backend
 from .config import ConfigError, TrainConfig, build_config
 from .job import TrainJob
@@ -49,8 +50,9 @@ def _resumed(store: RunStore, name: str, data: FtDataset | None, settings: dict[
                           "or start a new run")
     run = store.get(name)
     status = run.status()
-    if status.get("status") == "running":
-        raise ConfigError(f"run {name!r} is still training (pid {status.get('pid')}); stop it first")
+    if status.get("status") in ACTIVE:
+        raise ConfigError(f"run {name!r} is still training (pid {status.get('pid')} on {status.get('host', '?')}); "
+                          f"stop it first (%ft_stop {name} in its notebook)")
     config = TrainConfig.from_dict(run.settings().train)
     manifest = run.manifest()
     if data is None:
@@ -60,8 +62,10 @@ def _resumed(store: RunStore, name: str, data: FtDataset | None, settings: dict[
                           f"{data.name!r} is version {data.version}; resume with the same data "
                           f"(or omit it: the run keeps a copy), or start a new run")
     backend, _ = select_backend(config)
-    return TrainJob(run, data, config, resolve_model(config.model).path, backend, [],
-                    resume_from=run.last_checkpoint(), callbacks=callbacks)
+    point = run.resume_point()
+    reached = status.get("step") if isinstance(status.get("step"), int) else 0
+    return TrainJob(run, data, config, resolve_model(config.model).path, backend, [], resume_from=point.checkpoint,
+                    callbacks=callbacks, start_step=point.step, note=point.note(reached))
 
 
 def with_saved_quantization(model: str, settings: dict[str, Any]) -> dict[str, Any]:

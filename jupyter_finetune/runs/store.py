@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, TypeVar
 
 from ..errors import FinetuneError, InvalidValue, NotFound
+from .checkpoints import ResumePoint, resume_point
+from .liveness import Trainer, still_training
 from .records import DataManifest, EvalSummary, RunSettings
 
 Status = Literal["queued", "running", "completed", "stopped", "failed", "interrupted"]
@@ -67,16 +69,21 @@ def unless_missing(read: Callable[[], T]) -> T | None:
         return None
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _cut_torn_line(path: Path, chunk: int = 1 << 16) -> None:
+    """Cut a last line that has no end (a write killed midway), reading only the file's tail."""
+    with open(path, "r+b") as f:
+        end = f.seek(0, os.SEEK_END)
+        position = end
+        while position > 0:
+            start = max(0, position - chunk)
+            f.seek(start)
+            newline = f.read(position - start).rfind(b"\n")
+            if newline >= 0:
+                if start + newline + 1 < end:
+                    f.truncate(start + newline + 1)
+                return
+            position = start
+        f.truncate(0)
 
 
 @dataclass(frozen=True)
@@ -196,25 +203,54 @@ class Run:
         return self.path / "checkpoints"
 
     def last_checkpoint(self) -> Path | None:
-        found = [p for p in self.checkpoints_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-        return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
+        """The newest whole checkpoint (one cut by a kill is passed over)."""
+        return resume_point(self.checkpoints_dir).checkpoint
+
+    def resume_point(self) -> ResumePoint:
+        """Where ``--resume`` starts; the newer checkpoints that are not whole are removed, so that
+        neither this resume nor the Trainer's rotation of old checkpoints takes them for whole ones."""
+        point = resume_point(self.checkpoints_dir)
+        for name, _ in point.skipped:
+            shutil.rmtree(self.checkpoints_dir / name, ignore_errors=True)
+        return point
 
     def status(self) -> dict[str, Any]:
-        """status.json, with a dead process's ``running`` shown as ``interrupted``."""
+        """status.json, with an active status whose trainer is gone (killed, or on a VM since restarted)
+        shown as ``interrupted``."""
         status = read_json(self.path / "status.json", {"status": "queued"})
-        if status.get("status") in ACTIVE and not _alive(status.get("pid")):
+        if status.get("status") in ACTIVE and not still_training(status):
             status = {**status, "status": "interrupted"}
         return status
 
     def set_status(self, status: Status, **fields: Any) -> None:
+        """Also records who writes it (liveness.Trainer) and when, the heartbeat that readers check."""
         now = time.time()
         current = read_json(self.path / "status.json", {})
-        current.update(fields, status=status, updated=now, pid=os.getpid())
+        current.update(fields, **Trainer.current().fields(), status=status, updated=now, heartbeat=now)
         if status == "running":
             current.setdefault("started", now)
         if status not in ACTIVE:
             current["finished"] = now
         write_json(self.path / "status.json", current)
+
+    def beat(self) -> None:
+        """The heartbeat of a training process between log steps (loading a model, a long step, an evaluation)."""
+        current = read_json(self.path / "status.json", {})
+        if current.get("status") in ACTIVE:
+            write_json(self.path / "status.json", {**current, "heartbeat": time.time()})
+
+    def begin_attempt(self) -> int:
+        """The number of the training attempt starting now (1 for a new run, one more at each resume).
+
+        A kill in the middle of a metrics write leaves a last line without its end; it is cut off
+        here, so that the new attempt's first record starts a line of its own.
+        """
+        path = self.path / "metrics.jsonl"
+        logged = path.is_file() and path.stat().st_size > 0
+        if logged:
+            _cut_torn_line(path)
+        previous = read_json(self.path / "status.json", {}).get("attempt", 1 if logged else 0)
+        return (previous if isinstance(previous, int) else 0) + 1
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:

@@ -14,15 +14,15 @@ def settings_html(job: Any) -> str:
     rows = "".join(f"<tr><td>{escape(k)}</td><td>{escape(str(v))}</td></tr>" for k, v in settings.train.items())
     head = (f"<b>{escape(job.run.name)}</b>: {escape(data.name)} v{escape(data.version)} "
             f"({data.train_rows} train / {data.test_rows} test), backend {escape(settings.backend)}"
-            + (f", resuming from {escape(job.resume_from.name)}" if job.resume_from else ""))
+            + (f"<br>{escape(job.note)}" if job.note else ""))
     return f"<div>{head}<details><summary>settings (preset {escape(settings.preset)})</summary><table>{rows}</table></details></div>"
 
 
 def settings_text(job: Any) -> str:
     settings = job.run.settings()
     values = ", ".join(f"{k}={v}" for k, v in settings.train.items())
-    resumed = f"; resuming from {job.resume_from.name}" if job.resume_from else ""
-    return f"{job.run.name}: backend {settings.backend}{resumed}\nsettings: {values}"
+    note = f"\n{job.note}" if job.note else ""
+    return f"{job.run.name}: backend {settings.backend}{note}\nsettings: {values}"
 
 
 def show_job(job: Any) -> None:
