@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -174,6 +175,18 @@ def test_resume_before_the_first_checkpoint_says_it_starts_again_as_a_new_attemp
     records = [(m["attempt"], m["step"]) for m in resumed.run.metrics() if m.get("loss") is not None]
     assert records == [(1, 1), (1, 2), (2, 1), (2, 2), (2, 3), (2, 4), (2, 5), (2, 6), (2, 7), (2, 8)]
     assert resumed.run.status()["attempt"] == 2
+
+
+def test_resume_from_the_last_steps_checkpoint_trains_nothing_more(tickets, tmp_path):
+    """A kill while the final adapter was saved leaves checkpoint-8 of 8 steps: resuming keeps its adapter."""
+    job, _ = _train(tickets, tmp_path / "runs", name="end")
+    shutil.rmtree(job.run.adapter_dir)
+    resumed = api.prepare_training(resume="end", runs_dir=tmp_path / "runs")
+    result = resumed.train()
+    assert (result.status, result.step) == ("completed", 8) and resumed.run.status()["step"] == 8
+    assert max(m["step"] for m in resumed.run.metrics()) == 8
+    assert (resumed.run.adapter_dir / "adapter_model.safetensors").is_file()
+    assert not (resumed.run.adapter_dir / "optimizer.pt").exists()
 
 
 def test_without_save_steps_a_checkpoint_is_written_by_the_clock(tickets, tmp_path, monkeypatch):

@@ -28,6 +28,7 @@ from ..data import FtDataset
 from ..models.quiet import library_noise_off
 from ..models.tokenizer import training_tokenizer
 from ..runs import Run
+from ..runs.checkpoints import ResumePoint
 from ..runs.liveness import HEARTBEAT_S
 from .backends import Backend, cuda_available
 from .callbacks import CHECKPOINT_EVERY_S, CheckpointTimer, EventCallback
@@ -78,11 +79,10 @@ class TrainJob:
     """One run's training, on the calling thread or a worker thread, reporting to listeners and the run store."""
 
     def __init__(self, run: Run, dataset: FtDataset, config: TrainConfig, model_path: Path, backend: Backend,
-                 listeners: list[Listener], resume_from: Path | None = None, callbacks: list[Any] | None = None,
-                 start_step: int = 0, note: str | None = None):
+                 listeners: list[Listener], resume: ResumePoint | None = None, callbacks: list[Any] | None = None,
+                 note: str | None = None):
         self.run, self.dataset, self.config = run, dataset, config
-        self.model_path, self.backend, self.resume_from = model_path, backend, resume_from
-        self.start_step = start_step
+        self.model_path, self.backend, self.resume = model_path, backend, resume
         self.note = note
         """What a resume must tell the user first (the checkpoint it starts from, any it passed over)."""
         self.attempt = 0
@@ -91,7 +91,7 @@ class TrainJob:
         self.extra_callbacks = callbacks or []
         self.stop_requested = threading.Event()
         self.result: TrainResult | None = None
-        self._step = 0
+        self._step = resume.step if resume else 0
         self._finished = threading.Event()
         self._between_steps: Callable[[], None] = lambda: None
 
@@ -172,11 +172,16 @@ class TrainJob:
         finally:  # None: the handler was not set from Python; Python's own is the closest stand-in
             signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
 
+    @property
+    def resume_from(self) -> Path | None:
+        """The checkpoint this job continues from, if any."""
+        return self.resume.checkpoint if self.resume else None
+
     def _begin(self) -> None:
         """A new attempt at this run: numbered, so that its records are told apart from a killed one's."""
         self.attempt = self.run.begin_attempt()
         with self._status_lock:
-            self.run.set_status("running", step=self.start_step, attempt=self.attempt)
+            self.run.set_status("running", step=self._step, attempt=self.attempt)
 
     def _record(self, event: Event) -> None:
         if event["event"] == "log":
@@ -229,6 +234,11 @@ class TrainJob:
         self._finish("failed", message, None)
 
     def _fit(self) -> None:
+        if self.resume and self.resume.finished:  # the Trainer would train one step past the end
+            self.run.adopt_adapter(self.resume.checkpoint)
+            self._finish("completed", f"completed at step {self._step} (its last checkpoint holds every step); "
+                         f"adapter saved to {self.run.adapter_dir}", self.run.adapter_dir)
+            return
         with library_noise_off():
             trainer = self.build_trainer()
         trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)

@@ -64,8 +64,8 @@ def _resumed(store: RunStore, name: str, data: FtDataset | None, settings: dict[
     backend, _ = select_backend(config)
     point = run.resume_point()
     reached = status.get("step") if isinstance(status.get("step"), int) else 0
-    return TrainJob(run, data, config, resolve_model(config.model).path, backend, [], resume_from=point.checkpoint,
-                    callbacks=callbacks, start_step=point.step, note=point.note(reached))
+    return TrainJob(run, data, config, resolve_model(config.model).path, backend, [], resume=point,
+                    callbacks=callbacks, note=point.note(reached))
 
 
 def with_saved_quantization(model: str, settings: dict[str, Any]) -> dict[str, Any]:

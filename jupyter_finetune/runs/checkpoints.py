@@ -10,6 +10,7 @@ the tensors: milliseconds for gigabytes), and the newest whole one is taken.
 from __future__ import annotations
 
 import json
+import re
 import struct
 import zipfile
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from pathlib import Path
 
 PREFIX = "checkpoint-"
 WEIGHTS = ("adapter_model.safetensors", "model.safetensors", "adapter_model.bin", "pytorch_model.bin")
+STATE = re.compile(r"(optimizer\.pt|scheduler\.pt|scaler\.pt|rng_state.*\.pth|trainer_state\.json)")
+"""The Trainer's own state in a checkpoint; the rest is what ``save_model`` writes (the adapter and tokenizer)."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,13 @@ class ResumePoint:
     step: int
     skipped: tuple[tuple[str, str], ...] = ()
     """(folder name, why it cannot be used), newest first."""
+    max_steps: int | None = None
+    """The run's length as the checkpoint's trainer state saved it."""
+
+    @property
+    def finished(self) -> bool:
+        """The checkpoint holds every step (a kill came while the final adapter was saved): nothing to train."""
+        return self.max_steps is not None and self.step >= self.max_steps
 
     def note(self, last_step: int) -> str:
         """What a user must be told before training continues: nothing is reset silently."""
@@ -54,7 +64,8 @@ def resume_point(folder: Path) -> ResumePoint:
     for step, path in numbered(folder):
         why = problem(path, step)
         if why is None:
-            return ResumePoint(path, step, tuple(skipped))
+            saved = json.loads((path / "trainer_state.json").read_text(encoding="utf-8")).get("max_steps")
+            return ResumePoint(path, step, tuple(skipped), saved if isinstance(saved, int) else None)
         skipped.append((path.name, why))
     return ResumePoint(None, 0, tuple(skipped))
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, TypeVar
 
 from ..errors import FinetuneError, InvalidValue, NotFound
-from .checkpoints import ResumePoint, resume_point
+from .checkpoints import STATE, ResumePoint, resume_point
 from .liveness import Trainer, still_training
 from .records import DataManifest, EvalSummary, RunSettings
 
@@ -213,6 +213,13 @@ class Run:
         for name, _ in point.skipped:
             shutil.rmtree(self.checkpoints_dir / name, ignore_errors=True)
         return point
+
+    def adopt_adapter(self, checkpoint: Path) -> None:
+        """The adapter as ``save_model`` wrote it into ``checkpoint``, kept as the run's adapter."""
+        self.adapter_dir.mkdir(exist_ok=True)
+        for path in checkpoint.iterdir():
+            if path.is_file() and not STATE.fullmatch(path.name):
+                shutil.copy2(path, self.adapter_dir / path.name)
 
     def status(self) -> dict[str, Any]:
         """status.json, with an active status whose trainer is gone (killed, or on a VM since restarted)
