@@ -339,7 +339,7 @@ def _judge(cycle: Cycle, plan: Plan) -> None:
 
 def _story(n: int, attempt: Attempt, plan: Plan) -> str:
     started = attempt.started_from(plan)
-    trained = "trained nothing" if started is None else f"trained from step {started}"
+    trained = "logged no step" if started is None else f"trained from step {started}"
     if started is not None and started < attempt.newest_checkpoint:
         trained += f", passing over checkpoint-{attempt.newest_checkpoint}"
     ending = f"killed {attempt.fault}" if attempt.fault else f"ended {attempt.status} at step {attempt.step}"
