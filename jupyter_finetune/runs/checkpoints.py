@@ -47,7 +47,9 @@ class ResumePoint:
         else:
             start = f"resuming from {self.checkpoint.name} at step {self.step}"
             if last_step > self.step:
-                start += f" (the run had reached step {last_step}; steps {self.step + 1}-{last_step} are trained again)"
+                again = (f"step {last_step} is" if last_step == self.step + 1
+                         else f"steps {self.step + 1}-{last_step} are")
+                start += f" (the run had reached step {last_step}; {again} trained again)"
         return f"{skipped}; {start}" if skipped else start
 
 
