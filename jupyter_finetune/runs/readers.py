@@ -56,13 +56,13 @@ class CachedReader(FileReader):
 
     def __init__(self, keep: int = TAIL):
         self.keep = keep
-        self._files: dict[tuple[Path, Callable[[Any], Any]], tuple[tuple[int, ...], Any, str | None]] = {}
+        self._files: dict[tuple[Path, str, Callable[[Any], Any]], tuple[tuple[int, ...], Any, str | None]] = {}
         self._logs: dict[Path, tuple[threading.Lock, MetricsLog]] = {}
         self._lock = threading.Lock()
 
     def load(self, run_dir: Path, name: str, parse: Callable[[Any], T]) -> T | None:
         found = stat_inside(run_dir, name)
-        key = (run_dir / name, parse)
+        key = (run_dir, name, parse)
         if found is None:
             self._files.pop(key, None)
             return None
@@ -95,5 +95,5 @@ class CachedReader(FileReader):
         with self._lock:
             for run_dir in [d for d in self._logs if d not in kept]:
                 del self._logs[run_dir]
-            for key in [k for k in self._files if k[0].parent not in kept and k[0].parent.parent not in kept]:
+            for key in [k for k in self._files if k[0] not in kept]:
                 self._files.pop(key, None)

@@ -9,7 +9,8 @@ through its CachedReader, so a poll costs what changed since the previous one.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+import os
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ from ..runs.summary import RunSummary, summarize, summarize_all
 
 
 def inside(root: Path, run: Run) -> bool:
-    return run.path.resolve().is_relative_to(root)
+    """Whether the run's folder is in the store's (resolved) root: a folder that is no link is."""
+    return not os.path.islink(run.path) or run.path.resolve().is_relative_to(root)
 
 
 def open_run(store: RunStore, name: str) -> Run:
@@ -39,7 +41,7 @@ def runs_list(store: RunStore) -> dict[str, Any]:
 
 def summary_row(summary: RunSummary) -> dict[str, Any]:
     progress = min(1.0, summary.step / summary.max_steps) if summary.max_steps else None
-    return {**asdict(summary), "progress": progress}
+    return {**{f.name: getattr(summary, f.name) for f in fields(summary)}, "progress": progress}
 
 
 def run_detail(run: Run) -> dict[str, Any]:
