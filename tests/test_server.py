@@ -307,3 +307,27 @@ async def test_a_poller_hears_of_a_newer_attempt_that_replaced_records_it_holds(
     assert [(r["step"], r["loss"], r["attempt"]) for r in page["metrics"]] == [(3, 1.9, 2)] and page["attempt"] == 2
     _, listing = await get(jp_fetch, "runs")
     assert next(r for r in listing["runs"] if r["name"] == "tickets-v2")["last_train_loss"] == 1.9
+
+
+@pytest.mark.parametrize("line", [1, 2])
+async def test_a_run_whose_damaged_metrics_line_is_fixed_lists_as_usual_again(jp_fetch, store, line):
+    run = store.get("tickets-v2")
+    metrics = run.path / "metrics.jsonl"
+    records = [json.loads(text) for text in metrics.read_text().splitlines()]
+    loss = records[line - 1]["loss"]
+    records[line - 1]["loss"] = str(loss)
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    async def tickets_v2() -> dict:
+        return next(r for r in (await get(jp_fetch, "runs"))[1]["runs"] if r["name"] == "tickets-v2")
+
+    assert (await tickets_v2())["damage"] == f'metrics.jsonl line {line}: loss is "{loss}", not a number'
+    log(run, 3, 8, 2.0)  # training goes on past the damaged line: still damaged
+    assert (await tickets_v2())["status"] == "damaged"
+    with open(metrics, "r+") as f:  # fixed in place, as an editor that keeps the file's inode does
+        text = f.read().replace(f'"loss": "{loss}"', f'"loss": {loss}')
+        f.seek(0)
+        f.write(text)
+        f.truncate()
+    row = await tickets_v2()
+    assert (row["status"], row["damage"], row["last_train_loss"]) == ("running", None, 2.0)

@@ -93,7 +93,7 @@ class MetricsLog:
             self._restart()  # replaced, cut short, or rewritten in place
         try:
             with open(self.run_dir / NAME, "rb") as f:
-                if self.offset and not self._marked(f):
+                if self.mark and not self._marked(f):
                     self._restart()
                 if self.damage is None:
                     self._read(f)

@@ -22,6 +22,7 @@ from .damage import LIST, NUMBER, OBJECT, TEXT, WHOLE, DamagedRun, Malformed, ch
 from .damage import field as checked
 from .files import LeadsOutside, parse_json, stat_inside
 from .history import Losses, Page
+from .metrics_log import MetricsLog
 from .readers import TAIL, FileReader
 from .records import DataManifest, EvalSummary, RunSettings
 
@@ -309,9 +310,9 @@ class Run:
         list(self.evaluations())
 
 
-def _undamaged(log: Any) -> Any:
+def _undamaged(log: MetricsLog) -> MetricsLog:
     if log.damage:
-        raise log.damage
+        raise log.damage.with_traceback(None)  # a kept log's damage is raised at every poll: no growing traceback
     return log
 
 
