@@ -193,9 +193,10 @@ def test_ft_eval_refuses_a_damaged_run_by_name_with_the_file_and_the_fix(trained
     shutil.copytree(runs / "t1", damaged)
     try:
         damage(RunStore.at(runs).get("t1-damaged"), file, change)
+        written = {p: p.stat().st_mtime_ns for p in damaged.rglob("*")}
         with pytest.raises(UsageError, match=rf"run 't1-damaged' is damaged: {re.escape(reason)}.*Fix or delete "
                                              rf"{re.escape(str(damaged / file))}, or train it again.*--overwrite"):
             shell.run_line_magic("ft_eval", f"t1-damaged --limit 1 --max-new-tokens 2 --against none --runs-dir {runs}")
-        assert not (damaged / "eval").exists()
+        assert {p: p.stat().st_mtime_ns for p in damaged.rglob("*")} == written  # nothing evaluated, nothing saved
     finally:
         shutil.rmtree(damaged)

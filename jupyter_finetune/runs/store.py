@@ -308,6 +308,7 @@ class Run:
                 pass
         self.losses()
         list(self.evaluations())
+        self.exports()
 
 
 def _undamaged(log: MetricsLog) -> MetricsLog:
