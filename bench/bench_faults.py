@@ -249,19 +249,6 @@ def _attempt(log: Path, options: dict[str, Any], kill: KillPoint | None, data: d
 
 # --- in the driver: cycles and judgement ----------------------------------------------------------
 
-def history_steps(records: list[dict[str, Any]]) -> list[int]:
-    """The training steps of the metrics history a user is shown: a record of a newer attempt, or with
-    a lower step, replaces the earlier records from its step on.
-
-    TODO(issue 16): replace with the runs layer's history reading once it exists.
-    """
-    steps: list[int] = []
-    for record in records:
-        if record.get("loss") is not None:
-            steps = [s for s in steps if s < record["step"]] + [record["step"]]
-    return steps
-
-
 def _newest_checkpoint(folder: Path) -> int:
     """The step of the newest checkpoint folder a user would see in the run's folder, whole or not (0: none)."""
     from jupyter_finetune.runs import Run
@@ -360,7 +347,7 @@ def _run_cycle(ctx: Any, index: int, kill: KillPoint, plan: Plan, folder: Path, 
     while cycle.attempts[-1].status != "completed" and len(cycle.attempts) <= MAX_RESUMES and not _stuck(cycle):
         log = folder / f"{name}-{len(cycle.attempts) + 1}.log"
         cycle.attempts.append(_run_attempt(ctx, store, name, log, resume, None, None))
-    cycle.history = history_steps(store.get(name).metrics())
+    cycle.history = [r["step"] for r in store.get(name).metrics() if r.get("loss") is not None]  # what curves show
     cycle.seconds = round(time.perf_counter() - start, 2)
     return cycle
 

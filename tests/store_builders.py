@@ -4,6 +4,7 @@ evaluation report), as training and %ft_eval leave it: for the server and the br
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from jupyter_finetune.data.dataset import FtDataset
 from jupyter_finetune.data.formats import Example
@@ -62,3 +63,32 @@ def completed_and_training(store: RunStore, records: list[tuple[int, float | Non
     training = start(store, "tickets-v2", "qwen2.5-0.5b", 8)
     log(training, 1, 8, 2.5)
     log(training, 2, 8, 2.25)
+
+
+DAMAGES = {  # what a hand edit or a cut sync leaves: (file, its new text or changed keys, the reason a listing shows)
+    "status is a list": ("status.json", "[1, 2]", "status.json: holds [1, 2], not an object"),
+    "string step": ("status.json", {"step": "abc"}, 'status.json: step is "abc", not a whole number'),
+    "string pid": ("status.json", {"pid": "12"}, 'status.json: pid is "12", not a whole number'),
+    "string max_steps": ("status.json", {"max_steps": "8"}, 'status.json: max_steps is "8", not a whole number'),
+    "string updated": ("status.json", {"updated": "today"}, 'status.json: updated is "today", not a number'),
+    "unknown status": ("status.json", {"status": "weird"}, 'status.json: status is "weird", not one of queued'),
+    "empty status": ("status.json", "", "status.json: empty"),
+    "config is a list": ("config.json", "[]", "config.json: holds [], not an object"),
+    "config epochs": ("config.json", '{"train": {"model": "m", "epochs": "two"}}',
+                      'config.json: epochs is "two", not a number'),
+    "data manifest": ("data.json", '{"name": "t"}', "data.json: version is missing"),
+    "metrics line not an object": ("metrics.jsonl", '{"step": 1, "loss": 2.0}\n[1, 2]\n',
+                                   "metrics.jsonl line 2: holds [1, 2], not an object"),
+    "metrics string loss": ("metrics.jsonl", '{"step": 1, "loss": "2.0"}\n',
+                            'metrics.jsonl line 1: loss is "2.0", not a number'),
+    "metrics string step": ("metrics.jsonl", '{"step": "1", "loss": 2.0}\n',
+                            'metrics.jsonl line 1: step is "1", not a whole number'),
+    "metrics not JSON": ("metrics.jsonl", '{"step": 1, "loss": 2.0}\n{"step": 2, "lo\n{"step": 3}\n',
+                         "metrics.jsonl line 2: not JSON"),
+}
+
+
+def damage(run: Run, file: str, change: str | dict[str, Any]) -> None:
+    """Edit one file of the run as ``DAMAGES`` says: its new text, or keys of its JSON changed."""
+    path = run.path / file
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}) if isinstance(change, dict) else change)

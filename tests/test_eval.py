@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 
 import pytest
 from IPython.core.error import UsageError
@@ -15,8 +17,10 @@ from jupyter_finetune.evaluation.generate import Generation, generate_timed
 from jupyter_finetune.evaluation.loading import load_with_adapter
 from jupyter_finetune.evaluation.metrics import METRICS
 from jupyter_finetune.evaluation.verdict import Threshold, decide
+from jupyter_finetune.runs import RunStore
 from jupyter_finetune.ui import eval_view
 from helpers import WIDGET_VIEW, assert_no_controls, good_rows, run_cell
+from store_builders import DAMAGES, damage
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +183,20 @@ def test_ft_eval_magic_shows_the_table_and_verdict_once(trained, shell):
         shell.run_line_magic("ft_eval", f"nope --runs-dir {runs}")
     with pytest.raises(UsageError, match="--data 'missing'"):
         shell.run_line_magic("ft_eval", f"t1 --data missing --runs-dir {runs}")
+
+
+@pytest.mark.parametrize("case", ["string step", "metrics line not an object"])
+def test_ft_eval_refuses_a_damaged_run_by_name_with_the_file_and_the_fix(trained, shell, case):
+    _, runs = trained
+    file, change, reason = DAMAGES[case]
+    damaged = runs / "t1-damaged"
+    shutil.copytree(runs / "t1", damaged)
+    try:
+        damage(RunStore.at(runs).get("t1-damaged"), file, change)
+        written = {p: p.stat().st_mtime_ns for p in damaged.rglob("*")}
+        with pytest.raises(UsageError, match=rf"run 't1-damaged' is damaged: {re.escape(reason)}.*Fix or delete "
+                                             rf"{re.escape(str(damaged / file))}, or train it again.*--overwrite"):
+            shell.run_line_magic("ft_eval", f"t1-damaged --limit 1 --max-new-tokens 2 --against none --runs-dir {runs}")
+        assert {p: p.stat().st_mtime_ns for p in damaged.rglob("*")} == written  # nothing evaluated, nothing saved
+    finally:
+        shutil.rmtree(damaged)

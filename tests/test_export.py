@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
 
 from export_fixtures import SYSTEM, finished_run, logits, max_diff, ticket, tiny_model, tiny_run
 from jupyter_finetune.models.tokenizer import CHATML_TEMPLATE
-from jupyter_finetune.export import ExportError, ExportExists, export_run
+from jupyter_finetune.export import ExportError, ExportExists, export_named, export_run
 from jupyter_finetune.export import run_export
-from jupyter_finetune.runs import EvalSummary, SystemResult
+from jupyter_finetune.runs import DamagedRun, EvalSummary, SystemResult
+from store_builders import DAMAGES, damage
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +186,14 @@ def test_a_run_still_training_is_refused(llama_run, monkeypatch):
     monkeypatch.setattr(type(run), "status", lambda self: {"status": "running"})
     with pytest.raises(ExportError, match="still training"):
         export_run(run, "adapter", overwrite=True)
+
+
+@pytest.mark.parametrize("case", ["string step", "metrics string loss", "data manifest"])
+def test_a_damaged_run_is_refused_by_name_with_the_file_and_the_fix(tmp_path, tiny_tokenizer, case):
+    file, change, reason = DAMAGES[case]
+    run, _ = tiny_run(tmp_path, tiny_tokenizer, name="damaged")
+    damage(run, file, change)
+    with pytest.raises(DamagedRun, match=rf"run 'damaged' is damaged: {re.escape(reason)}.*Fix or delete "
+                                         rf"{re.escape(str(run.path / file))}, or train it again.*--overwrite"):
+        export_named("damaged", "adapter", runs_dir=run.path.parent)
+    assert not (run.path / "export").exists()

@@ -23,7 +23,7 @@ from typing import Iterator
 import pytest
 
 from jupyter_finetune.runs import RunStore
-from store_builders import completed_and_training, log, start, tickets
+from store_builders import DAMAGES, completed_and_training, damage, log, start, tickets
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILT = ROOT / "jupyter_finetune" / "labextension"
@@ -61,9 +61,11 @@ def wait_for(url: str, server: subprocess.Popen, log_path: Path, seconds: float 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> RunStore:
-    """tickets-v0 failed at step 1; tickets-v1 completed (4 steps, train and eval loss, evaluated);
-    tickets-v2 training at step 2 of 8 (its status names this process, which is alive)."""
+    """tickets-bad's metrics damaged (a string loss); tickets-v0 failed at step 1; tickets-v1 completed (4 steps,
+    train and eval loss, evaluated); tickets-v2 training at step 2 of 8 (its status names this process, which is
+    alive)."""
     store = RunStore.at(tmp_path_factory.mktemp("lab") / "ft_runs")
+    damage(start(store, "tickets-bad", "smollm2-135m", 8), *DAMAGES["metrics string loss"][:2])
     failed = start(store, "tickets-v0", "smollm2-135m", 8)
     log(failed, 1, 8, 2.9)
     failed.set_status("failed", step=1, max_steps=8, message="CUDA out of memory")
@@ -136,11 +138,16 @@ def test_sidebar_run_view_and_status_bar_in_a_browser(lab, store):
             panel = page.locator("#jupyter-finetune-runs")
             expect(panel.locator(".jp-Finetune-title")).to_have_text("Fine-tuning")
             runs = panel.locator(".jp-Finetune-run")
-            expect(runs).to_have_count(3)
-            assert [runs.nth(i).get_attribute("data-run") for i in range(3)] == \
-                ["tickets-v2", "tickets-v1", "tickets-v0"]
-            for name, status in [("tickets-v2", "running"), ("tickets-v1", "completed"), ("tickets-v0", "failed")]:
+            expect(runs).to_have_count(4)
+            assert [runs.nth(i).get_attribute("data-run") for i in range(4)] == \
+                ["tickets-v2", "tickets-v1", "tickets-v0", "tickets-bad"]
+            for name, status in [("tickets-v2", "running"), ("tickets-v1", "completed"), ("tickets-v0", "failed"),
+                                 ("tickets-bad", "damaged")]:
                 expect(panel.locator(f'[data-run="{name}"] .jp-Finetune-badge')).to_have_text(status)
+            bad = panel.locator('[data-run="tickets-bad"]')
+            reason = DAMAGES["metrics string loss"][2]
+            expect(bad.locator(".jp-Finetune-damage")).to_contain_text(f"{reason}. Fix or delete the file")
+            expect(bad).to_contain_text("loss — · eval —")
             v1 = panel.locator('[data-run="tickets-v1"]')
             expect(v1).to_contain_text("smollm2-135m · step 4/4")
             expect(v1).to_contain_text("loss 1.10 · eval 1.30")
@@ -182,6 +189,17 @@ def test_sidebar_run_view_and_status_bar_in_a_browser(lab, store):
             expect(live.locator("circle.jp-Finetune-eval")).to_have_count(1, timeout=30_000)
             expect(live.locator("circle.jp-Finetune-train")).to_have_count(4)
             expect(live.locator(".jp-Finetune-view-head")).to_contain_text("step 4/8")
+            resumed = store.get("tickets-v2")  # killed, resumed from its checkpoint at step 2: attempt 2 logs step 3
+            resumed.append_metrics({"step": 3, "max_steps": 8, "loss": 1.5, "attempt": 2})
+            resumed.set_status("running", step=3, max_steps=8)
+            expect(live.locator("circle.jp-Finetune-train")).to_have_count(3, timeout=30_000)
+            expect(live.locator("circle.jp-Finetune-eval")).to_have_count(0)
+
+            bad.click()
+            broken = page.locator("#jupyter-finetune-run-tickets-bad")
+            expect(broken.locator(".jp-Finetune-view-title .jp-Finetune-badge")).to_have_text("damaged")
+            expect(broken.locator(".jp-Finetune-damage")).to_contain_text(reason)
+            expect(broken.locator("table.jp-Finetune-table")).to_have_count(2)  # settings and data still shown
 
             page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
             expect(page.locator("body")).to_have_attribute("data-jp-theme-light", "false")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,7 +14,9 @@ import time
 import psutil
 import pytest
 
-from jupyter_finetune.runs import RunExists, RunStore
+from jupyter_finetune import api
+from jupyter_finetune.runs import DamagedRun, RunExists, RunStore
+from store_builders import DAMAGES, completed_and_training, damage, log, start
 
 
 def test_unnamed_runs_auto_increment(tmp_path):
@@ -102,7 +105,7 @@ def test_a_reused_pid_does_not_keep_a_run_running(tmp_path):
     assert store.create("r", overwrite=True).status()["status"] == "queued"  # --overwrite is not refused
 
 
-@pytest.mark.parametrize("pid", [-1, 0, "123", None, True])
+@pytest.mark.parametrize("pid", [-1, 0, None])
 def test_a_pid_that_names_no_single_process_is_not_alive(tmp_path, pid):
     run = RunStore.at(tmp_path).create("r")
     run.set_status("running")
@@ -205,3 +208,68 @@ def test_without_a_whole_checkpoint_resume_says_it_starts_again(tmp_path):
     point = run.resume_point()
     assert point.checkpoint is None and point.note(30).endswith("no whole checkpoint yet: starting again from step 0 "
                                                                 "(the run had reached step 30)")
+
+
+@pytest.mark.parametrize("case", DAMAGES)
+def test_a_damaged_file_lists_its_run_as_damaged_with_the_reason_and_the_others_as_usual(tmp_path, case):
+    file, change, reason = DAMAGES[case]
+    store = RunStore.at(tmp_path)
+    completed_and_training(store, [(1, 2.0, None), (2, 1.5, 1.6)])
+    broken = start(store, "broken", "smollm2-135m", 4)
+    log(broken, 1, 4, 2.0)
+    damage(broken, file, change)
+    table = api.runs(tmp_path)
+    rows = {s.name: s for s in table}
+    assert rows["broken"].status == "damaged" and rows["broken"].damage.startswith(reason)
+    assert (rows["tickets-v1"].status, rows["tickets-v1"].best_eval_loss) == ("completed", 1.6)
+    assert rows["tickets-v2"].status == "running" and rows["tickets-v2"].last_train_loss == 2.25
+    assert f"broken: {reason}" in repr(table) and "--overwrite" in repr(table)
+    with pytest.raises(DamagedRun, match=rf"run 'broken' is damaged: {re.escape(reason)}.*Fix or delete "
+                                         rf"{re.escape(str(broken.path / file))}, or train it again"):
+        broken.check()
+
+
+@pytest.mark.parametrize("file", ["status.json", "config.json", "data.json", "metrics.jsonl", "eval/x.json"])
+def test_a_run_file_that_links_outside_the_run_is_not_read(tmp_path, file):
+    secret = tmp_path / "secret.json"
+    secret.write_text(json.dumps({"status": "completed", "train": {"model": "SECRET"}, "name": "SECRET", "step": 1,
+                                  "data_version": "SECRET", "systems": {}}))
+    store = RunStore.at(tmp_path / "store")
+    run = start(store, "r", "smollm2-135m", 4)
+    log(run, 1, 4, 2.0)
+    (run.path / file).parent.mkdir(exist_ok=True)
+    (run.path / file).unlink(missing_ok=True)
+    (run.path / file).symlink_to(secret)
+    [summary] = api.runs(store.root)
+    assert summary.status == "damaged" and summary.damage == f"{file}: links outside the run"
+    assert "SECRET" not in repr(summary)
+    with pytest.raises(DamagedRun, match=f"{file}: links outside the run"):
+        run.check()
+
+
+def test_a_link_inside_the_run_is_read(tmp_path):
+    run = start(RunStore.at(tmp_path), "r", "smollm2-135m", 4)
+    (run.path / "config.json").rename(run.path / "config.saved.json")
+    (run.path / "config.json").symlink_to("config.saved.json")
+    assert run.settings().model == "smollm2-135m" and api.runs(tmp_path)[0].status == "running"
+
+
+def test_metrics_history_keeps_what_the_latest_attempt_did_not_replace(tmp_path):
+    """Killed at step 6 after a checkpoint at 4, resumed (attempt 2) from 4; then, a file written before attempts
+    were numbered: killed before any checkpoint, started again at step 1."""
+    run = RunStore.at(tmp_path).create("r")
+    records = [{"step": s, "loss": 10.0 - s} for s in range(1, 7)] + [{"step": 6, "eval_loss": 0.5}]
+    records += [{"step": 5, "loss": 2.0, "attempt": 2}, {"step": 5, "eval_loss": 1.5, "attempt": 2},
+                {"step": 6, "loss": 1.0, "attempt": 2}]
+    for record in records:
+        run.append_metrics(record)
+    assert [(m["step"], m.get("attempt", 1)) for m in run.metrics()] == [(1, 1), (2, 1), (3, 1), (4, 1), (5, 2),
+                                                                         (5, 2), (6, 2)]
+    [summary] = api.runs(tmp_path)
+    assert (summary.last_train_loss, summary.best_eval_loss) == (1.0, 1.5)  # 0.5 was the replaced attempt's
+
+    legacy = RunStore.at(tmp_path).create("legacy")
+    for step, loss in [(1, 3.0), (2, 2.5), (3, 2.0), (1, 3.1), (2, 2.6)]:
+        legacy.append_metrics({"step": step, "loss": loss})
+    assert [(m["step"], m["loss"]) for m in legacy.metrics()] == [(1, 3.1), (2, 2.6)]
+    assert [(m["step"], m["loss"]) for m in legacy.metrics(after_step=1)] == [(2, 2.6)]

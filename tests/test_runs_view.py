@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from html import escape
 import re
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from jupyter_finetune.data import prepare, read_records
 from jupyter_finetune.runs import RunStore
 from jupyter_finetune.ui.runs_view import comparison_html, overlay_figure, runs_html
 from helpers import good_rows, run_cell
+from store_builders import DAMAGES, completed_and_training, damage
 
 COMMON = dict(steps=2, batch_size=8, alpha=16, dropout=0.0)  # 16 train rows: an eval at step 2
 
@@ -126,3 +128,21 @@ def test_unknown_run_names_the_known_runs(shell, tmp_path):
         shell.run_line_magic("ft_runs", "small nope")
     _, shown, _ = run_cell(shell, f"%ft_runs --runs-dir {tmp_path / 'empty'}")
     assert "no runs in" in shown and "%ft_train" in shown
+
+
+@pytest.mark.parametrize("case", ["string step", "status is a list", "metrics string loss", "config epochs"])
+def test_ft_runs_lists_a_damaged_run_with_its_reason_and_compares_it(shell, tmp_path, case):
+    file, change, reason = DAMAGES[case]
+    store = RunStore.at(tmp_path / "runs")
+    completed_and_training(store, [(1, 2.0, None), (2, 1.5, 1.6)])
+    damage(store.get("tickets-v1"), file, change)
+    _, shown, _ = run_cell(shell, f"%ft_runs --runs-dir {store.root}")
+    rows = dict(line.split()[:2] for line in shown.splitlines() if line.startswith("tickets-"))
+    assert rows == {"tickets-v1": "damaged", "tickets-v2": "running"}
+    assert f"  tickets-v1: {reason}" in shown and "--overwrite" in shown
+    html = runs_html(api.runs(store.root))
+    assert ">damaged</span>" in html and f"<li>tickets-v1: {escape(reason)}" in html
+    _, compared, _ = run_cell(shell, f"%ft_runs tickets-v1 tickets-v2 --runs-dir {store.root}")
+    assert f"  tickets-v1: {reason}" in compared
+    assert "<img src='data:image/png;base64," in comparison_html(api.compare_runs(["tickets-v1", "tickets-v2"],
+                                                                                  store.root))

@@ -19,7 +19,7 @@ from jupyter_finetune import _jupyter_server_extension_points
 from jupyter_finetune.runs import RunStore
 from jupyter_finetune.server.resources import parse_smi
 from jupyter_finetune.server.settings import store_root
-from store_builders import completed_and_training, log, start, tickets
+from store_builders import DAMAGES, completed_and_training, damage, log, start, tickets
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
@@ -208,3 +208,126 @@ def test_server_extension_imports_only_the_run_store():
     # errors: the user-error classes below every layer, importing nothing
     assert {m.split(".")[1] for m in loaded if m.startswith("jupyter_finetune.")} == {"errors", "runs", "server"}
     assert not [m for m in loaded if m.split(".")[0] in ("torch", "transformers", "datasets")]
+
+
+@pytest.mark.parametrize("case", DAMAGES)
+async def test_a_damaged_run_is_served_as_damaged_with_its_reason_and_the_others_as_usual(jp_fetch, store, case):
+    file, change, reason = DAMAGES[case]
+    broken = start(store, "broken", "smollm2-135m", 4)
+    log(broken, 1, 4, 2.0)
+    damage(broken, file, change)
+    code, body = await get(jp_fetch, "runs")
+    assert code == 200
+    rows = {row["name"]: row for row in body["runs"]}
+    assert rows["broken"]["status"] == "damaged" and rows["broken"]["damage"].startswith(reason)
+    assert (rows["tickets-v1"]["status"], rows["tickets-v1"]["last_train_loss"], rows["tickets-v1"]["damage"]) == \
+        ("completed", 1.1, None)
+    for path in (["runs", "broken"], ["runs", "broken", "metrics"]):
+        code, body = await get(jp_fetch, *path)
+        assert code == 200 and body["status"] == "damaged" and body["damage"].startswith(reason)
+
+
+async def test_a_run_file_linking_outside_the_run_is_not_served(jp_fetch, store):
+    """``x`` lies outside the store; its config.json names SECRET-MODEL."""
+    config = store.get("tickets-v1").path / "config.json"
+    config.unlink()
+    config.symlink_to(store.root.parent / "x" / "config.json")
+    for path in (["runs"], ["runs", "tickets-v1"], ["runs", "tickets-v1", "metrics"]):
+        code, body = await get(jp_fetch, *path)
+        assert code == 200 and "SECRET-MODEL" not in json.dumps(body)
+    _, detail = await get(jp_fetch, "runs", "tickets-v1")
+    assert detail["status"] == "damaged" and detail["damage"] == "config.json: links outside the run"
+
+
+def write_metrics(run, steps: range, max_steps: int) -> None:
+    """What a long training run logged: a train record a step, an eval record every 100 steps."""
+    with open(run.path / "metrics.jsonl", "a") as f:
+        f.writelines(f'{{"step": {s}, "max_steps": {max_steps}, "loss": {1 + 1 / s}, "eval_loss": null, "lr": 2e-4}}\n'
+                     + (f'{{"step": {s}, "eval_loss": {2 + 1 / s}}}\n' if s % 100 == 0 else "") for s in steps)
+    run.set_status("running", step=steps[-1], max_steps=max_steps)
+
+
+def bytes_read() -> int:
+    """Bytes this process (the test and the server in it, every thread) has read so far."""
+    return int(dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())["rchar"])
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="counts bytes read with Linux's /proc/self/io")
+async def test_a_poll_reads_as_much_for_a_long_run_as_for_a_short_one(jp_fetch, store):
+    """The sidebar's poll (the runs, then the new records of a training run), with no new line and with one,
+    reads about the same bytes for a 1,000-line run and a 100,000-line one."""
+    lengths = {"short": 1_000, "long": 100_000}
+    for name, length in lengths.items():
+        write_metrics(start(store, name, "smollm2-135m", 2 * length), range(1, length + 1), 2 * length)
+
+    async def poll(name: str, after: int) -> int:
+        before = bytes_read()
+        assert (await get(jp_fetch, "runs"))[0] == 200
+        code, page = await get(jp_fetch, "runs", name, "metrics", params={"after": after})
+        assert code == 200 and page["metrics"][-1]["step"] == after + 1
+        return bytes_read() - before
+
+    for name, length in lengths.items():
+        await poll(name, length - 1)  # the server's first read of the run: all of it, once
+    cost = {}
+    for name, length in lengths.items():
+        idle = await poll(name, length - 1)
+        write_metrics(store.get(name), range(length + 1, length + 2), 2 * length)
+        cost[name] = (idle, await poll(name, length))
+    (short_idle, short_grown), (long_idle, long_grown) = cost["short"], cost["long"]
+    assert long_idle < 1.2 * short_idle + 2048 and long_grown < 1.2 * short_grown + 2048, cost
+
+
+async def test_a_poller_far_behind_on_a_long_run_gets_the_older_part_thinned(jp_fetch, store):
+    run = start(store, "long", "smollm2-135m", 10_000)
+    write_metrics(run, range(1, 5001), 10_000)
+    _, page = await get(jp_fetch, "runs", "long", "metrics", params={"after": -1})
+    steps = [r["step"] for r in page["metrics"]]
+    assert page["thinned"] is True and 1000 < len(steps) < 2200 and steps == sorted(steps)
+    assert steps[0] == 1 and steps[-1] == 5000 and {r["attempt"] for r in page["metrics"]} == {1}
+    full = [r["step"] for r in page["metrics"] if "lr" in r]  # every train record of the last ~1000 records
+    assert full == list(range(full[0], 5001)) and len(full) > 900
+    assert all(r["loss"] == 1 + 1 / r["step"] for r in page["metrics"] if r.get("loss") is not None)
+    evals = [r for r in page["metrics"] if r.get("eval_loss") is not None]
+    assert [r["step"] for r in evals] == list(range(100, 5001, 100))  # 50 eval points: none thinned away
+    _, latest = await get(jp_fetch, "runs", "long", "metrics", params={"after": 4999})
+    assert [(r["step"], r.get("loss")) for r in latest["metrics"]] == [(5000, 1 + 1 / 5000), (5000, None)]
+    assert latest["thinned"] is False
+
+
+async def test_a_poller_hears_of_a_newer_attempt_that_replaced_records_it_holds(jp_fetch, store):
+    """tickets-v2 logged steps 1-4, was killed and resumed from its checkpoint at step 2 (attempt 2)."""
+    run = store.get("tickets-v2")
+    log(run, 3, 8, 2.0)
+    log(run, 4, 8, 1.75)
+    _, held = await get(jp_fetch, "runs", "tickets-v2", "metrics", params={"after": -1})
+    assert [(r["step"], r["attempt"]) for r in held["metrics"]] == [(1, 1), (2, 1), (3, 1), (4, 1)]
+    run.append_metrics({"step": 3, "max_steps": 8, "loss": 1.9, "attempt": 2})
+    _, page = await get(jp_fetch, "runs", "tickets-v2", "metrics", params={"after": 3, "attempt": 1})
+    assert [(r["step"], r["loss"], r["attempt"]) for r in page["metrics"]] == [(3, 1.9, 2)] and page["attempt"] == 2
+    _, listing = await get(jp_fetch, "runs")
+    assert next(r for r in listing["runs"] if r["name"] == "tickets-v2")["last_train_loss"] == 1.9
+
+
+@pytest.mark.parametrize("line", [1, 2])
+async def test_a_run_whose_damaged_metrics_line_is_fixed_lists_as_usual_again(jp_fetch, store, line):
+    run = store.get("tickets-v2")
+    metrics = run.path / "metrics.jsonl"
+    records = [json.loads(text) for text in metrics.read_text().splitlines()]
+    loss = records[line - 1]["loss"]
+    records[line - 1]["loss"] = str(loss)
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    async def tickets_v2() -> dict:
+        return next(r for r in (await get(jp_fetch, "runs"))[1]["runs"] if r["name"] == "tickets-v2")
+
+    assert (await tickets_v2())["damage"] == f'metrics.jsonl line {line}: loss is "{loss}", not a number'
+    log(run, 3, 8, 2.0)  # training goes on past the damaged line: still damaged
+    assert (await tickets_v2())["status"] == "damaged"
+    with open(metrics, "r+") as f:  # fixed in place, as an editor that keeps the file's inode does
+        text = f.read().replace(f'"loss": "{loss}"', f'"loss": {loss}')
+        f.seek(0)
+        f.write(text)
+        f.truncate()
+    row = await tickets_v2()
+    assert (row["status"], row["damage"], row["last_train_loss"]) == ("running", None, 2.0)

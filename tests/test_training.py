@@ -37,6 +37,11 @@ def _losses(run_path):
     return [m["loss"] for m in RunStore.at(run_path.parent).get(run_path.name).metrics() if m.get("loss") is not None]
 
 
+def _train_lines(path):
+    """Every train-loss record as written, attempts and all."""
+    return [m for m in map(json.loads, path.read_text().splitlines()) if m.get("loss") is not None]
+
+
 class _At(TrainerCallback):
     """Does something at the end of a given step (a test's stand-in for a user or a failure)."""
 
@@ -158,8 +163,11 @@ def test_resume_passes_over_a_checkpoint_cut_by_a_kill_and_says_which(tickets, t
     assert resumed.note.startswith("checkpoint-6 is incomplete (adapter_model.safetensors is cut short")
     assert "resuming from checkpoint-4 at step 4 (the run had reached step 6; steps 5-6 are trained again)" in resumed.note
     assert resumed.train().status == "completed"
-    records = [(m["attempt"], m["step"]) for m in resumed.run.metrics() if m.get("loss") is not None]
-    assert records == [(1, s) for s in range(1, 7)] + [(2, s) for s in range(5, 9)]
+    lines = _train_lines(resumed.run.path / "metrics.jsonl")
+    assert [(m["attempt"], m["step"]) for m in lines] == [(1, s) for s in range(1, 7)] + [(2, s) for s in range(5, 9)]
+    # the history shows the steps that count: attempt 1's up to where attempt 2 took over
+    assert [(m["attempt"], m["step"]) for m in resumed.run.metrics() if m.get("loss") is not None] == [
+        (1, 1), (1, 2), (1, 3), (1, 4), (2, 5), (2, 6), (2, 7), (2, 8)]
 
 
 def test_resume_before_the_first_checkpoint_says_it_starts_again_as_a_new_attempt(tickets, tmp_path):
@@ -172,8 +180,10 @@ def test_resume_before_the_first_checkpoint_says_it_starts_again_as_a_new_attemp
     resumed = api.prepare_training(resume="early", runs_dir=tmp_path / "runs")
     assert resumed.note == "no checkpoint yet: starting again from step 0 (the run had reached step 2)"
     assert resumed.train().status == "completed"
-    records = [(m["attempt"], m["step"]) for m in resumed.run.metrics() if m.get("loss") is not None]
-    assert records == [(1, 1), (1, 2), (2, 1), (2, 2), (2, 3), (2, 4), (2, 5), (2, 6), (2, 7), (2, 8)]
+    lines = _train_lines(resumed.run.path / "metrics.jsonl")
+    assert [(m["attempt"], m["step"]) for m in lines] == [(1, 1), (1, 2), *((2, s) for s in range(1, 9))]
+    history = [(m["attempt"], m["step"]) for m in resumed.run.metrics() if m.get("loss") is not None]
+    assert history == [(2, s) for s in range(1, 9)]
     assert resumed.run.status()["attempt"] == 2
 
 

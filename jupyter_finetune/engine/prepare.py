@@ -49,6 +49,7 @@ def _resumed(store: RunStore, name: str, data: FtDataset | None, settings: dict[
         raise ConfigError(f"--resume continues with the run's own settings; drop {', '.join(given)} "
                           "or start a new run")
     run = store.get(name)
+    run.check()  # a damaged file is named before anything is appended to the run
     status = run.status()
     if status.get("status") in ACTIVE:
         raise ConfigError(f"run {name!r} is still training (pid {status.get('pid')} on {status.get('host', '?')}); "

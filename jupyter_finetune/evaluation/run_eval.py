@@ -29,7 +29,9 @@ def evaluate_run(run: Run, data: FtDataset | None = None, *, split: str = "test"
 
     ``data`` defaults to the run's own copy. ``metrics`` default to JSON metrics when the answers
     are JSON, else exact/f1/rougeL; ``max_new_tokens`` to the longest reference answer plus a margin.
+    A damaged run is refused before anything loads.
     """
+    run.check()
     run.trained_adapter()
     model = run.settings().model
     tokenizer = load_tokenizer(model)

@@ -68,12 +68,11 @@ def _settings_section(source: RunSource) -> list[str]:
 
 def _training_section(source: RunSource) -> list[str]:
     status = source.run.status()
-    records = source.run.metrics()
-    losses = [r["loss"] for r in records if r.get("loss") is not None]
-    evals = [r["eval_loss"] for r in records if r.get("eval_loss") is not None]
+    losses = source.run.losses()
+    last, best = losses.last_train_loss, losses.best_eval_loss
     rows = [("status", status.get("status", "?")), ("steps", status.get("step", "?")),
-            ("last training loss", f"{losses[-1]:.4f}" if losses else "none logged"),
-            ("best held-out loss", f"{min(evals):.4f}" if evals else "none logged")]
+            ("last training loss", "none logged" if last is None else f"{last:.4f}"),
+            ("best held-out loss", "none logged" if best is None else f"{best:.4f}")]
     return ["## Training", "", *_table(rows)]
 
 

@@ -26,7 +26,8 @@ class RunSource:
 
     @classmethod
     def of(cls, run: Run) -> "RunSource":
-        """Refuses a run that has no adapter yet, before any weights load."""
+        """Refuses a damaged run, or one that has no adapter yet, before any weights load."""
+        run.check()
         status = run.status().get("status")
         if status == "running":
             raise ExportError(f"run {run.name!r} is still training; export it after it finishes (or %ft_stop it)")

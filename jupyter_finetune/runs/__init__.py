@@ -9,11 +9,12 @@ import sys
 import types
 from pathlib import Path
 
+from .damage import DamagedRun
 from .records import FINE_TUNED, DataManifest, EvalSummary, RunSettings, SystemResult
 from .store import DataRow, Run, RunExists, RunStore, runs_root
 
-__all__ = ["FINE_TUNED", "DataManifest", "DataRow", "EvalSummary", "Run", "RunExists", "RunSettings", "RunStore",
-           "SystemResult", "list_runs", "runs_root"]
+__all__ = ["FINE_TUNED", "DamagedRun", "DataManifest", "DataRow", "EvalSummary", "Run", "RunExists", "RunSettings",
+           "RunStore", "SystemResult", "list_runs", "runs_root"]
 
 
 def list_runs(runs_dir: str | Path | None = None) -> list:

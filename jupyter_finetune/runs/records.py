@@ -2,13 +2,17 @@
 
 Each record knows its JSON form (``to_dict``/``from_dict``), and nothing outside ``runs/`` spells
 those keys. ``from_dict`` reads what 0.1 wrote, so a run saved by an earlier version still opens;
-a field added later gets a default there.
+a field added later gets a default there. It checks every field it hands out (Malformed names the
+field), so a file edited into another shape makes the run damaged, not a reader crash.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
+
+from .damage import LIST, NUMBER, OBJECT, TEXT, WHOLE, check, whole_file
+from .damage import field as checked
 
 FINE_TUNED = "fine-tuned"
 """The system name under which evaluation results store the run's own (adapter) scores."""
@@ -40,10 +44,14 @@ class RunSettings:
                 "model_path": self.model_path}
 
     @classmethod
-    def from_dict(cls, saved: Mapping[str, Any]) -> "RunSettings":
-        train = saved["train"]
-        return cls(dict(train), str(saved.get("preset", "?")), str(saved.get("backend", "?")),
-                   str(saved.get("model_path", train.get("model", ""))))
+    def from_dict(cls, saved: Any) -> "RunSettings":
+        saved = whole_file(saved)
+        train = checked(saved, "train", OBJECT, required=True)
+        model = check(train.get("model"), TEXT, "train.model")
+        checked(train, "steps", WHOLE)
+        checked(train, "epochs", NUMBER)
+        return cls(dict(train), checked(saved, "preset", TEXT) or "?", checked(saved, "backend", TEXT) or "?",
+                   checked(saved, "model_path", TEXT) or model)
 
 
 @dataclass(frozen=True)
@@ -76,12 +84,21 @@ class DataManifest:
                 "warnings": list(self.warnings)}
 
     @classmethod
-    def from_dict(cls, saved: Mapping[str, Any]) -> "DataManifest":
-        rows, tokens = saved.get("rows", {}), saved.get("tokens", {})
-        return cls(saved["name"], saved["version"], saved["format"], str(saved["split"]), int(saved["seed"]),
-                   saved["model"], int(saved["max_length"]), int(rows.get("train", 0)), int(rows.get("test", 0)),
-                   int(tokens.get("train_per_epoch", 0)), float(tokens.get("mean", 0.0)), int(tokens.get("max", 0)),
-                   tuple(saved.get("warnings", ())))
+    def from_dict(cls, saved: Any) -> "DataManifest":
+        saved = whole_file(saved)
+        text = {key: checked(saved, key, TEXT, required=True) for key in ("name", "version", "format", "split", "model")}
+        rows, tokens = (checked(saved, key, OBJECT) or {} for key in ("rows", "tokens"))
+
+        def whole(part: Mapping[str, Any], key: str, what: str) -> int:
+            return check(part.get(key, 0), WHOLE, what)
+
+        warnings = checked(saved, "warnings", LIST) or []
+        return cls(text["name"], text["version"], text["format"], text["split"],
+                   checked(saved, "seed", WHOLE, required=True), text["model"],
+                   checked(saved, "max_length", WHOLE, required=True), whole(rows, "train", "rows.train"),
+                   whole(rows, "test", "rows.test"), whole(tokens, "train_per_epoch", "tokens.train_per_epoch"),
+                   float(check(tokens.get("mean", 0.0), NUMBER, "tokens.mean")), whole(tokens, "max", "tokens.max"),
+                   tuple(check(w, TEXT, "a warning") for w in warnings))
 
 
 @dataclass(frozen=True)

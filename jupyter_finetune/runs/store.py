@@ -2,7 +2,8 @@
 
 Every JSON file is written atomically (temp file + rename), and ``metrics.jsonl`` is appended and
 flushed at every log step, so a killed kernel leaves readable files behind. A run whose status
-says ``running`` but whose process is gone is reported as ``interrupted``.
+says ``running`` but whose process is gone is reported as ``interrupted``. Reading is total: a file
+in the wrong shape, or one that links out of the run, raises DamagedRun naming the file and why.
 """
 
 from __future__ import annotations
@@ -12,18 +13,30 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, TypeVar
+from typing import Any, Callable, Iterator, Literal, Mapping, TypeVar, get_args
 
 from ..errors import FinetuneError, InvalidValue, NotFound
 from .checkpoints import STATE, ResumePoint, resume_point
+from .damage import LIST, NUMBER, OBJECT, TEXT, WHOLE, DamagedRun, Malformed, check, shown, whole_file
+from .damage import field as checked
+from .files import LeadsOutside, parse_json, stat_inside
+from .history import Losses, Page
+from .metrics_log import MetricsLog
 from .liveness import Trainer, still_training
+from .readers import TAIL, FileReader
 from .records import DataManifest, EvalSummary, RunSettings
 
 Status = Literal["queued", "running", "completed", "stopped", "failed", "interrupted"]
+STATUSES = get_args(Status)
 ACTIVE = ("queued", "running")
 T = TypeVar("T")
+STATUS_FIELDS = {"status": TEXT, "step": WHOLE, "max_steps": WHOLE, "pid": WHOLE, "updated": NUMBER,
+                 "started": NUMBER, "finished": NUMBER, "message": TEXT, "attempt": WHOLE, "host": TEXT,
+                 "boot_id": TEXT, "proc_start": NUMBER, "heartbeat": NUMBER}
+"""status.json's keys and their types; keys not named here are kept as they are."""
+FILES = FileReader()
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -62,10 +75,11 @@ def read_json(path: Path, default: Any = None) -> Any:
 
 
 def unless_missing(read: Callable[[], T]) -> T | None:
-    """A record of a run still being set up (or whose file is unreadable) as None, for listings."""
+    """A record of a run still being set up, or damaged, as None: for a view beside the run's summary, which
+    names the damage."""
     try:
         return read()
-    except (FileNotFoundError, KeyError, TypeError, ValueError):
+    except (NotFound, DamagedRun):
         return None
 
 
@@ -86,6 +100,37 @@ def _cut_torn_line(path: Path, chunk: int = 1 << 16) -> None:
         f.truncate(0)
 
 
+def parse_status(saved: Any) -> dict[str, Any]:
+    status = dict(whole_file(saved))
+    for key, kind in STATUS_FIELDS.items():
+        checked(status, key, kind)
+    if status.setdefault("status", "queued") not in STATUSES:
+        raise Malformed(f"status is {shown(status['status'])}, not one of {', '.join(STATUSES)}")
+    return status
+
+
+def parse_rows(saved: Any) -> dict[str, Any]:
+    row = whole_file(saved)
+    messages = checked(row, "messages", LIST, required=True)
+    for message in messages:
+        check(message, OBJECT, "a message")
+    checked(row, "row", WHOLE)
+    checked(row, "split", TEXT)
+    return row
+
+
+def _evaluation(saved: Any) -> EvalSummary | None:
+    """An evaluation's summary; None for a file in another shape (not one %ft_eval wrote), which listings skip."""
+    try:
+        return EvalSummary.from_dict(saved)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def _export_records(saved: Any) -> list[dict[str, Any]]:
+    return [r for r in saved if isinstance(r, dict)] if isinstance(saved, list) else []
+
+
 @dataclass(frozen=True)
 class DataRow:
     """One row of a run's copy of its data: the conversation, its split and its row in the source."""
@@ -104,6 +149,8 @@ class Run:
     """
 
     path: Path
+    reader: FileReader = field(default=FILES, compare=False, repr=False)
+    """How its files are read: afresh, or (the server's) kept between polls."""
 
     @property
     def name(self) -> str:
@@ -127,25 +174,32 @@ class Run:
         write_json(self.path / "data.json", manifest.to_dict())
         write_text_atomic(self.path / "data.jsonl", data_jsonl)
 
+    def _load(self, name: str, parse: Callable[[Any], T], missing: str) -> T:
+        found = self.reader.load(self.path, name, parse)
+        if found is None:
+            raise NotFound(f"run {self.name!r} has no {missing} yet ({self.path / name})")
+        return found
+
     def settings(self) -> RunSettings:
-        saved = read_json(self.path / "config.json")
-        if not isinstance(saved, dict) or not isinstance(saved.get("train"), dict):
-            raise NotFound(f"run {self.name!r} has no readable settings ({self.path / 'config.json'})")
-        return RunSettings.from_dict(saved)
+        return self._load("config.json", RunSettings.from_dict, "settings")
 
     def manifest(self) -> DataManifest:
-        saved = read_json(self.path / "data.json")
-        if not isinstance(saved, dict):
-            raise NotFound(f"run {self.name!r} has no readable data manifest ({self.path / 'data.json'})")
-        return DataManifest.from_dict(saved)
+        return self._load("data.json", DataManifest.from_dict, "data manifest")
 
     def data_rows(self) -> list[DataRow]:
         """The run's copy of its data, train rows then test rows ([] before it was written)."""
-        path = self.path / "data.jsonl"
-        if not path.is_file():
+        name = "data.jsonl"
+        if stat_inside(self.path, name) is None:
             return []
-        records = (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
-        return [DataRow(r.get("row", i), r.get("split", "train"), r["messages"]) for i, r in enumerate(records)]
+        rows = []
+        for number, line in enumerate((self.path / name).read_bytes().splitlines(), 1):
+            if line.strip():
+                try:
+                    r = parse_rows(parse_json(line))
+                except Malformed as e:
+                    raise DamagedRun(self.path, name, e.reason, number) from None
+                rows.append(DataRow(r.get("row", len(rows)), r.get("split", "train"), r["messages"]))
+        return rows
 
     def conversations(self, split: str | None = None) -> list[list[dict[str, str]]]:
         """The run's copy of its data as chat messages: one split, or all rows."""
@@ -156,7 +210,7 @@ class Run:
         write_text_atomic(self.path / "error.txt", text)
 
     def evaluation_file(self, data_version: str) -> Path:
-        return self.path / "eval" / f"{data_version}.json"
+        return self.path / f"eval/{data_version}.json"
 
     def save_evaluation(self, summary: EvalSummary, details: dict[str, Any]) -> Path:
         """One file per data version: the summary (scores, verdict) and the evaluation's own details."""
@@ -165,22 +219,30 @@ class Run:
         write_json(path, {**details, **summary.to_dict()})
         return path
 
+    def _lenient(self, name: str, parse: Callable[[Any], T]) -> T | None:
+        """A file that is not what this version writes there as None (it is written again when needed); one
+        that leads out of the run still raises."""
+        try:
+            return self.reader.load(self.path, name, parse)
+        except LeadsOutside:
+            raise
+        except DamagedRun:
+            return None
+
     def evaluation_details(self, data_version: str) -> dict[str, Any] | None:
         """What ``save_evaluation`` kept beside the summary (the answers...), or None."""
-        saved = read_json(self.evaluation_file(data_version))
-        if not isinstance(saved, dict):
-            return None
-        return {k: v for k, v in saved.items() if k not in EvalSummary.KEYS}
+        saved = self._lenient(f"eval/{data_version}.json", whole_file)
+        return None if saved is None else {k: v for k, v in saved.items() if k not in EvalSummary.KEYS}
 
     def evaluations(self) -> Iterator[EvalSummary]:
         """Every saved evaluation's summary, newest first, each read only when asked for (a listing wants
         just the newest); a file in another shape is skipped."""
-        files = sorted((p.stat().st_mtime, p) for p in (self.path / "eval").glob("*.json"))
-        for mtime, path in reversed(files):
-            try:
-                yield EvalSummary.from_dict(read_json(path), mtime)
-            except (KeyError, TypeError, ValueError, AttributeError):
-                continue
+        names = [f"eval/{p.name}" for p in (self.path / "eval").glob("*.json")]
+        files = sorted((found.st_mtime, name) for name in names if (found := stat_inside(self.path, name)))
+        for mtime, name in reversed(files):
+            summary = self._lenient(name, _evaluation)
+            if summary is not None:
+                yield EvalSummary(summary.data_version, summary.metrics, summary.systems, summary.verdict, mtime)
 
     def export_dir(self, kind: str) -> Path:
         """Where an export of this kind goes when no other folder is given."""
@@ -195,8 +257,7 @@ class Run:
 
     def exports(self) -> list[dict[str, Any]]:
         """The run's export records, oldest first."""
-        saved = read_json(self.path / "export" / "exports.json", [])
-        return [r for r in saved if isinstance(r, dict)] if isinstance(saved, list) else []
+        return self._lenient("export/exports.json", _export_records) or []
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -222,17 +283,18 @@ class Run:
                 shutil.copy2(path, self.adapter_dir / path.name)
 
     def status(self) -> dict[str, Any]:
-        """status.json, with an active status whose trainer is gone (killed, or on a VM since restarted)
-        shown as ``interrupted``."""
-        status = read_json(self.path / "status.json", {"status": "queued"})
-        if status.get("status") in ACTIVE and not still_training(status):
-            status = {**status, "status": "interrupted"}
+        """status.json, checked, with an active status whose trainer is gone (killed, or on a VM since
+        restarted) shown as ``interrupted``."""
+        status = dict(self.reader.load(self.path, "status.json", parse_status) or {"status": "queued"})
+        if status["status"] in ACTIVE and not still_training(status):
+            status["status"] = "interrupted"
         return status
 
     def set_status(self, status: Status, **fields: Any) -> None:
         """Also records who writes it (liveness.Trainer) and when, the heartbeat that readers check."""
         now = time.time()
         current = read_json(self.path / "status.json", {})
+        current = current if isinstance(current, dict) else {}
         current.update(fields, **Trainer.current().fields(), status=status, updated=now, heartbeat=now)
         if status == "running":
             current.setdefault("started", now)
@@ -243,7 +305,7 @@ class Run:
     def beat(self) -> None:
         """The heartbeat of a training process between log steps (loading a model, a long step, an evaluation)."""
         current = read_json(self.path / "status.json", {})
-        if current.get("status") in ACTIVE:
+        if isinstance(current, dict) and current.get("status") in ACTIVE:
             write_json(self.path / "status.json", {**current, "heartbeat": time.time()})
 
     def begin_attempt(self) -> int:
@@ -256,8 +318,7 @@ class Run:
         logged = path.is_file() and path.stat().st_size > 0
         if logged:
             _cut_torn_line(path)
-        previous = read_json(self.path / "status.json", {}).get("attempt", 1 if logged else 0)
-        return (previous if isinstance(previous, int) else 0) + 1
+        return (self.status().get("attempt") or (1 if logged else 0)) + 1
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
@@ -265,25 +326,43 @@ class Run:
             f.flush()
 
     def metrics(self, after_step: int = -1) -> list[dict[str, Any]]:
-        """Every complete metrics line with step > after_step (a half-written last line is skipped)."""
-        out = []
-        try:
-            lines = (self.path / "metrics.jsonl").read_text().splitlines()
-        except FileNotFoundError:
-            return out
-        for line in lines:
+        """The history's records (runs/history.py: what an earlier attempt logged past where a later one
+        resumed is dropped) with step > after_step; a half-written last line is not read yet."""
+        return self.reader.with_metrics(self.path, lambda log: _undamaged(log).history.records(after_step), None)
+
+    def losses(self) -> Losses:
+        """The last train loss and best eval loss of the history, without keeping its records."""
+        return self.reader.with_metrics(self.path, lambda log: _undamaged(log).history.losses(), 0)
+
+    def metrics_page(self, after: int = -1, attempt: int | None = None) -> Page:
+        """What a poller holding the records up to step ``after`` of ``attempt`` is missing (a damaged
+        metrics file: what comes before the damaged line), the older part thinned on a long run."""
+        return self.reader.with_metrics(self.path, lambda log: log.history.page(after, attempt), TAIL)
+
+    def check(self) -> None:
+        """DamagedRun naming the first damaged file: what export and evaluation refuse before doing anything."""
+        self.status()
+        for read in (self.settings, self.manifest):
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if record.get("step", -1) > after_step:
-                out.append(record)
-        return out
+                read()
+            except NotFound:
+                pass
+        self.losses()
+        list(self.evaluations())
+        self.exports()
+
+
+def _undamaged(log: MetricsLog) -> MetricsLog:
+    if log.damage:
+        raise log.damage.with_traceback(None)  # a kept log's damage is raised at every poll: no growing traceback
+    return log
 
 
 @dataclass(frozen=True)
 class RunStore:
     root: Path
+    reader: FileReader = field(default=FILES, compare=False, repr=False)
+    """Handed to each of its runs."""
 
     @classmethod
     def at(cls, root: str | Path | None = None) -> "RunStore":
@@ -294,7 +373,7 @@ class RunStore:
         if not (path / "status.json").exists():
             known = ", ".join(r.name for r in self) or "none yet"
             raise NotFound(f"no run named {name!r} in {self.root} (runs: {known})")
-        return Run(path)
+        return Run(path, self.reader)
 
     def create(self, name: str | None = None, *, overwrite: bool = False, prefix: str = "run") -> Run:
         """A new run folder; without a name the next free ``prefix-N``. Never replaces without overwrite."""
@@ -308,17 +387,17 @@ class RunStore:
             if not overwrite:
                 raise RunExists(f"run {name!r} already exists in {self.root}: pass --overwrite to replace it, "
                                 f"--resume {name} to continue it, or choose another --name")
-            if Run(path).status().get("status") == "running":
-                raise RunExists(f"run {name!r} is still training (pid {Run(path).status().get('pid')}); stop it first")
+            if (status := unless_missing(Run(path).status)) and status["status"] == "running":
+                raise RunExists(f"run {name!r} is still training (pid {status.get('pid')}); stop it first")
             shutil.rmtree(path)
         path.mkdir(parents=True)
-        run = Run(path)
+        run = Run(path, self.reader)
         run.set_status("queued")
         return run
 
     def __iter__(self) -> Iterator[Run]:
         if not self.root.is_dir():
             return iter(())
-        return iter(sorted((Run(p) for p in self.root.iterdir() if (p / "status.json").exists()),
+        return iter(sorted((Run(p, self.reader) for p in self.root.iterdir() if (p / "status.json").exists()),
                            key=lambda r: r.name))
 

@@ -1,24 +1,30 @@
 """One line per run, and runs side by side: read from the run store only, so any process can list them.
 
 Nothing here loads a model; a run whose files are partly missing (queued, killed before its first
-step) still gets a summary with what is there. The tables' text form is here (their ``repr``); the
-notebook's HTML form, with the loss curves, is ui's.
+step) still gets a summary with what is there, and so does a damaged one (status ``damaged``, with
+the file and the reason). The tables' text form is here (their ``repr``); the notebook's HTML form,
+with the loss curves, is ui's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
-from ..errors import InvalidValue
+from ..errors import InvalidValue, NotFound
+from .damage import DamagedRun
 from .store import Run, RunStore, unless_missing
+
+T = TypeVar("T")
 
 COLUMNS = ("run", "status", "model", "data", "preset", "length", "lr", "rank", "batch", "step", "best eval",
            "last train", "eval scores", "time")
 """The runs table's columns, in the text and the HTML form."""
 KEY_SETTINGS = ("preset", "steps", "epochs", "lr", "rank", "batch_size")
 """The settings the runs table shows; a comparison shows them all."""
+DAMAGED = "damaged"
+REPAIR = "fix or delete the file, or train the run again with %ft_train ... --name RUN --overwrite"
 
 
 @dataclass(frozen=True)
@@ -27,7 +33,7 @@ class RunSummary:
 
     name: str
     status: str
-    """As Run.status() says: a dead kernel's ``running`` reads ``interrupted``."""
+    """As Run.status() says (a dead kernel's ``running`` reads ``interrupted``), or ``damaged``."""
     model: str
     data: str
     """Data set name and version (content hash), e.g. ``tickets v3f2a9c1d0b7e``."""
@@ -45,6 +51,8 @@ class RunSummary:
     """Wall time from start to the last status update, pauses before a resume included."""
     updated: float
     """When the status last changed (a step, a finish): how fresh the row is."""
+    damage: str | None = None
+    """Why the run is ``damaged``: the file and the reason (``status.json: step is "abc", not a whole number``)."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,11 @@ class RunComparison:
                 f"{_text_table(['  setting', *(s.name for s in self.runs)], rows)}")
 
 
+def damage_notes(summaries: Iterable[RunSummary]) -> list[str]:
+    """A line per damaged run: its name, the file and the reason."""
+    return [f"{s.name}: {s.damage}" for s in summaries if s.damage]
+
+
 class RunTable(list):
     """RunSummary rows, newest first, that display as the runs table (a list in every other way)."""
 
@@ -77,29 +90,39 @@ class RunTable(list):
         if not self:
             return (f"no runs in {self.root} yet: train one with %ft_train (or point --runs-dir at your run "
                     "store)")
-        return _text_table(list(COLUMNS), [row_cells(s) for s in self])
+        notes = damage_notes(self)
+        return _text_table(list(COLUMNS), [row_cells(s) for s in self]) + (
+            f"\n\ndamaged runs ({REPAIR}):\n" + "\n".join(f"  {n}" for n in notes) if notes else "")
 
 
-def summarize(run: Run, records: list[dict[str, Any]] | None = None) -> RunSummary:
-    """The run's summary from its status, settings, data manifest, metrics (or ``records`` already
-    read) and newest evaluation; a part not written yet shows as ``?``."""
-    status = run.status()
-    settings = unless_missing(run.settings)
-    manifest = unless_missing(run.manifest)
-    records = run.metrics() if records is None else records
-    losses = [r["loss"] for r in records if r.get("loss") is not None]
-    evals = [r["eval_loss"] for r in records if r.get("eval_loss") is not None]
+def summarize(run: Run) -> RunSummary:
+    """The run's summary from its status, settings, data manifest, metrics and newest evaluation; a part not
+    written yet shows as ``?``. A damaged file leaves its part out and makes the run ``damaged``."""
+    found: list[DamagedRun] = []
+
+    def part(read: Callable[[], T]) -> T | None:
+        try:
+            return read()
+        except NotFound:
+            return None
+        except DamagedRun as e:
+            found.append(e)
+            return None
+
+    status = part(run.status) or {"status": "queued", "updated": run.path.stat().st_mtime}
+    settings, manifest, losses = part(run.settings), part(run.manifest), part(run.losses)
+    newest = part(lambda: next(run.evaluations(), None))
     started = status.get("started")
-    newest = next(run.evaluations(), None)
     return RunSummary(
-        name=run.name, status=status.get("status", "queued"), model=settings.model if settings else "?",
+        name=run.name, status=DAMAGED if found else status["status"], model=settings.model if settings else "?",
         data=f"{manifest.name} v{manifest.version}" if manifest else "? v?",
         settings={"preset": settings.preset if settings else None, **(settings.train if settings else {})},
-        step=status.get("step", 0), max_steps=status.get("max_steps"),
-        best_eval_loss=min(evals) if evals else None, last_train_loss=losses[-1] if losses else None,
-        eval_scores=newest.scores() if newest else {}, created=started or status.get("updated", 0.0),
-        seconds=status["updated"] - started if started and "updated" in status else None,
-        updated=status.get("updated", 0.0),
+        step=status.get("step") or 0, max_steps=status.get("max_steps"),
+        best_eval_loss=losses.best_eval_loss if losses else None,
+        last_train_loss=losses.last_train_loss if losses else None,
+        eval_scores=newest.scores() if newest else {}, created=started or status.get("updated") or 0.0,
+        seconds=status["updated"] - started if started and status.get("updated") else None,
+        updated=status.get("updated") or 0.0, damage=found[0].damage if found else None,
     )
 
 
@@ -115,8 +138,8 @@ def compare_runs(store: RunStore, names: Iterable[str]) -> RunComparison:
     if not runs:
         raise InvalidValue("name at least one run to compare (runs: "
                            f"{', '.join(r.name for r in store) or 'none yet'})")
-    curves = {run.name: run.metrics() for run in runs}
-    summaries = [summarize(run, curves[run.name]) for run in runs]
+    summaries = [summarize(run) for run in runs]
+    curves = {run.name: unless_missing(run.metrics) or [] for run in runs}
     keys = ["data", *dict.fromkeys(k for s in summaries for k in s.settings)]
     settings = {k: tuple(s.data if k == "data" else s.settings.get(k) for s in summaries) for k in keys}
     differing = tuple(k for k, values in settings.items() if any(v != values[0] for v in values))

@@ -11,7 +11,8 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.ioloop import IOLoop
 
-from ..runs import Run
+from ..runs import Run, RunStore
+from ..runs.readers import CachedReader
 from .resources import probe
 from .views import finite, open_run, run_detail, run_metrics, runs_list
 
@@ -31,15 +32,16 @@ class JsonHandler(APIHandler):
 
 
 class StoreHandler(JsonHandler):
-    """A handler that reads the run store at ``root`` (resolved once, when the extension loads)."""
+    """A handler that reads the run store (its root resolved once, when the extension loads) through the
+    one CachedReader that every handler shares."""
 
-    def initialize(self, root: Path) -> None:
-        self.root = root
+    def initialize(self, store: RunStore) -> None:
+        self.store = store
 
     def find_run(self, name: str) -> Run:
         """400 for a malformed name (separators, ``..``, absolute), 404 for one that is not a run in the store."""
         try:
-            return open_run(self.root, name)
+            return open_run(self.store, name)
         except ValueError as e:
             raise web.HTTPError(400, str(e)) from e
         except FileNotFoundError as e:
@@ -49,7 +51,7 @@ class StoreHandler(JsonHandler):
 class RunsHandler(StoreHandler):
     @web.authenticated
     async def get(self) -> None:
-        await self.reply(runs_list, self.root)
+        await self.reply(runs_list, self.store)
 
 
 class RunHandler(StoreHandler):
@@ -61,14 +63,18 @@ class RunHandler(StoreHandler):
 class MetricsHandler(StoreHandler):
     @web.authenticated
     async def get(self, name: str) -> None:
-        """``?after=<step>``: only newer records, so a poller fetches each record once."""
+        """``?after=<step>``: only newer records, so a poller fetches each record once; ``&attempt=<n>``: the
+        attempt of the records it holds, so it also hears of a newer attempt that replaced some of them."""
         run = self.find_run(name)
-        after = self.get_query_argument("after", "-1")
+        await self.reply(run_metrics, run, self.whole("after", "the last step already seen", "-1"),
+                         self.whole("attempt", "the attempt of the records already seen", None))
+
+    def whole(self, key: str, meaning: str, default: str | None) -> int | None:
+        value = self.get_query_argument(key, default)
         try:
-            step = int(after)
+            return None if value is None else int(value)
         except ValueError as e:
-            raise web.HTTPError(400, f"after={after!r}: give the last step already seen, a whole number") from e
-        await self.reply(run_metrics, run, step)
+            raise web.HTTPError(400, f"{key}={value!r}: give {meaning}, a whole number") from e
 
 
 class ResourcesHandler(JsonHandler):
@@ -79,7 +85,7 @@ class ResourcesHandler(JsonHandler):
 
 def setup_handlers(web_app: web.Application, root: Path) -> None:
     api = url_path_join(web_app.settings["base_url"], "jupyter-finetune", "api")
-    store = {"root": root}
+    store = {"store": RunStore(root, CachedReader())}
     web_app.add_handlers(".*$", [
         (url_path_join(api, "runs"), RunsHandler, store),
         (url_path_join(api, "runs", NAME), RunHandler, store),

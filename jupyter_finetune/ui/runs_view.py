@@ -12,12 +12,12 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from ..runs.summary import COLUMNS, RunComparison, RunSummary, RunTable, row_cells, value_text
+from ..runs.summary import COLUMNS, REPAIR, RunComparison, RunSummary, RunTable, damage_notes, row_cells, value_text
 from .plots import figure_png
 from .tables import _CELL
 
 _STATUS_COLOUR = {"completed": "#2e7d32", "running": "#1565c0", "queued": "#1565c0", "stopped": "#b26a00",
-                  "failed": "#c62828", "interrupted": "#c62828"}
+                  "failed": "#c62828", "interrupted": "#c62828", "damaged": "#c62828"}
 _DIFFERS = "background:#fbc02d55;font-weight:bold"
 
 
@@ -27,13 +27,17 @@ def table_html(table: RunTable) -> str:
 
 
 def runs_html(summaries: list[RunSummary]) -> str:
+    """The runs as table rows; under the table, each damaged run's file and reason, and the fix."""
     head = "".join(f"<th style='{_CELL}'>{escape(c)}</th>" for c in COLUMNS)
     body = []
     for s in summaries:
         cells = [escape(c) for c in row_cells(s)]
-        cells[1] = f"<span style='color:{_STATUS_COLOUR.get(s.status, 'inherit')}'>{cells[1]}</span>"
+        title = f" title='{escape(s.damage, quote=True)}'" if s.damage else ""
+        cells[1] = f"<span style='color:{_STATUS_COLOUR.get(s.status, 'inherit')}'{title}>{cells[1]}</span>"
         body.append("<tr>" + "".join(f"<td style='{_CELL}'>{c}</td>" for c in cells) + "</tr>")
-    return f"<table style='border-collapse:collapse;margin:4px 0'><tr>{head}</tr>{''.join(body)}</table>"
+    notes = "".join(f"<li>{escape(n)}</li>" for n in damage_notes(summaries))
+    damaged = f"<p>Damaged runs ({escape(REPAIR)}):</p><ul class='damaged'>{notes}</ul>" if notes else ""
+    return f"<table style='border-collapse:collapse;margin:4px 0'><tr>{head}</tr>{''.join(body)}</table>{damaged}"
 
 
 def overlay_figure(curves: dict[str, list[dict[str, Any]]]) -> Figure:

@@ -1,10 +1,11 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-/** One row of `runs` (the server's views.summary_row). */
+/** One row of `runs` (the server's views.summary_row); `status` is `damaged` when `damage` says why. */
 export interface IRunRow {
   name: string;
   status: string;
+  damage: string | null;
   model: string;
   data: string;
   step: number;
@@ -38,16 +39,22 @@ export interface IRunDetail extends IRunRow {
   evals: IEvalSummary[];
 }
 
-/** One metrics record: `loss` on train log steps, `eval_loss` on eval steps. */
+/** One metrics record: `loss` on train log steps, `eval_loss` on eval steps; `attempt` counts resumes from 1. */
 export interface IMetric {
   step: number;
+  attempt?: number;
   loss?: number | null;
   eval_loss?: number | null;
 }
 
-/** `runs/<name>/metrics?after=`: the records past that step (and the run's status, not needed here). */
+/**
+ * `runs/<name>/metrics?after=&attempt=`: the records past that step, and from the first step of any newer attempt.
+ * `thinned`: on a long run, the part older than the server's last full records is a sample of the points.
+ */
 export interface IMetricsPage {
   metrics: IMetric[];
+  attempt?: number;
+  thinned?: boolean;
 }
 
 export interface IGpu {
@@ -80,40 +87,69 @@ export class FinetuneAPI {
 }
 
 /**
- * A run's metrics records, fetched incrementally with `metrics?after=`.
+ * A run's metrics records, fetched incrementally with `metrics?after=&attempt=`.
  *
  * `after` is a step, and a train record and an eval record can share one, the eval record written
  * later; so each poll asks again from the last step held and skips the records of it already held.
+ * A resumed run logs a new attempt from the step of its checkpoint, which replaces what the earlier
+ * attempt logged from there: a record of another attempt, or with a lower step than the last held
+ * (a file written before attempts were numbered), drops the records held from its step on.
  */
 export class MetricsFeed {
   readonly records: IMetric[] = [];
+  private attempt: number | null = null;
 
   constructor(
     private readonly api: FinetuneAPI,
     readonly name: string
   ) {}
 
-  /** Fetch the newer records; true when any arrived. */
+  /** Fetch the newer records; true when what is held changed. */
   async update(): Promise<boolean> {
     const last = this.records.length ? this.records[this.records.length - 1].step : null;
     const after = last === null ? -1 : last - 1;
+    const attempt = this.attempt === null ? '' : `&attempt=${this.attempt}`;
     const page = await this.api.get<IMetricsPage>(
-      `runs/${encodeURIComponent(this.name)}/metrics?after=${after}`
+      `runs/${encodeURIComponent(this.name)}/metrics?after=${after}${attempt}`
     );
-    const held = this.records.filter(r => r.step === last).length;
-    const fresh = [
-      ...page.metrics.filter(r => r.step === last).slice(held),
-      ...page.metrics.filter(r => last === null || r.step > last)
-    ];
-    this.records.push(...fresh);
-    return fresh.length > 0;
+    let held = this.heldAt(last);
+    let changed = false;
+    for (const record of Array.isArray(page.metrics) ? page.metrics : []) {
+      if (typeof record?.step !== 'number') {
+        continue;
+      }
+      const recordAttempt = typeof record.attempt === 'number' ? record.attempt : 1;
+      const tail = this.records[this.records.length - 1];
+      if (tail && (recordAttempt !== this.attempt || record.step < tail.step)) {
+        while (this.records.length && this.records[this.records.length - 1].step >= record.step) {
+          this.records.pop();
+        }
+        held = 0;
+      } else if (record.step === last && held > 0) {
+        held--;
+        continue;
+      }
+      this.records.push(record);
+      this.attempt = recordAttempt;
+      changed = true;
+    }
+    return changed;
+  }
+
+  /** How many records of this step the feed holds (its last ones). */
+  private heldAt(step: number | null): number {
+    let count = 0;
+    for (let i = this.records.length - 1; i >= 0 && this.records[i].step === step; i--) {
+      count++;
+    }
+    return count;
   }
 
   /** [step, value] pairs of one loss, the records without it skipped. */
   points(key: 'loss' | 'eval_loss'): [number, number][] {
     return this.records.flatMap(r => {
       const value = r[key];
-      return typeof value === 'number' ? [[r.step, value] as [number, number]] : [];
+      return typeof value === 'number' && Number.isFinite(value) ? [[r.step, value] as [number, number]] : [];
     });
   }
 }

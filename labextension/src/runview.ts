@@ -3,12 +3,13 @@ import { Widget } from '@lumino/widgets';
 
 import { FinetuneAPI, IEvalSummary, IRunDetail, MetricsFeed } from './api';
 import { lossChart } from './chart';
-import { fixed, formatLoss, formatValue, h, progressBar, statusBadge, steps, table } from './dom';
+import { damageNote, fixed, formatLoss, formatValue, h, progressBar, statusBadge, steps, table } from './dom';
 
 const INTERVAL_MS = 2500;
 
 /**
- * One run: its loss curves, evaluations, settings and data summary, read again while it is in view.
+ * One run: its loss curves, evaluations, settings and data summary, read again while it is in view; a damaged run
+ * says which file is damaged and why, and shows what can still be read.
  *
  * The curves grow from `metrics?after=` (only new records each poll); the rest comes from
  * `runs/<name>` and is redrawn only when it changed, so a finished run's view stays still.
@@ -74,6 +75,7 @@ export class RunView extends Widget {
     this.head.replaceChildren(
       h('h2', 'jp-Finetune-view-title', detail.name, statusBadge(detail.status)),
       h('div', 'jp-Finetune-run-meta', `${detail.model} · ${detail.data} · ${steps(detail.step, detail.max_steps)}`),
+      ...damageNote(detail.damage),
       progressBar(detail.progress),
       h(
         'div',

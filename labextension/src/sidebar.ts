@@ -3,13 +3,14 @@ import { Widget } from '@lumino/widgets';
 
 import { FinetuneAPI, IRunRow, MetricsFeed } from './api';
 import { sparkline } from './chart';
-import { formatLoss, h, progressBar, statusBadge, steps } from './dom';
+import { damageNote, formatLoss, h, progressBar, statusBadge, steps } from './dom';
 
 /** How often the list is read while the sidebar is open; a failing server is retried less often. */
 const INTERVAL_MS = 2500;
 
 /**
- * The runs of the store, newest first: status badge, model, progress, losses and a train-loss sparkline.
+ * The runs of the store, newest first: status badge, model, progress, losses and a train-loss sparkline; a damaged
+ * run also says which file is damaged and why.
  *
  * It polls `runs` only while it is visible, and fetches a run's metrics only when the run's status
  * file changed since the last poll (its `updated` time), so an idle store costs one request a poll.
@@ -100,6 +101,7 @@ export class RunsList extends Widget {
       'jp-Finetune-run',
       h('div', 'jp-Finetune-run-head', h('span', 'jp-Finetune-run-name', run.name), statusBadge(run.status)),
       h('div', 'jp-Finetune-run-meta', `${run.model} · ${steps(run.step, run.max_steps)}`),
+      ...damageNote(run.damage),
       progressBar(run.progress),
       h(
         'div',
