@@ -34,6 +34,15 @@ def test_names_outside_the_store_are_refused(tmp_path, name):
         RunStore.at(tmp_path).create(name)
 
 
+def test_a_name_with_a_trailing_newline_is_refused_and_makes_no_folder(tmp_path):
+    store = RunStore.at(tmp_path)
+    with pytest.raises(ValueError, match="run name"):
+        store.create("evil\n")
+    with pytest.raises(ValueError, match="run name"):
+        store.get("evil\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_root_comes_from_the_environment_for_durable_storage(tmp_path, monkeypatch):
     monkeypatch.setenv("JUPYTER_FINETUNE_RUNS", str(tmp_path / "drive"))
     assert RunStore.at().create("r").path == tmp_path / "drive" / "r"

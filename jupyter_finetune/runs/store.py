@@ -22,7 +22,7 @@ from .records import DataManifest, EvalSummary, RunSettings
 Status = Literal["queued", "running", "completed", "stopped", "failed", "interrupted"]
 ACTIVE = ("queued", "running")
 T = TypeVar("T")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 class RunExists(FinetuneError, FileExistsError):
@@ -35,7 +35,7 @@ def runs_root(root: str | Path | None = None) -> Path:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name) or name in (".", ".."):
+    if not _NAME.fullmatch(name) or name in (".", ".."):
         raise InvalidValue(f"run name {name!r}: use letters, digits, '.', '_' or '-' (at most 100), "
                            "starting with a letter or digit")
     return name
