@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from export_fixtures import SYSTEM, finished_run, logits, max_diff, ticket, tiny_model, tiny_run
+from helpers import python_with_mounts
 from jupyter_finetune.models.tokenizer import CHATML_TEMPLATE
 from jupyter_finetune.export import ExportError, ExportExists, export_run
 from jupyter_finetune.export import run_export
@@ -146,6 +147,23 @@ def test_out_puts_the_export_elsewhere_and_the_run_records_it(llama_run, tmp_pat
     assert sizes["adapter_model.safetensors"] == (result.path / "adapter_model.safetensors").stat().st_size
     assert record["bytes"] == sum(sizes.values())
     assert json.loads((result.path / "export.json").read_text())["kind"] == "adapter"
+
+
+def test_an_export_that_fills_the_disk_is_one_error_naming_the_folder_and_leaves_nothing(llama_run, tmp_path):
+    """safetensors and numpy report a full disk in their own words, without an errno."""
+    small = tmp_path / "small"
+    small.mkdir()
+    code = ("from pathlib import Path; from jupyter_finetune.errors import FinetuneError\n"
+            "from jupyter_finetune.export import export_run; from jupyter_finetune.runs import Run\n"
+            "for kind in ('merged', 'gguf'):\n"
+            f"    try: export_run(Run(Path({str(llama_run[0].path)!r})), kind, out=Path({str(small)!r}) / kind)\n"
+            "    except FinetuneError as e: print(e)\n"
+            f"print(sorted(p.name for p in Path({str(small)!r}).rglob('*') if p.is_file()))")
+    printed = python_with_mounts(f"mount -t tmpfs -o size=64k tmpfs {small}", code).splitlines()
+    fix = "(no space left on the device) — free some space, or choose a folder on another disk (--out)"
+    assert printed == [f"{small / 'merged'}: cannot write the export here {fix}",
+                       f"{small / 'gguf' / (llama_run[0].name + '-f16.gguf')}: cannot write the export here {fix}",
+                       "[]"]
 
 
 def test_failed_export_leaves_neither_a_target_nor_temporary_files(llama_run, monkeypatch):

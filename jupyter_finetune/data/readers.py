@@ -57,6 +57,8 @@ def read_path(path: Path) -> list[RawRow]:
     suffix = path.suffix.lower()
     if not path.exists():
         raise NotFound(f"{path}: no such file. Give a path to a {'/'.join(SUFFIXES)} file.")
+    if path.is_dir():
+        raise InvalidValue(f"{path}: a folder, not a file — give the path of a {'/'.join(SUFFIXES)} file")
     if suffix in (".jsonl", ".json"):
         return read_text(path.read_text(encoding="utf-8"))
     if suffix == ".csv":

@@ -8,6 +8,7 @@ carry ``export.json``; --overwrite replaces only such a folder (or an empty one)
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -15,9 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from ..errors import FinetuneError, reworded
 from ..runs import Run
 from .result import ExportedFile, ExportExists
 
+FULL = 16 * 2**20
+"""Free bytes below which a failed export is taken for a full disk: safetensors and numpy say so in their own
+words ("I/O error: No space left on device", "62400 requested and 6608 written"), without an errno."""
 MARKER = "export.json"
 """Written inside every export folder (which may lie outside the run): what wrote it, and when."""
 
@@ -56,13 +61,19 @@ def claim(target: Path, overwrite: bool) -> None:
 
 @contextmanager
 def staging(target: Path) -> Iterator[Path]:
-    """An empty hidden folder next to ``target``, removed afterwards whatever happens."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """An empty hidden folder next to ``target``, removed afterwards whatever happens; an OSError the user can
+    fix (a read-only or full disk) names ``target`` and --out."""
+    with reworded(target, "cannot write the export here", "--out"):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            yield tmp
+        except Exception as exc:
+            if isinstance(exc, FinetuneError) or shutil.disk_usage(tmp).free > FULL:
+                raise
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp)) from exc
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def publish(written: Path, target: Path) -> None:

@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, TypeVar
 
-from ..errors import FinetuneError, InvalidValue, NotFound
+from ..errors import FinetuneError, InvalidValue, NotFound, PathProblem, reworded
 from .records import DataManifest, EvalSummary, RunSettings
 
 Status = Literal["queued", "running", "completed", "stopped", "failed", "interrupted"]
 ACTIVE = ("queued", "running")
 T = TypeVar("T")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_ROOT_OPTION = "--runs-dir, or $JUPYTER_FINETUNE_RUNS"
+"""Where a user chooses another run store."""
 
 
 class RunExists(FinetuneError, FileExistsError):
@@ -244,7 +246,11 @@ class RunStore:
 
     @classmethod
     def at(cls, root: str | Path | None = None) -> "RunStore":
-        return cls(runs_root(root))
+        """The store at ``root`` (see ``runs_root``); a file there is refused rather than listed as no runs."""
+        path = runs_root(root)
+        if path.exists() and not path.is_dir():
+            raise PathProblem(f"{path}: a file, not a folder — point the run store at a folder ({_ROOT_OPTION})")
+        return cls(path)
 
     def get(self, name: str) -> Run:
         path = self.root / check_name(name)
@@ -255,6 +261,10 @@ class RunStore:
 
     def create(self, name: str | None = None, *, overwrite: bool = False, prefix: str = "run") -> Run:
         """A new run folder; without a name the next free ``prefix-N``. Never replaces without overwrite."""
+        with reworded(self.root, "cannot create a run in this run store", _ROOT_OPTION):
+            return self._create(name, overwrite, prefix)
+
+    def _create(self, name: str | None, overwrite: bool, prefix: str) -> Run:
         self.root.mkdir(parents=True, exist_ok=True)
         if name is None:
             n = 1 + max((int(m.group(1)) for r in self if (m := re.fullmatch(rf"{re.escape(prefix)}-(\d+)", r.name))),
