@@ -149,6 +149,16 @@ def test_out_puts_the_export_elsewhere_and_the_run_records_it(llama_run, tmp_pat
     assert json.loads((result.path / "export.json").read_text())["kind"] == "adapter"
 
 
+def test_export_from_a_run_store_that_cannot_record_it_succeeds_with_a_note_saying_why(tmp_path, tiny_tokenizer):
+    run, _ = tiny_run(tmp_path / "store", tiny_tokenizer)
+    (run.path / "export").write_text("a file where the run's export folder goes")  # as a read-only store refuses
+    result = export_run(run, "adapter", out=tmp_path / "shipped")
+    assert (tmp_path / "shipped" / "adapter_model.safetensors").is_file()
+    assert result.notes == (f"the export is complete but could not be recorded in run {run.name!r}: "
+                            f"{run.path / 'export'}: a file is in the way — move that file, or choose another path",)
+    assert "could not be recorded" in repr(result)
+
+
 def test_an_export_that_fills_the_disk_is_one_error_naming_the_folder_and_leaves_nothing(llama_run, tmp_path):
     """safetensors and numpy report a full disk in their own words, without an errno."""
     small = tmp_path / "small"
