@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -174,6 +176,23 @@ def test_an_export_that_fills_the_disk_is_one_error_naming_the_folder_and_leaves
     assert printed == [f"{small / 'merged'}: cannot write the export here {fix}",
                        f"{small / 'gguf' / (llama_run[0].name + '-f16.gguf')}: cannot write the export here {fix}",
                        "[]"]
+
+
+@pytest.fixture()
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+@pytest.mark.parametrize("kind", ["adapter", "merged"])
+def test_exports_are_readable_by_other_accounts_as_the_umask_allows(llama_run, tmp_path, umask_022, kind):
+    """An ollama or llama.cpp service runs as another user: it must be able to enter the folder and read every
+    file (safetensors writes its files 0o600)."""
+    folder = export_run(llama_run[0], kind, out=tmp_path / "shared").path
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.rglob("*")}
+    assert "README.md" in modes and modes == dict.fromkeys(modes, 0o644)
 
 
 def test_failed_export_leaves_neither_a_target_nor_temporary_files(llama_run, monkeypatch):

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import shutil
-import tempfile
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -62,10 +63,15 @@ def claim(target: Path, overwrite: bool) -> None:
 @contextmanager
 def staging(target: Path) -> Iterator[Path]:
     """An empty hidden folder next to ``target``, removed afterwards whatever happens; an OSError the user can
-    fix (a read-only or full disk) names ``target`` and --out."""
+    fix (a read-only or full disk) names ``target`` and --out.
+
+    Made by mkdir, not mkdtemp, so that it has the user's umask (drwxr-xr-x) and not drwx------: the
+    export is renamed from it, and an ollama or llama.cpp service account must be able to read it.
+    """
     with reworded(target, "cannot write the export here", "--out"):
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}"
+        tmp.mkdir()
         try:
             yield tmp
         except Exception as exc:
@@ -77,7 +83,16 @@ def staging(target: Path) -> Iterator[Path]:
 
 
 def publish(written: Path, target: Path) -> None:
-    """Move a finished file or folder into place, replacing an old export of the same target."""
+    """Move a finished file or folder of the staging folder into place, replacing an old export of the same target.
+
+    Everything in it first gets the modes the user's umask gives new files and folders (read from the staging
+    folder, which mkdir made): writers such as safetensors make their files 0o600, which a service account
+    reading the export (ollama, llama.cpp) cannot open.
+    """
+    staged = written if written.is_dir() else written.parent
+    folder_mode = stat.S_IMODE(staged.stat().st_mode)
+    for path in (written, *written.rglob("*")):
+        path.chmod(folder_mode if path.is_dir() else folder_mode & 0o666)
     if target.is_dir():
         shutil.rmtree(target)
     elif target.exists():
