@@ -1,7 +1,7 @@
 """Rows far past the model's context refused from their length alone, before anything tokenizes them.
 
-Tokenizing a 50 MB single-line row took 41 s and 5.5 GB before it was refused as longer than the
-context. No token stands for more characters than its vocabulary string has (a byte-level BPE
+Tokenizing a 50 MB single-line row took 42 s and 4.3 GB before it was refused as longer than the
+context (with the tests' tokenizer; 0.7 s and 0.37 GB with this bound). No token stands for more characters than its vocabulary string has (a byte-level BPE
 string has one character per byte, and a text has at least as many bytes as characters), so a
 rendered row of C characters has at least C / longest tokens; normalizing to NFC or NFKC merges at
 most four characters into one. The bound holds only where no character can vanish on the way to
