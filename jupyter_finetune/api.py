@@ -16,10 +16,10 @@ from typing import Any
 from .data import DEFAULT_MAX_LENGTH
 # What front ends (magics, widgets) may need from below api, so that they import nothing else:
 # the choices each option takes, and the errors a user can fix (FinetuneError; a DataError also lists
-# its problems). None of these imports torch.
+# its problems; path_problem words an OSError the user can fix). None of these imports torch.
 from .data import FORMATS, DataError
 from .engine.config import BACKENDS, PRESETS, QUANTS
-from .errors import FinetuneError, InvalidValue
+from .errors import FinetuneError, InvalidValue, path_problem
 from .export.result import KINDS as EXPORT_KINDS
 from .export.result import QUANTS as GGUF_QUANTS
 from .models.aliases import DEFAULT_MODEL

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
@@ -21,6 +22,23 @@ from traitlets import Unicode
 from . import api
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """A mistake the user can fix as a UsageError (its message, no traceback): a FinetuneError, or an OSError
+    naming a path (read-only, full, a file in the way). Anything else is a bug and keeps its traceback.
+
+    A decorator on each magic (``@user_errors()``), and a ``with`` block in the awaited %ft_train."""
+    try:
+        yield
+    except api.FinetuneError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        problem = api.path_problem(exc)
+        if problem is None:
+            raise
+        raise UsageError(str(problem)) from None
 
 
 def parse(magic: Any, line: str) -> Any:
@@ -57,6 +75,7 @@ class FinetuneMagics(Magics):
     @argument("--model", default=None, help="Model whose chat template counts tokens (default smollm2-135m).")
     @argument("--max-length", type=int, default=None, help="Training max length in tokens (default 1024).")
     @line_cell_magic
+    @user_errors()
     def ft_data(self, line: str, cell: str | None = None) -> Any:
         """Check, count and split fine-tuning data; store it under NAME and return it.
 
@@ -74,9 +93,7 @@ class FinetuneMagics(Magics):
                                format=args.format, split=self._split(args.split), seed=args.seed, **options)
         except api.DataError as exc:
             data_report.show_errors(args.name, exc.problems)
-            raise UsageError(str(exc)) from None
-        except api.FinetuneError as exc:
-            raise UsageError(str(exc)) from None
+            raise
         self.shell.user_ns[args.name] = ds
         return ds
 
@@ -130,28 +147,24 @@ class FinetuneMagics(Magics):
     @argument("--overwrite", action="store_true", help="Replace an existing run of the same name.")
     @argument("--runs-dir", help="Run store root for this call.")
     @line_magic
+    @user_errors()
     def ft_train(self, line: str) -> Any:
         """LoRA fine-tune on a data set, with a live dashboard; the run is kept under ft_runs/NAME.
 
         Returns the TrainResult (with --background: the running TrainJob).
         """
         data, options = self._training_options(line)
-        try:
-            result = api.train(data, **options)
-        except api.FinetuneError as exc:
-            raise UsageError(str(exc)) from None
+        result = api.train(data, **options)
         return result if options["background"] else self._check_result(result)
 
     async def ft_train_awaited(self, line: str) -> Any:
         """``%ft_train`` as an awaited call (see ``awaited_training``): the cell waits on the event
         loop, so the kernel handles the dashboard's Stop button while training runs."""
         data, options = self._training_options(line)
-        try:
+        with user_errors():
             if options.pop("background"):
                 return api.train(data, background=True, **options)
             result = await api.train_async(data, **options)
-        except api.FinetuneError as exc:
-            raise UsageError(str(exc)) from None
         return self._check_result(result)
 
     def _training_options(self, line: str) -> tuple[Any, dict[str, Any]]:
@@ -182,28 +195,23 @@ class FinetuneMagics(Magics):
     @argument("--preset", default="balanced", choices=list(api.PRESETS))
     @argument("--gpu", help="GPU to recommend settings for (default: this kernel's, else T4): T4, L4, A10G, A100-80, H100, ...")
     @line_magic
+    @user_errors()
     def ft_plan(self, line: str) -> Any:
         """Peak GPU memory by component, which GPUs fit, time and cost per epoch: from the config, no weights."""
         args = parse(self.ft_plan, line)
         data = None if args.data is None else self._data_set(args.data)
-        try:
-            plan = api.plan(args.model, data, gpu=args.gpu, method=args.method, preset=args.preset, quant=args.quant,
-                            batch_size=args.batch_size, max_length=args.max_length, rank=args.rank,
-                            gradient_checkpointing=args.gradient_checkpointing)
-        except api.FinetuneError as exc:
-            raise UsageError(str(exc)) from None
-        return plan
+        return api.plan(args.model, data, gpu=args.gpu, method=args.method, preset=args.preset, quant=args.quant,
+                        batch_size=args.batch_size, max_length=args.max_length, rank=args.rank,
+                        gradient_checkpointing=args.gradient_checkpointing)
 
     @magic_arguments()
     @argument("run", nargs="?", help="The run to stop (default: every run training in this kernel).")
     @line_magic
+    @user_errors()
     def ft_stop(self, line: str) -> list[str]:
         """Stop a training run of this kernel at its next step (all running ones without a name)."""
         args = parse(self.ft_stop, line)
-        try:
-            names = api.stop(args.run)
-        except api.FinetuneError as exc:
-            raise UsageError(str(exc)) from None
+        names = api.stop(args.run)
         log.info(f"stopping {', '.join(names)}" if names else "nothing is training")
         return names
 
@@ -221,27 +229,23 @@ class FinetuneMagics(Magics):
     @argument("--regenerate", action="store_true", help="Generate again even if saved answers match.")
     @argument("--runs-dir", help="Run store root for this call.")
     @line_magic
+    @user_errors()
     def ft_eval(self, line: str) -> Any:
         """Fine-tuned vs base zero-shot vs base few-shot on held-out rows, with a verdict."""
         args = parse(self.ft_eval, line)
-        try:
-            name, split = api.data_spec(args.data) if args.data else (None, "test")
-        except api.FinetuneError as exc:
-            raise UsageError(str(exc)) from None
+        name, split = api.data_spec(args.data) if args.data else (None, "test")
         data = None if name is None else self._data_set(
             name, f"--data {args.data!r}: give a data set of this notebook (made with %%ft_data {name})")
-        try:
-            return api.evaluate(args.run, data, split=split, against=args.against, shots=args.shots,
-                                metrics=args.metric, threshold=args.threshold, max_new_tokens=args.max_new_tokens,
-                                batch_size=args.batch_size, limit=args.limit, forgetting=args.forgetting,
-                                regenerate=args.regenerate, runs_dir=self._runs_dir(args))
-        except api.FinetuneError as exc:
-            raise UsageError(str(exc)) from None
+        return api.evaluate(args.run, data, split=split, against=args.against, shots=args.shots,
+                            metrics=args.metric, threshold=args.threshold, max_new_tokens=args.max_new_tokens,
+                            batch_size=args.batch_size, limit=args.limit, forgetting=args.forgetting,
+                            regenerate=args.regenerate, runs_dir=self._runs_dir(args))
 
     @magic_arguments()
     @argument("names", nargs="*", metavar="RUN", help="Runs to compare: loss curves overlaid, settings side by side.")
     @argument("--runs-dir", help="Run store root for this call.")
     @line_magic
+    @user_errors()
     def ft_runs(self, line: str) -> Any:
         """Every run in the store, newest first; with RUN names, those runs compared.
 
@@ -249,10 +253,7 @@ class FinetuneMagics(Magics):
         and highlights the settings that differ between them.
         """
         args = parse(self.ft_runs, line)
-        try:
-            return api.compare_runs(args.names, self._runs_dir(args)) if args.names else api.runs(self._runs_dir(args))
-        except api.FinetuneError as exc:
-            raise UsageError(str(exc)) from None
+        return api.compare_runs(args.names, self._runs_dir(args)) if args.names else api.runs(self._runs_dir(args))
 
     @magic_arguments()
     @argument("run", help="A trained run (it needs its adapter).")
@@ -261,6 +262,7 @@ class FinetuneMagics(Magics):
     @argument("--max-new-tokens", type=int, help="Longest answer in tokens (default 128).")
     @argument("--runs-dir", help="Run store root for this call.")
     @line_magic
+    @user_errors()
     def ft_chat(self, line: str) -> Any:
         """Chat playground: each message answered by the base model and by RUN's fine-tuned model, side by side.
 
@@ -274,12 +276,9 @@ class FinetuneMagics(Magics):
             raise UsageError(f'widgets cannot render here: %ft_chat {args.run} --message "..." shows both answers')
         message, system = self._unquoted(args.message), self._unquoted(args.system)
         options = dict(runs_dir=self._runs_dir(args), max_new_tokens=args.max_new_tokens)
-        try:
-            if message is not None:
-                return api.chat(args.run, message, system=system, **options)
-            chat.ChatPlayground(api.chat_session(args.run, **options), system=system).show()  # a live widget
-        except api.FinetuneError as exc:
-            raise UsageError(str(exc)) from None
+        if message is not None:
+            return api.chat(args.run, message, system=system, **options)
+        chat.ChatPlayground(api.chat_session(args.run, **options), system=system).show()  # a live widget
         return None
 
     @staticmethod
@@ -298,14 +297,12 @@ class FinetuneMagics(Magics):
     @argument("--overwrite", action="store_true", help="Replace an earlier export in the same place.")
     @argument("--runs-dir", help="Run store root for this call.")
     @line_magic
+    @user_errors()
     def ft_export(self, line: str) -> Any:
         """Export a trained run for use outside this notebook; what was written is recorded in the run."""
         args = parse(self.ft_export, line)
-        try:
-            return api.export(args.run, args.to, quant=args.quant, out=args.out, overwrite=args.overwrite,
-                              runs_dir=self._runs_dir(args))
-        except api.FinetuneError as exc:
-            raise UsageError(str(exc)) from None
+        return api.export(args.run, args.to, quant=args.quant, out=args.out, overwrite=args.overwrite,
+                          runs_dir=self._runs_dir(args))
 
 
 _TOP_LEVEL_TRAIN = re.compile(r"^(\w+ *= *)?get_ipython\(\)\.run_line_magic\('ft_train', (.*)\)(\s*)$")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from typing import Any
 
 
@@ -66,3 +68,18 @@ def cell_outputs(cell: Any) -> str:
         data = output.get("data", {})
         parts.append(data.get("text/plain", "") + data.get("text/html", ""))
     return "\n".join(parts)
+
+
+def python_with_mounts(mounts: str, code: str) -> str:
+    """What ``code`` prints, run by this Python after the shell commands ``mounts`` (a read-only bind, a tiny
+    tmpfs) in a private mount namespace, where root too is refused (chmod does not stop root); the test is
+    skipped where namespaces are not allowed."""
+    import pytest
+
+    if subprocess.run(["unshare", "-rm", "sh", "-c", mounts], capture_output=True).returncode:
+        pytest.skip("no mount namespaces here to make a read-only folder or a full disk")
+    out = subprocess.run(["unshare", "-rm", "sh", "-c", f'{mounts} && "$0" -c "$1"', sys.executable, code],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from datasets import Dataset
 
-from jupyter_finetune.data import prepare, read_path, read_records, read_text
+from jupyter_finetune.data import prepare, read_path, read_records, read_rows, read_text
+from jupyter_finetune.errors import FinetuneError
 from jupyter_finetune.data.formats import detect_format
 from helpers import chat, good_rows, jsonl
 
@@ -106,6 +107,35 @@ def test_parquet_nested_messages_read_back_as_lists(tmp_path, tiny_tokenizer):
     pd.DataFrame(good_rows(N)).to_parquet(tmp_path / "chat.parquet")
     ds = _prepare(read_path(tmp_path / "chat.parquet"), tiny_tokenizer, split=0.0)
     assert ds.train[0].messages == chat(0)["messages"]
+
+
+def test_utf8_with_a_bom_reads_like_utf8_in_every_text_format_and_in_a_cell(tmp_path, tiny_tokenizer):
+    """Notepad and Excel's "CSV UTF-8" start files with a byte order mark; so may a body pasted from one."""
+    rows = [{"prompt": f"q{i} printer", "completion": f"a{i} café"} for i in range(N)]
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "d.jsonl").write_bytes(bom + jsonl(rows).encode())
+    (tmp_path / "d.json").write_bytes(bom + json.dumps(rows).encode())
+    (tmp_path / "d.csv").write_bytes(bom + pd.DataFrame(rows).to_csv(index=False).encode())
+    sources = {suffix: read_path(tmp_path / f"d{suffix}") for suffix in (".jsonl", ".json", ".csv")}
+    sources["cell"] = read_rows("\ufeff" + jsonl(rows))
+    sources["one-line cell"] = read_rows("\ufeff" + json.dumps(rows))
+    versions = {kind: _prepare(raw, tiny_tokenizer).version for kind, raw in sources.items()}
+    assert set(versions.values()) == {_prepare(read_records(rows), tiny_tokenizer).version}, versions
+
+
+@pytest.mark.parametrize(("name", "data", "message"), [
+    ("utf16.jsonl", jsonl(good_rows(3)).encode("utf-16"), "looks like UTF-16, not UTF-8 — save it as UTF-8"),
+    ("utf16.csv", "prompt,completion\nq,a\n".encode("utf-16-le"), "looks like UTF-16, not UTF-8 — save it as UTF-8"),
+    ("renamed.jsonl", b"PAR1\x15\x04\x15\x00\x00\x00", "binary data, not text — it looks like a Parquet file: "
+                                                        r"rename it to \.parquet"),
+    ("blob.json", b"\x00\x01\x02\xff" * 8, r"binary data, not text — is this a \.parquet file renamed\?"),
+    ("latin1.csv", "prompt,completion\nq,café\n".encode("latin-1"), r"not UTF-8 \(byte 0xe9 on line 2\) — save it "
+                                                                    "as UTF-8"),
+])
+def test_a_file_that_is_not_utf8_text_is_refused_naming_it_and_what_it_holds(tmp_path, name, data, message):
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(FinetuneError, match=rf"^{tmp_path / name}: {message}"):
+        read_path(tmp_path / name)
 
 
 def test_jsonl_rows_are_numbered_by_line_counting_blank_lines():

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 
+import re
+
 import pytest
 
-from jupyter_finetune.data import DataError, prepare, read_text
+from jupyter_finetune.data import DataError, prepare, read_text, tokens
 from helpers import chat, good_rows, jsonl
 
 LONG = " ".join(["printer"] * 400)
+HUGE = "printer " * 250_000
 
 
 def _prepare(rows, tokenizer, **kw):
@@ -109,6 +112,29 @@ def test_over_context_length_is_an_error(tiny_tokenizer):
         _prepare(_with(30, _msgs(("user", "hi"), ("assistant", LONG))), tiny_tokenizer, context_length=128)
     (p,) = [p for p in info.value.problems if p.code == "over_context"]
     assert p.rows == (30,) and "context of 128" in p.message
+
+
+@pytest.mark.parametrize(("row", "context_length", "code", "message"), [
+    (_msgs(("user", "hi"), ("assistant", HUGE)), 512, "over_context", r"at least [\d,]+ tokens \(2,000,\d+ characters\), "
+                                                                     "more than the model's context of 512"),
+    (_msgs(("user", HUGE), ("assistant", "ok")), None, "no_loss_tokens", r"the prompt alone is at least [\d,]+ tokens"),
+])
+def test_a_huge_row_is_refused_from_its_length_without_being_tokenized(tiny_tokenizer, monkeypatch, row,
+                                                                        context_length, code, message):
+    """A 50 MB row took 41 s and 5.5 GB to tokenize before it was refused; every text counted is seen here."""
+    counted = []
+    count_with = tokens.batch_counter
+
+    def counting(tokenizer):
+        count = count_with(tokenizer)
+        return lambda texts: (counted.extend(map(len, texts)), count(texts))[1]
+
+    monkeypatch.setattr(tokens, "batch_counter", counting)
+    with pytest.raises(DataError) as info:
+        _prepare(_with(30, row), tiny_tokenizer, context_length=context_length)
+    (p,) = info.value.problems
+    assert (p.code, p.rows) == (code, (30,)) and re.search(message, p.message), p.message
+    assert counted and max(counted) < 10_000  # the other rows were counted, the huge one never
 
 
 def test_answer_cut_by_max_length_is_a_warning_with_the_length_to_use(tiny_tokenizer):

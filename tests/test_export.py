@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 
 import pytest
 import torch
 
 from export_fixtures import SYSTEM, finished_run, logits, max_diff, ticket, tiny_model, tiny_run
+from helpers import python_with_mounts
 from jupyter_finetune.models.tokenizer import CHATML_TEMPLATE
 from jupyter_finetune.export import ExportError, ExportExists, export_named, export_run
 from jupyter_finetune.export import run_export
@@ -148,6 +151,50 @@ def test_out_puts_the_export_elsewhere_and_the_run_records_it(llama_run, tmp_pat
     assert sizes["adapter_model.safetensors"] == (result.path / "adapter_model.safetensors").stat().st_size
     assert record["bytes"] == sum(sizes.values())
     assert json.loads((result.path / "export.json").read_text())["kind"] == "adapter"
+
+
+def test_export_from_a_run_store_that_cannot_record_it_succeeds_with_a_note_saying_why(tmp_path, tiny_tokenizer):
+    run, _ = tiny_run(tmp_path / "store", tiny_tokenizer)
+    (run.path / "export").write_text("a file where the run's export folder goes")  # as a read-only store refuses
+    result = export_run(run, "adapter", out=tmp_path / "shipped")
+    assert (tmp_path / "shipped" / "adapter_model.safetensors").is_file()
+    assert result.notes == (f"the export is complete but could not be recorded in run {run.name!r}: "
+                            f"{run.path / 'export'}: a file is in the way — move that file, or choose another path",)
+    assert "could not be recorded" in repr(result)
+
+
+def test_an_export_that_fills_the_disk_is_one_error_naming_the_folder_and_leaves_nothing(llama_run, tmp_path):
+    """safetensors and numpy report a full disk in their own words, without an errno."""
+    small = tmp_path / "small"
+    small.mkdir()
+    code = ("from pathlib import Path; from jupyter_finetune.errors import FinetuneError\n"
+            "from jupyter_finetune.export import export_run; from jupyter_finetune.runs import Run\n"
+            "for kind in ('merged', 'gguf'):\n"
+            f"    try: export_run(Run(Path({str(llama_run[0].path)!r})), kind, out=Path({str(small)!r}) / kind)\n"
+            "    except FinetuneError as e: print(e)\n"
+            f"print(sorted(p.name for p in Path({str(small)!r}).rglob('*') if p.is_file()))")
+    printed = python_with_mounts(f"mount -t tmpfs -o size=64k tmpfs {small}", code).splitlines()
+    fix = "(no space left on the device) — free some space, or choose a folder on another disk (--out)"
+    assert printed == [f"{small / 'merged'}: cannot write the export here {fix}",
+                       f"{small / 'gguf' / (llama_run[0].name + '-f16.gguf')}: cannot write the export here {fix}",
+                       "[]"]
+
+
+@pytest.fixture()
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+@pytest.mark.parametrize("kind", ["adapter", "merged"])
+def test_exports_are_readable_by_other_accounts_as_the_umask_allows(llama_run, tmp_path, umask_022, kind):
+    """An ollama or llama.cpp service runs as another user: it must be able to enter the folder and read every
+    file (safetensors writes its files 0o600)."""
+    folder = export_run(llama_run[0], kind, out=tmp_path / "shared").path
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.rglob("*")}
+    assert "README.md" in modes and modes == dict.fromkeys(modes, 0o644)
 
 
 def test_failed_export_leaves_neither_a_target_nor_temporary_files(llama_run, monkeypatch):

@@ -57,6 +57,15 @@ def test_ft_export_writes_to_out_and_refuses_to_overwrite_without_the_flag(shell
         shell.run_line_magic("ft_export", f"tickets-v1 --to merged --out {tmp_path / 'merged'}")
 
 
+def test_ft_export_to_a_folder_that_cannot_be_made_is_a_usage_error_naming_it(shell, tmp_path):
+    (tmp_path / "notes.txt").write_text("not a folder")
+    with pytest.raises(UsageError, match=rf"^{tmp_path}/notes.txt/adapter: cannot write the export here \(a file is in "
+                                         rf"the way: {tmp_path}/notes.txt\) — move that file, or choose another path "
+                                         r"\(--out\)$"):
+        shell.run_line_magic("ft_export", f"tickets-v1 --out {tmp_path / 'notes.txt' / 'adapter'}")
+    assert (tmp_path / "notes.txt").read_text() == "not a folder"
+
+
 @pytest.mark.parametrize(("line", "message"), [
     ("nosuchrun --to adapter", r"no run named 'nosuchrun'"),
     ("tickets-v1 --to onnx", r"invalid choice: 'onnx'"),

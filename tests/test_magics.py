@@ -152,6 +152,30 @@ def test_usage_errors_say_what_to_do(shell, tiny_model_dir):
         shell.run_cell_magic("ft_data", "x --format csv", jsonl(good_rows(20)))
 
 
+def test_a_file_in_the_way_of_the_run_store_is_a_usage_error_naming_it(shell, shell_tickets, tmp_path):
+    (tmp_path / "notes.txt").write_text("not a folder")
+    with pytest.raises(UsageError, match=r"notes.txt/ft_runs: cannot create a run in this run store \(a file is in "
+                                         r"the way: .*notes.txt\) — move that file, or choose another path "
+                                         r"\(--runs-dir, or \$JUPYTER_FINETUNE_RUNS\)"):
+        shell.run_line_magic("ft_train", "tickets --steps 1 --runs-dir notes.txt/ft_runs")
+    with pytest.raises(UsageError, match=r"^notes.txt: a file, not a folder — point the run store at a folder"):
+        shell.run_line_magic("ft_runs", "--runs-dir notes.txt")
+
+
+def test_a_folder_named_like_a_data_file_is_a_usage_error_naming_it(shell, tmp_path):
+    (tmp_path / "x.jsonl").mkdir()
+    with pytest.raises(UsageError, match=r"^x.jsonl: a folder, not a file — give the path of a "
+                                         r"\.jsonl/\.json/\.csv/\.parquet file$"):
+        shell.run_line_magic("ft_data", "x --from x.jsonl")
+
+
+def test_any_os_error_naming_a_path_is_a_usage_error_with_the_path_and_a_fix(shell):
+    """The catch-all for what no layer words itself: here the operating system refuses a file name of 300 bytes."""
+    name = "a" * 300 + ".jsonl"
+    with pytest.raises(UsageError, match=rf"^{name}: the name is too long — choose a shorter path$"):
+        shell.run_line_magic("ft_data", f"x --from {name}")
+
+
 def test_magic_help_comes_from_the_docstring_and_arguments(shell):
     doc = shell.find_line_magic("ft_data").__doc__
     assert "--from PATH_OR_VARIABLE" in doc and "Check, count and split" in doc

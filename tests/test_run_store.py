@@ -15,7 +15,9 @@ import psutil
 import pytest
 
 from jupyter_finetune import api
+from jupyter_finetune.errors import FinetuneError
 from jupyter_finetune.runs import DamagedRun, RunExists, RunStore
+from helpers import python_with_mounts
 from store_builders import DAMAGES, completed_and_training, damage, log, start
 
 
@@ -39,6 +41,38 @@ def test_existing_run_is_never_overwritten_without_overwrite(tmp_path):
 def test_names_outside_the_store_are_refused(tmp_path, name):
     with pytest.raises(ValueError, match="run name"):
         RunStore.at(tmp_path).create(name)
+
+
+def test_a_name_with_a_trailing_newline_is_refused_and_makes_no_folder(tmp_path):
+    store = RunStore.at(tmp_path)
+    with pytest.raises(ValueError, match="run name"):
+        store.create("evil\n")
+    with pytest.raises(ValueError, match="run name"):
+        store.get("evil\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_in_the_way_of_the_run_store_is_one_error_naming_it_and_the_fix(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a folder")
+    with pytest.raises(FinetuneError) as info:
+        RunStore.at(tmp_path / "notes.txt" / "ft_runs").create("r")
+    assert str(info.value) == (f"{tmp_path / 'notes.txt' / 'ft_runs'}: cannot create a run in this run store (a file "
+                               f"is in the way: {tmp_path / 'notes.txt'}) — move that file, or choose another path "
+                               "(--runs-dir, or $JUPYTER_FINETUNE_RUNS)")
+    with pytest.raises(FinetuneError, match=r"notes.txt: a file, not a folder — point the run store at a folder"):
+        RunStore.at(tmp_path / "notes.txt")
+    assert (tmp_path / "notes.txt").read_text() == "not a folder"
+
+
+def test_a_read_only_run_store_is_one_error_naming_it_and_the_fix(tmp_path):
+    store = tmp_path / "drive"
+    store.mkdir()
+    code = ("from jupyter_finetune.errors import FinetuneError; from jupyter_finetune.runs import RunStore\n"
+            f"try: RunStore.at({str(store)!r}).create('r')\nexcept FinetuneError as e: print(e)")
+    printed = python_with_mounts(f"mount --bind {store} {store} && mount -o remount,ro,bind {store} {store}", code)
+    assert printed == (f"{store}: cannot create a run in this run store (read-only file system) — choose a folder "
+                       "on a writable disk (--runs-dir, or $JUPYTER_FINETUNE_RUNS)")
+    assert list(store.iterdir()) == []
 
 
 def test_root_comes_from_the_environment_for_durable_storage(tmp_path, monkeypatch):

@@ -155,6 +155,11 @@ async def test_names_with_separators_or_dots_are_400(http_server_client, jp_base
     assert code == 400 and "run name" in json.loads(body)["message"]
 
 
+async def test_a_run_name_with_a_trailing_newline_is_400(http_server_client, jp_base_url, jp_auth_header, store):
+    code, body = await get_raw(http_server_client, jp_base_url, jp_auth_header, "runs/tickets-v1%0A")
+    assert code == 400 and "run name" in json.loads(body)["message"]
+
+
 async def test_absolute_path_as_a_name_is_400(http_server_client, jp_base_url, jp_auth_header, store):
     outside = quote(str(store.root.parent / "x"), safe="")
     code, body = await get_raw(http_server_client, jp_base_url, jp_auth_header, f"runs/{outside}")

@@ -14,6 +14,7 @@ from ..errors import InvalidValue
 from . import checks
 from .estimate import CostEstimate, estimate
 from .formats import FORMATS, Example, detect_format, normalise, unknown_format_problem
+from .length_bound import refuse_huge
 from .problems import DataError, Problem, errors
 from .readers import RawRow
 from .render import ChatRenderer
@@ -178,9 +179,10 @@ def _check_rows(rows: list[RawRow], fmt: str, renderer: ChatRenderer, max_length
                 context_length: int | None) -> tuple[list[Example], Lengths, list[str], list[Problem]]:
     examples, problems = normalise(rows, fmt)
     examples, turn_problems = checks.check_turns(examples)
+    examples, huge_problems = refuse_huge(examples, renderer, max_length, context_length)
     examples, lengths, template_problems = count_tokens(examples, renderer)
     keys = [checks.near_key(ex) for ex in examples]
-    problems += turn_problems + template_problems
+    problems += turn_problems + huge_problems + template_problems
     problems += check_lengths(examples, lengths, max_length, context_length)
     problems += checks.check_duplicates(examples, keys)
     return examples, lengths, keys, problems

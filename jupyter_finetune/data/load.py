@@ -7,13 +7,13 @@ from typing import Any
 
 from ..errors import InvalidValue
 from .dataset import DEFAULT_MAX_LENGTH, FtDataset, prepare
-from .readers import RawRow, read_path, read_records, read_text
+from .readers import BOM, RawRow, read_path, read_records, read_text
 
 
 def read_rows(source: Any) -> list[RawRow]:
     """Rows from JSONL text, a file path, a DataFrame, a datasets.Dataset or a list of dicts."""
     if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source
-                                    and not source.lstrip().startswith(("{", "["))):
+                                    and not source.removeprefix(BOM).lstrip().startswith(("{", "["))):
         return read_path(Path(source).expanduser())
     if isinstance(source, str):
         return read_text(source)

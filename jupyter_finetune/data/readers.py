@@ -6,14 +6,22 @@ counted), otherwise the 1-based position of the record.
 
 from __future__ import annotations
 
+import codecs
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidValue, NotFound, UnsupportedType
+from ..errors import InvalidValue, NotFound, UnsupportedType, reworded
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+BOM = "\ufeff"
+"""Windows tools (Notepad, Excel's "CSV UTF-8") start UTF-8 files with it; JSON parsers refuse it."""
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+_SIGNATURES = {b"PAR1": "a Parquet file: rename it to .parquet", b"PK\x03\x04": "a zip archive (or an Excel "
+               "workbook): unpack it, or save the sheet as CSV UTF-8", b"\x1f\x8b": "a gzip archive: unpack it"}
+"""The first bytes of binary files that users rename or mistake for text, and what to do with each."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +35,7 @@ class RawRow:
 
 def read_text(text: str) -> list[RawRow]:
     """JSONL (one object per line), or a whole JSON array."""
+    text = text.removeprefix(BOM)
     stripped = text.strip()
     if stripped.startswith("["):
         try:
@@ -57,17 +66,45 @@ def read_path(path: Path) -> list[RawRow]:
     suffix = path.suffix.lower()
     if not path.exists():
         raise NotFound(f"{path}: no such file. Give a path to a {'/'.join(SUFFIXES)} file.")
+    if path.is_dir():
+        raise InvalidValue(f"{path}: a folder, not a file — give the path of a {'/'.join(SUFFIXES)} file")
     if suffix in (".jsonl", ".json"):
-        return read_text(path.read_text(encoding="utf-8"))
+        return read_text(_decoded(path))
     if suffix == ".csv":
         import pandas as pd
 
-        return read_records(pd.read_csv(path, dtype=str, keep_default_na=False))
+        return read_records(pd.read_csv(io.StringIO(_decoded(path)), dtype=str, keep_default_na=False))
     if suffix == ".parquet":
         import pandas as pd
 
         return read_records(pd.read_parquet(path))
     raise InvalidValue(f"{path}: unsupported file type {suffix!r}. Use one of {', '.join(SUFFIXES)}.")
+
+
+def _decoded(path: Path) -> str:
+    """The file as UTF-8 text (a leading BOM dropped), or an error saying what it holds instead."""
+    with reworded(path, "cannot read it"):
+        data = path.read_bytes()
+    head = data[:4096]
+    kind = next((what for magic, what in _SIGNATURES.items() if head.startswith(magic)), None)
+    if head.startswith(_UTF16_BOMS) or (kind is None and b"\x00" in head and _utf16_without_bom(head)):
+        raise InvalidValue(f"{path}: looks like UTF-16, not UTF-8 — save it as UTF-8")
+    if kind or b"\x00" in head:
+        raise InvalidValue(f"{path}: binary data, not text — " + (f"it looks like {kind}" if kind else
+                           "is this a .parquet file renamed? Give UTF-8 text, or a Parquet file named .parquet"))
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InvalidValue(f"{path}: not UTF-8 (byte 0x{data[exc.start]:02x} on line {line}) — save it as UTF-8 "
+                           "(in Excel: Save As, CSV UTF-8)") from None
+
+
+def _utf16_without_bom(head: bytes) -> bool:
+    """Mostly-ASCII text in UTF-16 has a zero in nearly every other byte, and hardly any in between."""
+    pairs = len(head) // 2
+    zeros = sorted((head[0:2 * pairs:2].count(0), head[1:2 * pairs:2].count(0)))
+    return pairs > 0 and zeros[1] > 0.7 * pairs and zeros[0] < 0.1 * pairs
 
 
 def read_records(source: Any) -> list[RawRow]:

@@ -10,7 +10,7 @@ from ..errors import InvalidValue
 from .compare import Comparison
 
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
-_THRESHOLD = re.compile(r"^\s*([A-Za-z_][\w.:]*)\s*(>=|<=|>|<)\s*([0-9]*\.?[0-9]+)\s*$")
+_THRESHOLD = re.compile(r"\s*([A-Za-z_][\w.:]*)\s*(>=|<=|>|<)\s*([0-9]*\.?[0-9]+)\s*")
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class Threshold:
             return cls(default_metric, ">=", float(text))
         except ValueError:
             pass
-        match = _THRESHOLD.match(text)
+        match = _THRESHOLD.fullmatch(text)
         if not match:
             raise InvalidValue(f"threshold {text!r}: write METRIC>=X such as json_fields>=0.9, or just 0.9 "
                                f"for {default_metric}")

@@ -29,7 +29,7 @@ _QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
 SPLIT_PRE_TOKENIZERS = {_LLAMA3_SPLIT: "llama-bpe", _QWEN2_SPLIT: "qwen2"}
 KNOWN_PRE_TOKENIZERS = ("gpt-2 (ByteLevel)", "smollm (Digits + ByteLevel)", "llama-bpe (Llama 3 split)",
                         "qwen2 (Qwen2 split)")
-_BYTE_TOKEN = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
+_BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,7 @@ def _tokens(tokenizer: Any, vocab_size: int, sentencepiece: bool) -> tuple[list[
             types.append(CONTROL if added[i].special else USER_DEFINED)
         else:
             tokens.append(by_id[i])
-            types.append(BYTE if sentencepiece and _BYTE_TOKEN.match(by_id[i]) else NORMAL)
+            types.append(BYTE if sentencepiece and _BYTE_TOKEN.fullmatch(by_id[i]) else NORMAL)
     return tokens, types
 
 

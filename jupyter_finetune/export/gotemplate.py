@@ -61,7 +61,7 @@ def _lex(template: str) -> list[tuple[str, str]]:
         inner = template[start + 2:end]
         if re.match(r"-\s", inner):
             text, inner = text.rstrip(" \t\r\n"), inner[2:]
-        trim_next = bool(re.search(r"\s-$", inner))
+        trim_next = bool(re.search(r"\s-\Z", inner))
         if trim_next:
             inner = inner[:-2]
         items += [("text", text), ("action", inner.strip())]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..errors import path_problem
 from ..runs import Run
 from ..runs.store import write_json
 from .card import model_card
@@ -43,7 +45,20 @@ def export_run(run: Run, kind: str = "adapter", *, quant: str = "f16", out: str 
         if written.is_dir():
             write_json(written / MARKER, result.record())
         publish(written, target)
-    run.record_export(result.record())
+    return _recorded(run, result)
+
+
+def _recorded(run: Run, result: ExportResult) -> ExportResult:
+    """The result, with a note when the run store cannot keep its record (read-only, full): the files are
+    complete, so the export succeeded; only the run's list of its exports misses it."""
+    try:
+        run.record_export(result.record())
+    except OSError as exc:
+        problem = path_problem(exc)
+        if problem is None:
+            raise
+        return replace(result, notes=(*result.notes, f"the export is complete but could not be recorded in run "
+                                                     f"{run.name!r}: {problem}"))
     return result
 
 

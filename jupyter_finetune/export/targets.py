@@ -8,16 +8,22 @@ carry ``export.json``; --overwrite replaces only such a folder (or an empty one)
 
 from __future__ import annotations
 
+import errno
 import os
+import secrets
 import shutil
-import tempfile
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from ..errors import FinetuneError, reworded
 from ..runs import Run
 from .result import ExportedFile, ExportExists
 
+FULL = 16 * 2**20
+"""Free bytes below which a failed export is taken for a full disk: safetensors and numpy say so in their own
+words ("I/O error: No space left on device", "62400 requested and 6608 written"), without an errno."""
 MARKER = "export.json"
 """Written inside every export folder (which may lie outside the run): what wrote it, and when."""
 
@@ -56,17 +62,37 @@ def claim(target: Path, overwrite: bool) -> None:
 
 @contextmanager
 def staging(target: Path) -> Iterator[Path]:
-    """An empty hidden folder next to ``target``, removed afterwards whatever happens."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """An empty hidden folder next to ``target``, removed afterwards whatever happens; an OSError the user can
+    fix (a read-only or full disk) names ``target`` and --out.
+
+    Made by mkdir, not mkdtemp, so that it has the user's umask (drwxr-xr-x) and not drwx------: the
+    export is renamed from it, and an ollama or llama.cpp service account must be able to read it.
+    """
+    with reworded(target, "cannot write the export here", "--out"):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}"
+        tmp.mkdir()
+        try:
+            yield tmp
+        except Exception as exc:
+            if isinstance(exc, FinetuneError) or shutil.disk_usage(tmp).free > FULL:
+                raise
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp)) from exc
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def publish(written: Path, target: Path) -> None:
-    """Move a finished file or folder into place, replacing an old export of the same target."""
+    """Move a finished file or folder of the staging folder into place, replacing an old export of the same target.
+
+    Everything in it first gets the modes the user's umask gives new files and folders (read from the staging
+    folder, which mkdir made): writers such as safetensors make their files 0o600, which a service account
+    reading the export (ollama, llama.cpp) cannot open.
+    """
+    staged = written if written.is_dir() else written.parent
+    folder_mode = stat.S_IMODE(staged.stat().st_mode)
+    for path in (written, *written.rglob("*")):
+        path.chmod(folder_mode if path.is_dir() else folder_mode & 0o666)
     if target.is_dir():
         shutil.rmtree(target)
     elif target.exists():

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from .aliases import ALIASES, ModelNotFound
 from .cache import convert_gguf
 
-_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 _HUB_FILES = ["*.json", "*.safetensors", "tokenizer.model", "*.txt", "*.jinja"]
 """What loading and training read from a hub repository: not its .bin, .gguf or .pth duplicates."""
@@ -42,7 +42,7 @@ def resolve_model(spec: str) -> ResolvedModel:
         return ResolvedModel(spec, convert_gguf(path), "gguf", path.stem)
     if path.suffix == ".gguf":
         raise ModelNotFound(f"{path}: no such GGUF file")
-    if _HUB_ID.match(spec):
+    if _HUB_ID.fullmatch(spec):
         return ResolvedModel(spec, _checked_folder(_from_hub_cache(spec)), "hub", spec)
     close = difflib.get_close_matches(spec, ALIASES, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""

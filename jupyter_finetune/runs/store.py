@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Mapping, TypeVar, get_args
 
-from ..errors import FinetuneError, InvalidValue, NotFound
+from ..errors import FinetuneError, InvalidValue, NotFound, PathProblem, reworded
 from .checkpoints import STATE, ResumePoint, resume_point
 from .damage import LIST, NUMBER, OBJECT, TEXT, WHOLE, DamagedRun, Malformed, check, shown, whole_file
 from .damage import field as checked
@@ -37,7 +37,9 @@ STATUS_FIELDS = {"status": TEXT, "step": WHOLE, "max_steps": WHOLE, "pid": WHOLE
                  "boot_id": TEXT, "proc_start": NUMBER, "heartbeat": NUMBER}
 """status.json's keys and their types; keys not named here are kept as they are."""
 FILES = FileReader()
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_ROOT_OPTION = "--runs-dir, or $JUPYTER_FINETUNE_RUNS"
+"""Where a user chooses another run store."""
 
 
 class RunExists(FinetuneError, FileExistsError):
@@ -50,7 +52,7 @@ def runs_root(root: str | Path | None = None) -> Path:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name) or name in (".", ".."):
+    if not _NAME.fullmatch(name) or name in (".", ".."):
         raise InvalidValue(f"run name {name!r}: use letters, digits, '.', '_' or '-' (at most 100), "
                            "starting with a letter or digit")
     return name
@@ -366,7 +368,11 @@ class RunStore:
 
     @classmethod
     def at(cls, root: str | Path | None = None) -> "RunStore":
-        return cls(runs_root(root))
+        """The store at ``root`` (see ``runs_root``); a file there is refused rather than listed as no runs."""
+        path = runs_root(root)
+        if path.exists() and not path.is_dir():
+            raise PathProblem(f"{path}: a file, not a folder — point the run store at a folder ({_ROOT_OPTION})")
+        return cls(path)
 
     def get(self, name: str) -> Run:
         path = self.root / check_name(name)
@@ -377,6 +383,10 @@ class RunStore:
 
     def create(self, name: str | None = None, *, overwrite: bool = False, prefix: str = "run") -> Run:
         """A new run folder; without a name the next free ``prefix-N``. Never replaces without overwrite."""
+        with reworded(self.root, "cannot create a run in this run store", _ROOT_OPTION):
+            return self._create(name, overwrite, prefix)
+
+    def _create(self, name: str | None, overwrite: bool, prefix: str) -> Run:
         self.root.mkdir(parents=True, exist_ok=True)
         if name is None:
             n = 1 + max((int(m.group(1)) for r in self if (m := re.fullmatch(rf"{re.escape(prefix)}-(\d+)", r.name))),
