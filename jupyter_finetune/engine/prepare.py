@@ -64,9 +64,8 @@ def _resumed(store: RunStore, name: str, data: FtDataset | None, settings: dict[
                           f"(or omit it: the run keeps a copy), or start a new run")
     backend, _ = select_backend(config)
     point = run.resume_point()
-    reached = status.get("step") if isinstance(status.get("step"), int) else 0
     return TrainJob(run, data, config, resolve_model(config.model).path, backend, [], resume=point,
-                    callbacks=callbacks, note=point.note(reached))
+                    callbacks=callbacks, note=point.note(status.get("step") or 0))
 
 
 def with_saved_quantization(model: str, settings: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PREFIX = "checkpoint-"
+STATE_FILE = "trainer_state.json"
+"""Written last by the Trainer: a checkpoint without a readable one was cut."""
 WEIGHTS = ("adapter_model.safetensors", "model.safetensors", "adapter_model.bin", "pytorch_model.bin")
 STATE = re.compile(r"(optimizer\.pt|scheduler\.pt|scaler\.pt|rng_state.*\.pth|trainer_state\.json)")
 """The Trainer's own state in a checkpoint; the rest is what ``save_model`` writes (the adapter and tokenizer)."""
@@ -64,32 +66,31 @@ def resume_point(folder: Path) -> ResumePoint:
     """The newest whole checkpoint in ``folder``, and each newer one that is not."""
     skipped = []
     for step, path in numbered(folder):
-        why = problem(path, step)
+        state, why = _checked(path, step)
         if why is None:
-            saved = json.loads((path / "trainer_state.json").read_text(encoding="utf-8")).get("max_steps")
-            return ResumePoint(path, step, tuple(skipped), saved if isinstance(saved, int) else None)
+            max_steps = state.get("max_steps")
+            return ResumePoint(path, step, tuple(skipped), max_steps if isinstance(max_steps, int) else None)
         skipped.append((path.name, why))
     return ResumePoint(None, 0, tuple(skipped))
 
 
-def problem(path: Path, step: int) -> str | None:
-    """Why ``path`` is not a whole checkpoint of ``step``, or None."""
-    state = path / "trainer_state.json"
+def _checked(path: Path, step: int) -> tuple[dict, str | None]:
+    """The trainer state ``path`` holds (read once), and why it is not a whole checkpoint of ``step`` (None: it is)."""
     try:
-        saved = json.loads(state.read_text(encoding="utf-8"))
+        saved = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return "no trainer_state.json: the save was cut before its end"
+        return {}, f"no {STATE_FILE}: the save was cut before its end"
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        return f"trainer_state.json is unreadable ({e})"
+        return {}, f"{STATE_FILE} is unreadable ({e})"
     if not isinstance(saved, dict) or saved.get("global_step") != step:
-        return f"trainer_state.json does not say step {step}"
+        return {}, f"{STATE_FILE} does not say step {step}"
     if not any((path / name).is_file() for name in WEIGHTS):
-        return "no weights"
+        return saved, "no weights"
     for file in sorted(path.iterdir()):
-        why = _file_problem(file)
+        why = None if file.name == STATE_FILE else _file_problem(file)
         if why:
-            return f"{file.name} {why}"
-    return None
+            return saved, f"{file.name} {why}"
+    return saved, None
 
 
 def _file_problem(file: Path) -> str | None:

@@ -66,23 +66,21 @@ class Trainer:
 
 
 def still_training(status: Mapping[str, Any], now: float | None = None) -> bool:
-    """Whether an active status (queued or running) can still be true.
+    """Whether an active status (queued or running), its types checked by the run store, can still be true.
 
     On the trainer's own machine and boot, the process itself decides. Elsewhere, or for a status
     written before processes recorded their start time, the heartbeat must be fresh (and a pid on
     this machine must at least exist).
     """
     pid = status.get("pid")
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+    if pid is None or pid <= 0:
         return False
-    beat = status.get("heartbeat", status.get("updated"))
-    fresh = isinstance(beat, (int, float)) and (now or time.time()) - beat < STALE_S
+    beat = status.get("heartbeat") or status.get("updated")
+    fresh = beat is not None and (now or time.time()) - beat < STALE_S
     host, started = status.get("host"), status.get("proc_start")
-    if not isinstance(host, str):  # written before 0.2: a pid and its last update are all there is
+    if host is None:  # written before 0.2: a pid and its last update are all there is
         return fresh and psutil.pid_exists(pid)
-    boot = status.get("boot_id")
-    trainer = Trainer(host, boot if isinstance(boot, str) else None, pid,
-                      float(started) if isinstance(started, (int, float)) else 0.0)
+    trainer = Trainer(host, status.get("boot_id"), pid, started or 0.0)
     if trainer.on_this_machine():
         return trainer.exists() if started is not None else fresh and psutil.pid_exists(pid)
     return fresh

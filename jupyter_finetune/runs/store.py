@@ -15,7 +15,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Mapping, TypeVar, get_args
+from typing import Any, Callable, Iterator, Literal, TypeVar, get_args
 
 from ..errors import FinetuneError, InvalidValue, NotFound, PathProblem, reworded
 from .checkpoints import STATE, ResumePoint, resume_point
