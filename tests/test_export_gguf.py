@@ -26,7 +26,7 @@ from packaging.version import Version
 
 from export_fixtures import logits, max_diff, sentencepiece_tokenizer, ticket, tiny_model, tiny_run
 from jupyter_finetune.export import ExportError, export_run
-from jupyter_finetune.export import gguf_writer
+from jupyter_finetune.export import gguf_families, gguf_writer
 from jupyter_finetune.export.gguf_vocab import CONTROL, gguf_vocab, pre_tokenizer_name, source_pre_tokenizer
 
 FAMILIES = ["llama", "qwen2", "mistral"]
@@ -100,7 +100,7 @@ def test_q8_0_gguf_holds_exactly_q8_0_of_the_merged_weights(runs, family):
 def test_logit_check_catches_a_gguf_without_llamas_q_k_permutation(runs, monkeypatch):
     """The control for the tolerances above: a layout error llama.cpp would suffer is far outside them."""
     run, reference = runs["llama"]
-    monkeypatch.setattr(gguf_writer, "_permute", lambda weights, n_head: weights)
+    monkeypatch.setattr(gguf_families, "_permute", lambda weights, n_head: weights)
     model, _ = load_gguf(export_run(run, "gguf", quant="f16", out=run.path / "unpermuted").path)
     tokenizer = _run_tokenizer(run)
     texts = texts_for(tokenizer)
@@ -186,7 +186,7 @@ def test_unsupported_rope_scaling_is_refused(tiny_tokenizer, tmp_path):
     config = AutoConfig.from_pretrained(tiny_model(tmp_path / "m", tiny_tokenizer, family="qwen2", rope_parameters={
         "rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 128}))
     with pytest.raises(ExportError, match=r"does not handle 'yarn' rope scaling for qwen2; supported: default"):
-        gguf_writer.check_supported(config)
+        gguf_families.family_of(config)
 
 
 def test_a_pre_tokenizer_llama_cpp_cannot_name_is_refused_naming_the_known_ones():

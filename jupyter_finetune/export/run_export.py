@@ -13,7 +13,8 @@ from ..runs import Run
 from ..runs.store import write_json
 from .card import model_card
 from .gguf_vocab import gguf_vocab, source_pre_tokenizer
-from .gguf_writer import check_supported, write_gguf
+from .gguf_families import family_of
+from .gguf_writer import write_gguf
 from .merge import merged_dtype, merged_model, save_merged
 from .ollama import Modelfile, create_command, shared_system_prompt, stop_sequences
 from .ollama_template import chat_layout
@@ -36,7 +37,7 @@ def export_run(run: Run, kind: str = "adapter", *, quant: str = "f16", out: str 
     target = target_path(run, kind, quant, out)
     claim(target, overwrite)
     if kind in ("gguf", "ollama"):
-        check_supported(source.base_config)
+        family_of(source.base_config)
     with staging(target) as folder:
         notes, command = _WRITERS[kind](source, folder, quant, target)
         written = folder / target.name if kind == "gguf" else folder
