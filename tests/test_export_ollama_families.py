@@ -7,6 +7,7 @@ sequences must hold the family's end-of-turn tokens.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,3 +156,34 @@ def test_chat_template_that_writes_the_system_prompt_after_the_conversation_is_r
     with pytest.raises(ExportError, match=r"cannot be written as an Ollama TEMPLATE .*system prompt before the first "
                                           r"user message.*write the Modelfile's TEMPLATE by hand"):
         chat_layout(tokenizer)
+
+
+@pytest.mark.slow
+def test_ollama_export_of_a_llama31_run_stops_on_its_generation_configs_end_tokens(tmp_path, tiny_tokenizer):
+    """The whole export: a Modelfile whose TEMPLATE renders Llama 3.1's prompts, stopping on <|eom_id|> too.
+
+    <|eom_id|> (end of a tool-call message) appears in no prompt; only the model's generation config names it.
+    """
+    import copy
+
+    from transformers import GenerationConfig
+
+    from export_fixtures import tiny_run
+    from jupyter_finetune.export import export_run
+    from test_export_ollama import modelfile_template
+
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    tokenizer.add_special_tokens({"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>",
+                                  "additional_special_tokens": [t for t in LLAMA3 if t not in ("<|begin_of_text|>",
+                                                                                               "<|eot_id|>")]})
+    tokenizer.chat_template = (TEMPLATES / "meta-llama-Llama-3.1-8B-Instruct.jinja").read_text(encoding="utf-8")
+    run, _ = tiny_run(tmp_path, tokenizer, name="llama31-chat")
+    config = GenerationConfig.from_pretrained(tmp_path / "llama31-chat-base")  # as Llama 3.1 ships it
+    config.eos_token_id = tokenizer.convert_tokens_to_ids(["<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"])
+    config.save_pretrained(tmp_path / "llama31-chat-base")
+    result = export_run(run, "ollama", quant="q8_0")
+    modelfile = (result.path / "Modelfile").read_text()
+    assert re.findall(r"^PARAMETER stop (.*)$", modelfile, re.M) == [
+        '"<|eot_id|>"', '"<|end_of_text|>"', '"<|eom_id|>"', '"<|start_header_id|>"', '"<|end_header_id|>"']
+    for messages in (MULTI_TURN, MULTI_TURN[1:], MULTI_TURN[:3]):
+        assert render_ollama(modelfile_template(result.path), messages) == apply(tokenizer, messages)
