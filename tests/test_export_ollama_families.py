@@ -16,7 +16,7 @@ import pytest
 from jupyter_finetune.export import ExportError
 from jupyter_finetune.export.ollama import stop_sequences
 from jupyter_finetune.export.ollama_template import chat_layout, render_ollama
-from test_export_ollama import MULTI_TURN, apply
+from test_export_ollama import MULTI_TURN, apply, go_render, needs_go
 
 TEMPLATES = Path(__file__).parent / "fixtures" / "chat_templates"
 LLAMA3 = ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
@@ -120,6 +120,20 @@ def test_modelfile_stops_on_the_familys_end_of_turn_tokens(name):
     stops = stop_sequences(chat_layout(tokenizer), tokenizer, tokenizer.convert_tokens_to_ids(list(family.config_ends)))
     assert set(family.stops) <= set(stops), stops
     assert all(stop in tokenizer.all_special_tokens for stop in stops)
+
+
+@pytest.mark.slow
+@needs_go
+def test_every_familys_template_renders_the_same_prompts_in_gos_real_text_template(tmp_path):
+    cases, expected = [], []
+    for family in FAMILIES.values():
+        tokenizer = family_tokenizer(family)
+        template = chat_layout(tokenizer).go_template()
+        for messages in CONVERSATIONS.values():
+            if accepted(tokenizer, messages):
+                cases.append((template, messages))
+                expected.append(apply(tokenizer, messages))
+    assert go_render(tmp_path, cases) == expected
 
 
 def test_gemma3_writes_the_system_prompt_into_the_first_user_turn():
