@@ -58,7 +58,8 @@ FAMILIES = {
     "phi-3.5": Family("microsoft-Phi-3.5-mini-instruct", ("<s>",) + PHI,
                       {"bos_token": "<s>", "eos_token": "<|endoftext|>"},
                       ("<|end|>", "<|assistant|>", "<|endoftext|>"), ("<|end|>", "<|endoftext|>"), "turn"),
-    "phi-4-mini": Family("microsoft-Phi-4-mini-instruct", PHI, {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"},
+    "phi-4-mini": Family("microsoft-Phi-4-mini-instruct", PHI,
+                         {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"},
                          ("<|endoftext|>", "<|end|>"), ("<|end|>", "<|endoftext|>"), "turn"),
     "mistral-nemo": Family("mistralai-Mistral-Nemo-Instruct-2407", ("<unk>", "<s>", "</s>", "[INST]", "[/INST]"),
                            {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}, ("</s>",), ("</s>",),
@@ -111,6 +112,7 @@ def test_modelfile_template_renders_exactly_the_real_chat_template(name):
         assert render_ollama(layout.go_template(), messages) == apply(tokenizer, messages), label
     assert len(checked) == (3 if name == "gemma-2" else len(CONVERSATIONS))
     assert layout.system_place == family.system_place
+    assert layout.trims == name.startswith(("llama", "gemma"))  # their templates apply Jinja's trim to contents
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -139,8 +141,8 @@ def test_every_familys_template_renders_the_same_prompts_in_gos_real_text_templa
 def test_gemma3_writes_the_system_prompt_into_the_first_user_turn():
     tokenizer = family_tokenizer(FAMILIES["gemma-3"])
     prompt = render_ollama(chat_layout(tokenizer).go_template(), MULTI_TURN[:2])
-    assert prompt == f"<bos><start_of_turn>user\n{MULTI_TURN[0]['content']}\n\n{MULTI_TURN[1]['content']}<end_of_turn>\n" \
-                     "<start_of_turn>model\n"
+    system, user = MULTI_TURN[0]["content"], MULTI_TURN[1]["content"]
+    assert prompt == f"<bos><start_of_turn>user\n{system}\n\n{user}<end_of_turn>\n<start_of_turn>model\n"
 
 
 def test_mistral_nemo_writes_the_system_prompt_into_the_final_user_message_only():
@@ -201,3 +203,4 @@ def test_ollama_export_of_a_llama31_run_stops_on_its_generation_configs_end_toke
         '"<|eot_id|>"', '"<|end_of_text|>"', '"<|eom_id|>"', '"<|start_header_id|>"', '"<|end_header_id|>"']
     for messages in (MULTI_TURN, MULTI_TURN[1:], MULTI_TURN[:3]):
         assert render_ollama(modelfile_template(result.path), messages) == apply(tokenizer, messages)
+    assert any("strips spaces and newlines around each message" in note for note in result.notes)

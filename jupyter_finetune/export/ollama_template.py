@@ -29,7 +29,6 @@ from .gotemplate import GoTemplateError, render
 from .result import ExportError
 
 ROLES = ("system", "user", "assistant")
-SYSTEM_PLACES = ("turn", "first_user", "last_user", "none")
 _SLOT = re.compile("\ue000(\\d+)\ue001")
 _SAMPLES = (  # (role, content) turns; each conversation is rendered with and without a generation prompt
     (("user", "What is 2 + 2?"),),
@@ -69,13 +68,21 @@ class ChatLayout:
     """The prefix of an assistant message that ends the conversation, where it differs (Qwen3's empty think block)."""
     system_place: str = "turn"
     """Where the system prompt (the first message) goes: its own ``turn``, inside the ``first_user`` turn, inside
-    the ``last_user`` message when the conversation ends with it, or ``none`` (the template refuses one)."""
+    the ``last_user`` message when the conversation ends with it, or ``none`` (the template refuses one). Where it
+    is no turn, later system messages are left out (Gemma 2 and Mistral refuse them; Gemma 3 would write a turn)."""
+    trims: bool = False
+    """The template strips whitespace around each content (Llama 3, Gemma), which a Go template cannot do."""
+
+    def notes(self) -> tuple[str, ...]:
+        """What the TEMPLATE cannot do as the chat template does, for the export's notes."""
+        return ("the chat template strips spaces and newlines around each message and Ollama's TEMPLATE cannot; "
+                "send messages without leading or trailing whitespace to prompt the model as in training",
+                ) if self.trims else ()
 
     def go_template(self) -> str:
         """One Go template: every message closed, then the generation prompt or the closing text after the last."""
-        inline = self.system_place in ("first_user", "last_user")
         parts = [_literal(self.begin)]
-        if inline:
+        if self._inline:
             parts.append('{{ $system := "" }}{{ $hasSystem := false }}')
         parts += ["{{ range $i, $m := .Messages }}", _LAST]
         if self.default_system:
@@ -84,11 +91,15 @@ class ChatLayout:
         if self.system_place == "turn":
             parts.append(message)
         else:
-            keep = "{{ if eq $i 0 }}{{ $system = $m.Content }}{{ $hasSystem = true }}{{ end }}" if inline else ""
+            keep = "{{ if eq $i 0 }}{{ $system = $m.Content }}{{ $hasSystem = true }}{{ end }}" if self._inline else ""
             parts += ['{{ if eq $m.Role "system" }}', keep, "{{ else }}", message, "{{ end }}"]
         parts += [_when('and $last (ne $m.Role "assistant")', self.generation),
                   _when('and $last (eq $m.Role "assistant")', self.closing), "{{ end }}"]
         return "".join(parts)
+
+    @property
+    def _inline(self) -> bool:
+        return self.system_place in ("first_user", "last_user")
 
     def _turns(self, texts: dict[str, str]) -> dict[str, str]:
         """The texts around a message; where the system prompt is no turn, a system message never gets them."""
@@ -99,7 +110,7 @@ class ChatLayout:
         if self.final_assistant is not None:
             text = ('{{ if and $last (eq $m.Role "assistant") }}' + _literal(self.final_assistant) + "{{ else }}"
                     + text + "{{ end }}")
-        if self.system_place in ("first_user", "last_user"):
+        if self._inline:
             host = "(eq $i 1)" if self.system_place == "first_user" else "$last"
             text += (f'{{{{ if and $hasSystem {host} (eq $m.Role "user") }}}}' + _literal(self.prefix["system"])
                      + "{{ $system }}" + _literal(self.suffix["system"]) + "{{ end }}")
@@ -158,7 +169,7 @@ def _derive(tokenizer: Any) -> ChatLayout:
                       {"system": system_prefix, "user": prefix_user, "assistant": prefix_assistant},
                       {"system": system_suffix, "user": suffix_user, "assistant": suffix_assistant},
                       tail_user[len(suffix_user):], tail_assistant[len(suffix_assistant):],
-                      final_assistant if final_assistant != prefix_assistant else None, place)
+                      final_assistant if final_assistant != prefix_assistant else None, place, _trims(tokenizer))
 
 
 def _system(tokenizer: Any, head_user: str, prefix_user: str) -> tuple[str, str, str, str, str]:
@@ -184,6 +195,12 @@ def _system(tokenizer: Any, head_user: str, prefix_user: str) -> tuple[str, str,
     if tuple(order) not in places:
         raise _NotLayout("it writes the system prompt inside a user turn other than the first or the last")
     return before_user, "", system_prefix, between, places[tuple(order)]
+
+
+def _trims(tokenizer: Any) -> bool:
+    padded = " \ue0000\ue001\n"
+    return padded not in tokenizer.apply_chat_template([{"role": "user", "content": padded}], tokenize=False,
+                                                       add_generation_prompt=True)
 
 
 def _placed(tokenizer: Any, roles: tuple[str, ...], generation: bool) -> tuple[list[str], list[int]]:
@@ -236,7 +253,8 @@ def _by_role(texts: dict[str, str]) -> str:
         before, after = user.split("user")
         return _literal(before) + "{{ $m.Role }}" + _literal(after)
     if texts["system"] == user:
-        return '{{ if eq $m.Role "assistant" }}' + _literal(texts["assistant"]) + "{{ else }}" + _literal(user) + "{{ end }}"
+        return ('{{ if eq $m.Role "assistant" }}' + _literal(texts["assistant"]) + "{{ else }}" + _literal(user)
+                + "{{ end }}")
     return ('{{ if eq $m.Role "system" }}' + _literal(texts["system"]) + '{{ else if eq $m.Role "assistant" }}'
             + _literal(texts["assistant"]) + "{{ else }}" + _literal(texts["user"]) + "{{ end }}")
 

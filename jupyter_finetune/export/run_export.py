@@ -93,7 +93,7 @@ def _ollama(source: RunSource, folder: Path, quant: str, target: Path) -> tuple[
     _write_gguf(source, tokenizer, folder / name, quant)
     modelfile = Modelfile(name, layout.go_template(), stop_sequences(layout, tokenizer, source.end_token_ids), system)
     (folder / "Modelfile").write_text(modelfile.text(), encoding="utf-8")
-    notes = _quantized_note(source) + ((system_note,) if system_note else ())
+    notes = _quantized_note(source) + layout.notes() + ((system_note,) if system_note else ())
     return notes, create_command(source.run.name, target)
 
 
