@@ -198,6 +198,7 @@ def _system(tokenizer: Any, head_user: str, prefix_user: str) -> tuple[str, str,
 
 
 def _trims(tokenizer: Any) -> bool:
+    """Whether the template drops the spaces and newline around a content (Jinja's ``trim``)."""
     padded = " \ue0000\ue001\n"
     return padded not in tokenizer.apply_chat_template([{"role": "user", "content": padded}], tokenize=False,
                                                        add_generation_prompt=True)
