@@ -189,19 +189,13 @@ def test_interpreter_refuses_syntax_outside_its_subset():
 
 
 @pytest.mark.parametrize(("name", "template"), [("chatml", CHATML_TEMPLATE), ("llama3", LLAMA3_TEMPLATE),
-                                                ("inst", MISTRAL_TEMPLATE)])
+                                                ("inst", MISTRAL_TEMPLATE),
+                                                ("system-in-first-user", SYSTEM_INTO_FIRST_USER_TEMPLATE)])
 def test_derived_template_matches_other_chat_template_layouts(tiny_tokenizer, name, template):
     tokenizer = _with_template(tiny_tokenizer, template)
     go_template = chat_layout(tokenizer).go_template()
     for messages in (MULTI_TURN, MULTI_TURN[1:], MULTI_TURN[:-1]):
         assert render_ollama(go_template, messages) == apply(tokenizer, messages)
-
-
-def test_chat_template_that_folds_the_system_prompt_into_the_user_turn_is_refused(tiny_tokenizer):
-    tokenizer = _with_template(tiny_tokenizer, SYSTEM_INTO_FIRST_USER_TEMPLATE)
-    with pytest.raises(ExportError, match=r"cannot be written as an Ollama TEMPLATE .*system turn followed by user"
-                                          r".*write the Modelfile's TEMPLATE by hand"):
-        chat_layout(tokenizer)
 
 
 def test_system_prompt_is_set_only_when_every_conversation_shares_it():

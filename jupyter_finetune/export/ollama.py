@@ -6,9 +6,9 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from .ollama_template import ChatLayout
+from .ollama_template import ChatLayout, special_tokens
 
 
 @dataclass(frozen=True)
@@ -28,18 +28,19 @@ class Modelfile:
         return "\n".join(lines) + "\n"
 
 
-def stop_sequences(layout: ChatLayout, tokenizer: Any) -> tuple[str, ...]:
-    """The special tokens that end an assistant turn or start the next one, and the EOS token.
+def stop_sequences(layout: ChatLayout, tokenizer: Any, end_ids: Sequence[int] = ()) -> tuple[str, ...]:
+    """The special tokens that end an assistant turn or start the next one, EOS, and the tokens of ``end_ids``.
 
     Ollama stops on these strings; without them a model that writes its end-of-turn token as
-    text would run on into a made-up next turn.
+    text would run on into a made-up next turn. ``end_ids`` are the ids the model's generation
+    config ends on (Llama 3.1: ``<|eom_id|>`` after a tool call, besides ``<|eot_id|>``).
     """
-    specials = list(dict.fromkeys([*tokenizer.all_special_tokens,
-                                   *(t.content for t in tokenizer.added_tokens_decoder.values() if t.special)]))
-    ending = [t for t in specials if t in layout.suffix["assistant"]]
+    specials = special_tokens(tokenizer)
+    ending = [t for t in specials if t in layout.suffix["assistant"] + layout.closing]
     starting = [t for t in specials if t in layout.prefix["user"]]
     eos = [tokenizer.eos_token] if tokenizer.eos_token else []
-    stops = [s for s in dict.fromkeys(ending + eos + starting) if '"' not in s]
+    configured = [t for t in tokenizer.convert_ids_to_tokens(list(end_ids)) if t in specials]
+    stops = [s for s in dict.fromkeys(ending + eos + configured + starting) if '"' not in s]
     if not stops and layout.suffix["assistant"].strip():
         stops = [layout.suffix["assistant"].strip()]
     return tuple(stops)

@@ -92,9 +92,9 @@ def _ollama(source: RunSource, folder: Path, quant: str, target: Path) -> tuple[
     system, system_note = shared_system_prompt(source.run.conversations())
     name = gguf_name(source.run.name, quant)
     _write_gguf(source, tokenizer, folder / name, quant)
-    modelfile = Modelfile(name, layout.go_template(), stop_sequences(layout, tokenizer), system)
+    modelfile = Modelfile(name, layout.go_template(), stop_sequences(layout, tokenizer, source.end_token_ids), system)
     (folder / "Modelfile").write_text(modelfile.text(), encoding="utf-8")
-    notes = _quantized_note(source) + ((system_note,) if system_note else ())
+    notes = _quantized_note(source) + layout.notes() + ((system_note,) if system_note else ())
     return notes, create_command(source.run.name, target)
 
 

@@ -50,6 +50,17 @@ class RunSource:
 
         return AutoConfig.from_pretrained(self.base_path)
 
+    @cached_property
+    def end_token_ids(self) -> tuple[int, ...]:
+        """The token ids generation ends on (generation_config.json's eos_token_id, one id or a list), if saved."""
+        from transformers import GenerationConfig
+
+        try:
+            ids = GenerationConfig.from_pretrained(self.base_path).eos_token_id
+        except OSError:
+            return ()
+        return tuple(ids) if isinstance(ids, list) else (() if ids is None else (ids,))
+
     def tokenizer(self) -> Any:
         """The tokenizer training used (saved next to the adapter), with the chat template training applied."""
         return training_tokenizer(self.base_path, self.run.adapter_dir)
