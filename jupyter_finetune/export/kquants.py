@@ -111,87 +111,107 @@ def quantize(data: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
     return out.reshape(*values.shape[:-1], out.shape[1])
 
 
-def _nearest_int(v: np.ndarray) -> np.ndarray:
-    """ggml's nearest_int: round half to even, as adding 1.5 * 2**23 in float32 does."""
-    return np.rint(v)
-
-
 def _make_qkx2_quants(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta: float,
                       nstep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """make_qkx2_quants for every sub-block row of x at once: (scale, -min, levels), use_mad false.
+    """make_qkx2_quants (use_mad false) for every column of x at once: (scale, -min, levels).
 
-    Tries nstep + 1 scales around nmax / (max - min), each followed by a weighted least-squares
-    fit of scale and min to the levels it rounds to, and keeps the lowest weighted squared error.
+    Columns are sub-blocks, so sums run down axis 0 in C's order. Tries nstep + 1 scales around
+    nmax / (max - min), each followed by a weighted least-squares fit of scale and min to the
+    levels it rounds to, and keeps the lowest weighted squared error.
     """
     f32 = np.float32
-    lo = np.minimum(x.min(axis=-1), f32(0))
-    hi = x.max(axis=-1)
+    lo = np.minimum(x.min(axis=0), f32(0))
+    hi = x.max(axis=0)
     flat = hi == lo
-    sum_w = w.sum(axis=-1)
-    sum_x = (w * x).sum(axis=-1)
-    width = np.where(flat, f32(1), hi - lo)
-    iscale = f32(nmax) / width
+    sum_w = w.sum(axis=0)
+    sum_x = (w * x).sum(axis=0)
+    iscale = f32(nmax) / np.where(flat, f32(1), hi - lo)
+    levels = _levels(iscale, x, lo, 0, nmax)
     scale = f32(1) / iscale
-    levels = np.clip(_nearest_int(iscale[:, None] * (x - lo[:, None])), 0, nmax)
-    diff = scale[:, None] * levels + lo[:, None] - x
-    best = (w * (diff * diff)).sum(axis=-1)
+    best = _weighted_error(scale, lo, levels, x, w)
+    trial = np.empty_like(x)
+    wl = np.empty_like(x)
     with np.errstate(divide="ignore", invalid="ignore"):
         for i in range(nstep + 1):
             step_scale = (f32(rmin) + f32(rdelta) * f32(i) + f32(nmax)) / (hi - lo)
-            trial = np.clip(_nearest_int(step_scale[:, None] * (x - lo[:, None])), 0, nmax)
-            wl = w * trial
-            sum_l = wl.sum(axis=-1)
-            sum_l2 = (wl * trial).sum(axis=-1)
-            sum_xl = (wl * x).sum(axis=-1)
+            _levels(step_scale, x, lo, 0, nmax, out=trial)
+            np.multiply(w, trial, out=wl)
+            sum_l = wl.sum(axis=0)
+            sum_l2 = np.einsum("ij,ij->j", wl, trial)
+            sum_xl = np.einsum("ij,ij->j", wl, x)
             det = sum_w * sum_l2 - sum_l * sum_l
             this_scale = (sum_w * sum_xl - sum_x * sum_l) / det
             this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det
             positive = this_min > 0
-            this_min = np.where(positive, f32(0), this_min)
+            this_min[positive] = 0
             this_scale = np.where(positive, sum_xl / sum_l2, this_scale)
-            diff = this_scale[:, None] * trial + this_min[:, None] - x
-            error = (w * (diff * diff)).sum(axis=-1)
+            error = _weighted_error(this_scale, this_min, trial, x, w)
             better = (det > 0) & (error < best) & ~flat
             best = np.where(better, error, best)
             scale = np.where(better, this_scale, scale)
             lo = np.where(better, this_min, lo)
-            np.copyto(levels, trial, where=better[:, None])
-    scale = np.where(flat, f32(0), scale)
-    levels[flat] = 0
+            np.copyto(levels, trial, where=better)
+    scale[flat] = 0
+    levels[:, flat] = 0
     return scale, -lo, levels
 
 
+def _levels(iscale: np.ndarray, x: np.ndarray, lo: np.ndarray, low: int, high: int,
+            out: np.ndarray | None = None) -> np.ndarray:
+    """clip(nearest_int(iscale * (x - lo)), low, high) in float32, into `out` when given."""
+    out = np.subtract(x, lo, out=out)
+    out *= iscale
+    np.rint(out, out=out)  # ggml's nearest_int: round half to even, as adding 1.5 * 2**23 does
+    return np.clip(out, low, high, out=out)
+
+
+def _weighted_error(scale: np.ndarray, lo: np.ndarray, levels: np.ndarray, x: np.ndarray,
+                    w: np.ndarray) -> np.ndarray:
+    """Sum of w * (scale * level + min - x)**2 down each column, in C's order of operations."""
+    diff = scale * levels
+    diff += lo
+    diff -= x
+    diff *= diff
+    diff *= w
+    return diff.sum(axis=0)
+
+
 def _make_qx_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
-    """make_qx_quants with rmse_type 1 and no importance weights, for every row of x: (scale, levels).
+    """make_qx_quants with rmse_type 1 and no importance weights, for every column of x: (scale, levels).
 
     Symmetric levels -nmax..nmax-1 weighted by x**2; tries 18 scales around -nmax / (signed max)
     and keeps the one whose least-squares scale explains most of x.
     """
     f32 = np.float32
-    pick = np.abs(x).argmax(axis=-1)[:, None]
-    peak = np.take_along_axis(x, pick, axis=-1)[:, 0]
+    pick = np.abs(x).argmax(axis=0)
+    peak = np.take_along_axis(x, pick[None], axis=0)[0]
     empty = np.abs(peak) < _GROUP_MAX_EPS
-    peak = np.where(empty, f32(1), peak)
+    peak[empty] = 1
     w = x * x
     wx = w * x
+    zero = np.zeros_like(peak)
+    trial = np.empty_like(x)
+    wl = np.empty_like(x)
 
-    def fit(iscale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        levels = np.clip(_nearest_int(iscale[:, None] * x), -nmax, nmax - 1)
-        return levels, (wx * levels).sum(axis=-1), ((w * levels) * levels).sum(axis=-1)
+    def fit(iscale: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        _levels(iscale, x, zero, -nmax, nmax - 1, out=out)
+        np.multiply(w, out, out=wl)
+        return np.einsum("ij,ij->j", wx, out), np.einsum("ij,ij->j", wl, out)
 
-    levels, sumlx, suml2 = fit(f32(-nmax) / peak)
+    levels = np.empty_like(x)
+    sumlx, suml2 = fit(f32(-nmax) / peak, levels)
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = np.where(suml2 != 0, sumlx / suml2, f32(0))
         best = scale * sumlx
         for i in (*range(-9, 0), *range(1, 10)):
-            trial, sumlx, suml2 = fit(-(f32(nmax) + f32(0.1) * f32(i)) / peak)
+            sumlx, suml2 = fit(-(f32(nmax) + f32(0.1) * f32(i)) / peak, trial)
             better = (suml2 > 0) & (sumlx * sumlx > best * suml2)
             scale = np.where(better, sumlx / suml2, scale)
             best = np.where(better, scale * sumlx, best)
-            np.copyto(levels, trial, where=better[:, None])
+            np.copyto(levels, trial, where=better)
     levels += nmax
     scale[empty] = 0
-    levels[empty] = 0
+    levels[:, empty] = 0
     return scale, levels
 
 
@@ -209,10 +229,9 @@ def _scales_mins_levels(blocks: np.ndarray, nmax: int, rmin: float, rdelta: floa
     codes (8 per block) and the levels 0..nmax of each value (blocks, 8, 32)."""
     f32 = np.float32
     n_blocks = blocks.shape[0]
-    x = blocks.reshape(-1, 32)
-    av_x = np.sqrt((x * x).sum(axis=-1) / f32(32))
-    weights = av_x[:, None] + np.abs(x)
-    scales, mins, levels = _make_qkx2_quants(x, weights, nmax, rmin, rdelta, nstep)
+    x = np.ascontiguousarray(blocks.reshape(-1, 32).T)
+    av_x = np.sqrt((x * x).sum(axis=0) / f32(32))
+    scales, mins, levels = _make_qkx2_quants(x, av_x + np.abs(x), nmax, rmin, rdelta, nstep)
     scales = scales.reshape(n_blocks, 8)
     mins = mins.reshape(n_blocks, 8)
     max_scale = np.maximum(scales.max(axis=-1), f32(0))
@@ -220,16 +239,16 @@ def _scales_mins_levels(blocks: np.ndarray, nmax: int, rmin: float, rdelta: floa
     with np.errstate(divide="ignore"):
         inv_scale = np.where(max_scale > 0, f32(63) / max_scale, f32(0))
         inv_min = np.where(max_min > 0, f32(63) / max_min, f32(0))
-    ls = np.minimum(_as_uint8(_nearest_int(inv_scale[:, None] * scales)), 63)
-    lm = np.minimum(_as_uint8(_nearest_int(inv_min[:, None] * mins)), 63)
+    ls = np.minimum(_as_uint8(np.rint(inv_scale[:, None] * scales)), 63)
+    lm = np.minimum(_as_uint8(np.rint(inv_min[:, None] * mins)), 63)
     d = _fp16(max_scale / f32(63))
     dmin = _fp16(max_min / f32(63))
     sub_d = d.astype(f32)[:, None] * ls.astype(f32)
     sub_dm = dmin.astype(f32)[:, None] * lm.astype(f32)
-    x = x.reshape(n_blocks, 8, 32)
-    levels = levels.reshape(n_blocks, 8, 32)
+    x = blocks.reshape(n_blocks, 8, 32)
+    levels = levels.T.reshape(n_blocks, 8, 32)
     with np.errstate(divide="ignore", invalid="ignore"):
-        fresh = np.clip(_nearest_int((x + sub_dm[..., None]) / sub_d[..., None]), 0, nmax)
+        fresh = np.clip(np.rint((x + sub_dm[..., None]) / sub_d[..., None]), 0, nmax)
     levels = np.where((sub_d != 0)[..., None], fresh, levels).astype(np.uint8)
     scale_bytes = np.concatenate([
         ls[:, :4] | ((ls[:, 4:] >> 4) << 6),
@@ -268,8 +287,7 @@ def _encode_q6_k(blocks: np.ndarray) -> np.ndarray:
     """quantize_row_q6_K_ref: block_q6_K {ql[128], qh[64], int8 scales[16], d} per 256 values."""
     f32 = np.float32
     n_blocks = blocks.shape[0]
-    x = blocks.reshape(-1, 16)
-    scales, levels = _make_qx_quants(x, 32)
+    scales, levels = _make_qx_quants(np.ascontiguousarray(blocks.reshape(-1, 16).T), 32)
     scales = scales.reshape(n_blocks, 16)
     pick = np.abs(scales).argmax(axis=-1)[:, None]
     max_scale = np.take_along_axis(scales, pick, axis=-1)[:, 0]
@@ -277,12 +295,12 @@ def _encode_q6_k(blocks: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore"):
         iscale = np.where(empty, f32(0), f32(-128) / max_scale)
         d = _fp16(np.where(empty, f32(0), f32(1) / iscale))
-    codes = np.minimum(_nearest_int(iscale[:, None] * scales), 127).astype(np.int8)
+    codes = np.minimum(np.rint(iscale[:, None] * scales), 127).astype(np.int8)
     sub_d = d.astype(f32)[:, None] * codes.astype(f32)
-    x = x.reshape(n_blocks, 16, 16)
-    levels = levels.reshape(n_blocks, 16, 16)
+    x = blocks.reshape(n_blocks, 16, 16)
+    levels = levels.T.reshape(n_blocks, 16, 16)
     with np.errstate(divide="ignore", invalid="ignore"):
-        fresh = np.clip(_nearest_int(x / sub_d[..., None]), -32, 31) + 32
+        fresh = np.clip(np.rint(x / sub_d[..., None]), -32, 31) + 32
     levels = np.where((sub_d != 0)[..., None], fresh, levels).astype(np.uint8)
     levels[empty] = 0
     quarters = levels.reshape(n_blocks, 2, 4, 32)
