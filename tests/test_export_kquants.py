@@ -1,0 +1,195 @@
+"""K-quant encoders and llama.cpp's tensor-type mixes for GGUF export.
+
+Error bounds (RMS of the dequantized error over RMS of the data), from what llama.cpp's own
+quantizer reaches on the same data (our blocks are byte-identical to it, see below): measured on
+normal data 0.071 (Q4_K), 0.036 (Q5_K), 0.018 (Q6_K); on heavy-tailed data with outliers 0.082,
+0.048, 0.030. The bounds leave ~20% headroom; a wrong bit in the scale packing moves a sub-block's
+scale by 2x or more and the error well past them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import tracemalloc
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+
+from jupyter_finetune.export import kquants
+
+T = gguf.GGMLQuantizationType
+K_TYPES = [T.Q4_K, T.Q5_K, T.Q6_K]
+ERROR_BOUNDS = {T.Q4_K: 0.10, T.Q5_K: 0.055, T.Q6_K: 0.035}
+
+
+def _normal(rows: int, n: int, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal((rows, n)) * 0.02).astype(np.float32)
+
+
+def _heavy_tailed(rows: int, n: int, seed: int = 0) -> np.ndarray:
+    """Student-t(3) weights with one in a thousand blown up 50x, as trained LLM matrices have."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_t(3, (rows, n)) * 0.01).astype(np.float32)
+    x[rng.random(x.shape) < 1e-3] *= 50
+    return x
+
+
+def _edge_rows(n: int) -> np.ndarray:
+    """Rows that take the encoders' special branches: zeros, constants, one sign, tiny and huge
+    values, a spike that rounds the other sub-blocks' scale codes to 0, zero sub-blocks, ties."""
+    rng = np.random.default_rng(1)
+    spike = rng.standard_normal(n) * 1e-3
+    spike[::256] = 10.0
+    holes = rng.standard_normal(n)
+    holes[32:64] = 0
+    holes[300:316] = 0
+    rows = [np.zeros(n), np.full(n, 0.5), np.full(n, -0.5), np.abs(rng.standard_normal(n)),
+            -np.abs(rng.standard_normal(n)), rng.standard_normal(n) * 1e-20, rng.standard_normal(n) * 1e4,
+            spike, holes, np.round(rng.standard_normal(n) * 4) / 4]
+    return np.array(rows, dtype=np.float32)
+
+
+def _relative_error(x: np.ndarray, q: np.ndarray, qtype: T) -> float:
+    y = gguf.quants.dequantize(q, qtype)
+    return float(np.sqrt(np.mean((y - x) ** 2) / np.mean(x ** 2)))
+
+
+@pytest.mark.parametrize("qtype", K_TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("make", [_normal, _heavy_tailed], ids=["normal", "heavy_tailed"])
+def test_k_quant_round_trip_through_gguf_py(qtype, make):
+    x = make(48, 1536)
+    q = kquants.quantize(x, qtype)
+    block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    assert q.dtype == np.uint8 and q.shape == (48, 1536 // block * type_size)
+    assert gguf.quants.dequantize(q, qtype).shape == x.shape
+    assert _relative_error(x, q, qtype) < ERROR_BOUNDS[qtype]
+
+
+@pytest.mark.parametrize("qtype", K_TYPES, ids=lambda t: t.name)
+def test_special_rows_stay_finite_and_zeros_stay_zero(qtype):
+    x = _edge_rows(512)
+    y = gguf.quants.dequantize(kquants.quantize(x, qtype), qtype)
+    assert np.isfinite(y).all()
+    assert (y[0] == 0).all()  # an all-zero row comes back exactly, and so does an all-zero sub-block
+    assert (y[8][32:64] == 0).all()
+
+
+def test_other_types_go_to_gguf_py():
+    x = _normal(4, 512)
+    for qtype in (T.Q8_0, T.Q5_0, T.Q5_1):
+        assert np.array_equal(kquants.quantize(x, qtype), gguf.quants.quantize(x, qtype))
+
+
+def test_a_large_tensor_is_encoded_in_small_chunks():
+    """A 3B model's 128256x3072 embedding must not need its own size again in temporaries."""
+    x = _normal(2048, 3072)  # 25 MB of float32
+    tracemalloc.start()
+    try:
+        q = kquants.quantize(x, T.Q4_K)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - q.nbytes < 16e6
+
+
+def _llama_cpp_quantize():
+    """llama.cpp's own quantizer, ggml_quantize_chunk from the libggml-base llama-cpp-python ships."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    found = sorted((Path(llama_cpp.__file__).parent / "lib").glob("*ggml-base.*"))
+    assert found, "llama-cpp-python installed without its libggml-base"
+    lib = ctypes.CDLL(str(found[0]))
+    lib.ggml_quantize_init.argtypes = [ctypes.c_int]
+    lib.ggml_quantize_chunk.restype = ctypes.c_size_t
+    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+
+    def quantize(x: np.ndarray, qtype: T) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+        out = np.zeros((x.shape[0], x.shape[1] // block * type_size), dtype=np.uint8)
+        lib.ggml_quantize_init(int(qtype))
+        lib.ggml_quantize_chunk(int(qtype), x.ctypes.data, out.ctypes.data, 0, x.shape[0], x.shape[1], None)
+        return out
+
+    return quantize
+
+
+@pytest.mark.parametrize("qtype", K_TYPES, ids=lambda t: t.name)
+def test_blocks_match_llama_cpps_own_quantizer(qtype):
+    reference = _llama_cpp_quantize()
+    x = np.concatenate([_normal(16, 1024), _heavy_tailed(16, 1024, seed=2), _edge_rows(1024)])
+    ours, theirs = kquants.quantize(x, qtype), reference(x, qtype)
+    type_size = gguf.GGML_QUANT_SIZES[qtype][1]
+    identical = (ours.reshape(-1, type_size) == theirs.reshape(-1, type_size)).all(axis=-1).mean()
+    print(f"{qtype.name}: {identical:.2%} of blocks byte-identical to llama.cpp")
+    assert identical >= 0.99
+    assert _relative_error(x[:32], ours[:32], qtype) <= 1.02 * _relative_error(x[:32], theirs[:32], qtype)
+
+
+def _more_bits(i: int, n: int) -> bool:
+    """llama.cpp's use_more_bits, written out for the table below."""
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+def test_use_more_bits_layers_of_a_32_layer_model():
+    assert [i for i in range(32) if _more_bits(i, 32)] == [0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31]
+    assert [i for i in range(2) if _more_bits(i, 2)] == [1]
+
+
+def _types(quant: str, n_layers: int, hidden: int, ffn: int, vocab: int, *, tied: bool) -> dict[str, str]:
+    shapes = {"token_embd.weight": (vocab, hidden), "output_norm.weight": (hidden,)}
+    if not tied:
+        shapes["output.weight"] = (vocab, hidden)
+    for i in range(n_layers):
+        shapes |= {f"blk.{i}.attn_norm.weight": (hidden,), f"blk.{i}.attn_q.weight": (hidden, hidden),
+                   f"blk.{i}.attn_q.bias": (hidden,), f"blk.{i}.attn_k.weight": (hidden // 4, hidden),
+                   f"blk.{i}.attn_v.weight": (hidden // 4, hidden), f"blk.{i}.attn_output.weight": (hidden, hidden),
+                   f"blk.{i}.ffn_gate.weight": (ffn, hidden), f"blk.{i}.ffn_up.weight": (ffn, hidden),
+                   f"blk.{i}.ffn_down.weight": (hidden, ffn), f"blk.{i}.ffn_norm.weight": (hidden,)}
+    return {name: kquants.tensor_type(name, shape, quant, n_layers, tied_embeddings=tied).name
+            for name, shape in shapes.items()}
+
+
+@pytest.mark.parametrize("quant,base", [("q4_k_m", "Q4_K"), ("q5_k_m", "Q5_K"), ("q6_k", "Q6_K")])
+def test_k_mix_of_a_32_layer_model(quant, base):
+    """Llama-3.2-3B-like shapes, as llama-quantize types them (llama_tensor_get_type)."""
+    types = _types(quant, 32, hidden=3072, ffn=8192, vocab=128256, tied=False)
+    more = "Q6_K" if quant != "q6_k" else base
+    expected = {"token_embd.weight": base, "output.weight": "Q6_K", "output_norm.weight": "F32"}
+    for i in range(32):
+        picked = more if i in (0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31) else base
+        expected |= {f"blk.{i}.attn_norm.weight": "F32", f"blk.{i}.attn_q.weight": base, f"blk.{i}.attn_q.bias": "F32",
+                     f"blk.{i}.attn_k.weight": base, f"blk.{i}.attn_v.weight": picked,
+                     f"blk.{i}.attn_output.weight": base, f"blk.{i}.ffn_gate.weight": base,
+                     f"blk.{i}.ffn_up.weight": base, f"blk.{i}.ffn_down.weight": picked,
+                     f"blk.{i}.ffn_norm.weight": "F32"}
+    assert types == expected
+    assert _types(quant, 32, hidden=3072, ffn=8192, vocab=128256, tied=True)["token_embd.weight"] == "Q6_K"
+
+
+def test_k_mix_of_a_tiny_model_falls_back_where_rows_are_short():
+    """hidden 64: rows of 64 cannot hold a 256-block, so llama.cpp falls back to the 32-block
+    types (Q4_K -> Q5_0, Q6_K -> Q8_0); rows of 48 not even that, so F16; ffn_down rows (256) fit."""
+    types = _types("q4_k_m", 2, hidden=64, ffn=256, vocab=96, tied=True)
+    assert types["token_embd.weight"] == "Q8_0"  # tied: output rules, and 64 % 256 -> Q8_0
+    assert [types[f"blk.{i}.attn_v.weight"] for i in (0, 1)] == ["Q5_0", "Q8_0"]
+    assert [types[f"blk.{i}.ffn_down.weight"] for i in (0, 1)] == ["Q4_K", "Q6_K"]
+    assert types["blk.0.attn_q.weight"] == "Q5_0" and types["blk.0.ffn_up.weight"] == "Q5_0"
+    assert _types("q5_k_m", 2, hidden=64, ffn=256, vocab=96, tied=True)["blk.0.attn_q.weight"] == "Q5_1"
+    assert kquants.tensor_type("blk.0.attn_q.weight", (48, 48), "q4_k_m", 2) == T.F16
+    assert kquants.tensor_type("output.weight", (96, 48), "q6_k", 2) == T.F16
+
+
+def test_f16_and_q8_0_keep_their_rules():
+    assert kquants.tensor_type("blk.0.attn_v.weight", (64, 64), "f16", 2) == T.F16
+    assert kquants.tensor_type("output.weight", (96, 64), "q8_0", 2) == T.Q8_0
+    assert kquants.tensor_type("blk.0.ffn_down.weight", (64, 48), "q8_0", 2) == T.F16
+    assert kquants.tensor_type("output_norm.weight", (64,), "q8_0", 2) == T.F32
+
+
+def test_file_types():
+    assert kquants.file_type("q4_k_m") == gguf.LlamaFileType.MOSTLY_Q4_K_M
+    assert kquants.file_type("q5_k_m") == gguf.LlamaFileType.MOSTLY_Q5_K_M
+    assert kquants.file_type("q6_k") == gguf.LlamaFileType.MOSTLY_Q6_K
