@@ -145,7 +145,7 @@ def _make_qkx2_quants(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdel
             positive = this_min > 0
             this_min[positive] = 0
             this_scale = np.where(positive, sum_xl / sum_l2, this_scale)
-            error = _weighted_error(this_scale, this_min, trial, x, w)
+            error = _weighted_error(this_scale, this_min, trial, x, w, out=wl)
             better = (det > 0) & (error < best) & ~flat
             best = np.where(better, error, best)
             scale = np.where(better, this_scale, scale)
@@ -156,24 +156,27 @@ def _make_qkx2_quants(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdel
     return scale, -lo, levels
 
 
-def _levels(iscale: np.ndarray, x: np.ndarray, lo: np.ndarray, low: int, high: int,
+def _levels(iscale: np.ndarray, x: np.ndarray, lo: np.ndarray | None, low: int, high: int,
             out: np.ndarray | None = None) -> np.ndarray:
-    """clip(nearest_int(iscale * (x - lo)), low, high) in float32, into `out` when given."""
-    out = np.subtract(x, lo, out=out)
-    out *= iscale
+    """clip(nearest_int(iscale * (x - lo)), low, high) in float32 (lo None: no offset), into `out`."""
+    if lo is None:
+        out = np.multiply(x, iscale, out=out)
+    else:
+        out = np.subtract(x, lo, out=out)
+        out *= iscale
     np.rint(out, out=out)  # ggml's nearest_int: round half to even, as adding 1.5 * 2**23 does
     return np.clip(out, low, high, out=out)
 
 
 def _weighted_error(scale: np.ndarray, lo: np.ndarray, levels: np.ndarray, x: np.ndarray,
-                    w: np.ndarray) -> np.ndarray:
-    """Sum of w * (scale * level + min - x)**2 down each column, in C's order of operations."""
-    diff = scale * levels
+                    w: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Sum of w * (scale * level + min - x)**2 down each column, in C's order of operations;
+    `out` is scratch space."""
+    diff = np.multiply(scale, levels, out=out)
     diff += lo
     diff -= x
-    diff *= diff
-    diff *= w
-    return diff.sum(axis=0)
+    np.square(diff, out=diff)
+    return np.einsum("ij,ij->j", w, diff)
 
 
 def _make_qx_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
@@ -189,12 +192,11 @@ def _make_qx_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
     peak[empty] = 1
     w = x * x
     wx = w * x
-    zero = np.zeros_like(peak)
     trial = np.empty_like(x)
     wl = np.empty_like(x)
 
     def fit(iscale: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        _levels(iscale, x, zero, -nmax, nmax - 1, out=out)
+        _levels(iscale, x, None, -nmax, nmax - 1, out=out)
         np.multiply(w, out, out=wl)
         return np.einsum("ij,ij->j", wx, out), np.einsum("ij,ij->j", wl, out)
 
