@@ -193,3 +193,21 @@ def test_file_types():
     assert kquants.file_type("q4_k_m") == gguf.LlamaFileType.MOSTLY_Q4_K_M
     assert kquants.file_type("q5_k_m") == gguf.LlamaFileType.MOSTLY_Q5_K_M
     assert kquants.file_type("q6_k") == gguf.LlamaFileType.MOSTLY_Q6_K
+
+
+def test_k_quant_tensors_written_to_a_gguf_file_read_back(tmp_path):
+    """The writer's path: GGUFWriter.add_tensor(raw_dtype=...) then any GGUF reader."""
+    x = _heavy_tailed(8, 768)
+    path = tmp_path / "k.gguf"
+    writer = gguf.GGUFWriter(path, "llama")
+    for qtype in K_TYPES:
+        writer.add_tensor(f"t.{qtype.name}", kquants.quantize(x, qtype), raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    for tensor in gguf.GGUFReader(path).tensors:
+        qtype = T[tensor.name.removeprefix("t.")]
+        assert tensor.tensor_type == qtype and tuple(int(v) for v in tensor.shape) == (768, 8)
+        assert np.array_equal(gguf.quants.dequantize(tensor.data, qtype),
+                              gguf.quants.dequantize(kquants.quantize(x, qtype), qtype))

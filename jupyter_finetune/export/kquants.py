@@ -37,7 +37,8 @@ _DEFAULT_TYPES = {"q8_0": _T.Q8_0, "q4_k_m": _T.Q4_K, "q5_k_m": _T.Q5_K, "q6_k":
 _FALLBACKS = {_T.Q4_K: _T.Q5_0, _T.Q5_K: _T.Q5_1, _T.Q6_K: _T.Q8_0}
 """llama.cpp's tensor_type_fallback: a 32-block type when a row is not a whole number of 256-blocks."""
 _KEPT_AS_IS = ("_norm.weight", "ffn_gate_inp.weight", "position_embd", "token_types")
-"""Names tensor_allows_quantization never quantizes (1-D tensors aside), among those these families have."""
+"""Name parts llama.cpp's tensor_allows_quantization keeps unquantized, besides 1-D tensors and
+names not ending in "weight" (llama and qwen2 have only the norms; the rest come with other families)."""
 
 
 def file_type(quant: str) -> gguf.LlamaFileType:
@@ -86,6 +87,7 @@ def _more_bits_tensor(gguf_name: str, n_layers: int) -> bool:
     if found is None:
         return False
     i = int(found.group(1))
+    # C's % and Python's differ for negatives, but i - n_layers // 8 >= 0 whenever the last test runs
     return i < n_layers // 8 or i >= 7 * n_layers // 8 or (i - n_layers // 8) % 3 == 2
 
 
@@ -217,10 +219,6 @@ def _make_qx_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
     return scale, levels
 
 
-def _fp16(v: np.ndarray) -> np.ndarray:
-    return v.astype(np.float16)
-
-
 def _as_uint8(v: np.ndarray) -> np.ndarray:
     """C's conversion of an int to uint8_t (wraps), for the 6-bit scale codes."""
     return (v.astype(np.int32) & 0xFF).astype(np.uint8)
@@ -243,8 +241,8 @@ def _scales_mins_levels(blocks: np.ndarray, nmax: int, rmin: float, rdelta: floa
         inv_min = np.where(max_min > 0, f32(63) / max_min, f32(0))
     ls = np.minimum(_as_uint8(np.rint(inv_scale[:, None] * scales)), 63)
     lm = np.minimum(_as_uint8(np.rint(inv_min[:, None] * mins)), 63)
-    d = _fp16(max_scale / f32(63))
-    dmin = _fp16(max_min / f32(63))
+    d = (max_scale / f32(63)).astype(np.float16)
+    dmin = (max_min / f32(63)).astype(np.float16)
     sub_d = d.astype(f32)[:, None] * ls.astype(f32)
     sub_dm = dmin.astype(f32)[:, None] * lm.astype(f32)
     x = blocks.reshape(n_blocks, 8, 32)
@@ -296,7 +294,7 @@ def _encode_q6_k(blocks: np.ndarray) -> np.ndarray:
     empty = np.abs(max_scale) < _GROUP_MAX_EPS
     with np.errstate(divide="ignore"):
         iscale = np.where(empty, f32(0), f32(-128) / max_scale)
-        d = _fp16(np.where(empty, f32(0), f32(1) / iscale))
+        d = np.where(empty, f32(0), f32(1) / iscale).astype(np.float16)
     codes = np.minimum(np.rint(iscale[:, None] * scales), 127).astype(np.int8)
     sub_d = d.astype(f32)[:, None] * codes.astype(f32)
     x = blocks.reshape(n_blocks, 16, 16)
