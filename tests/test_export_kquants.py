@@ -2,14 +2,15 @@
 
 Error bounds (RMS of the dequantized error over RMS of the data), from what llama.cpp's own
 quantizer reaches on the same data (our blocks are byte-identical to it, see below): measured on
-normal data 0.071 (Q4_K), 0.036 (Q5_K), 0.018 (Q6_K); on heavy-tailed data with outliers 0.082,
-0.048, 0.030. The bounds leave ~20% headroom; a wrong bit in the scale packing moves a sub-block's
-scale by 2x or more and the error well past them.
+normal data 0.072 (Q4_K), 0.036 (Q5_K), 0.018 (Q6_K); on heavy-tailed data with outliers 0.057,
+0.038, 0.021. The bounds leave 40% or more headroom; a wrong bit in the scale packing moves a
+sub-block's scale by 2x or more and the error well past them.
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import tracemalloc
 from pathlib import Path
 
@@ -95,9 +96,12 @@ def test_a_large_tensor_is_encoded_in_small_chunks():
 
 
 def _llama_cpp_quantize():
-    """llama.cpp's own quantizer, ggml_quantize_chunk from the libggml-base llama-cpp-python ships."""
-    llama_cpp = pytest.importorskip("llama_cpp")
-    found = sorted((Path(llama_cpp.__file__).parent / "lib").glob("*ggml-base.*"))
+    """llama.cpp's own quantizer, ggml_quantize_chunk from the libggml-base llama-cpp-python ships
+    (found, not imported: only the C library is needed)."""
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or spec.origin is None:
+        pytest.skip("llama-cpp-python is not installed")
+    found = sorted((Path(spec.origin).parent / "lib").glob("*ggml-base.*"))
     assert found, "llama-cpp-python installed without its libggml-base"
     lib = ctypes.CDLL(str(found[0]))
     lib.ggml_quantize_init.argtypes = [ctypes.c_int]
