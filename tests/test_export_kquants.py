@@ -157,14 +157,59 @@ def test_real_weights_match_llama_cpps_own_quantizer(qtype, smollm2_ffn_down):
     _assert_as_llama_cpp_writes(smollm2_ffn_down, qtype, error_rows=len(smollm2_ffn_down))
 
 
-def _more_bits(i: int, n: int) -> bool:
-    """llama.cpp's use_more_bits, written out for the table below."""
-    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+def _f16_model_file(path: Path, layers: int, hidden: int, ffn: int, *, tied: bool) -> dict[str, np.ndarray]:
+    """The smallest llama GGUF llama-quantize accepts (hyperparameters and f16 weights; it loads no
+    vocabulary); returns its tensors as float32."""
+    rng = np.random.default_rng(layers)
+    shapes = {"token_embd.weight": (320, hidden), "output_norm.weight": (hidden,)}
+    if not tied:
+        shapes["output.weight"] = (320, hidden)
+    for i in range(layers):
+        shapes |= {f"blk.{i}.attn_norm.weight": (hidden,), f"blk.{i}.attn_q.weight": (hidden, hidden),
+                   f"blk.{i}.attn_k.weight": (hidden // 4, hidden), f"blk.{i}.attn_v.weight": (hidden // 4, hidden),
+                   f"blk.{i}.attn_output.weight": (hidden, hidden), f"blk.{i}.ffn_norm.weight": (hidden,),
+                   f"blk.{i}.ffn_gate.weight": (ffn, hidden), f"blk.{i}.ffn_up.weight": (ffn, hidden),
+                   f"blk.{i}.ffn_down.weight": (hidden, ffn)}
+    writer = gguf.GGUFWriter(path, "llama")
+    for add, value in ((writer.add_block_count, layers), (writer.add_context_length, 128),
+                       (writer.add_embedding_length, hidden), (writer.add_feed_forward_length, ffn),
+                       (writer.add_head_count, 4), (writer.add_head_count_kv, 1), (writer.add_layer_norm_rms_eps, 1e-6),
+                       (writer.add_file_type, gguf.LlamaFileType.MOSTLY_F16)):
+        add(value)
+    tensors = {}
+    for name, shape in shapes.items():
+        data = _heavy_tailed(1, int(np.prod(shape)), seed=int(rng.integers(1 << 30))).reshape(shape)
+        data = data.astype(np.float16 if len(shape) == 2 else np.float32)
+        writer.add_tensor(name, data)
+        tensors[name] = data.astype(np.float32)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return tensors
 
 
-def test_use_more_bits_layers_of_a_32_layer_model():
-    assert [i for i in range(32) if _more_bits(i, 32)] == [0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31]
-    assert [i for i in range(2) if _more_bits(i, 2)] == [1]
+@pytest.mark.parametrize("quant", ["q4_k_m", "q5_k_m", "q6_k"])
+@pytest.mark.parametrize("layers,hidden,ffn,tied", [(8, 256, 512, True), (8, 320, 512, False), (2, 80, 256, False)],
+                         ids=["tied", "rows-of-320", "rows-of-80"])
+def test_a_model_file_as_llama_quantize_writes_it(tmp_path, quant, layers, hidden, ffn, tied):
+    """llama.cpp's own llama-quantize (llama_model_quantize) on an f16 file: every tensor of its
+    output has the type tensor_type picks and the bytes quantize writes. Rows of 320 fall back to
+    Q5_0 / Q5_1 / Q8_0 (gguf-py's encoders), rows of 80 to F16."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    tensors = _f16_model_file(tmp_path / "f16.gguf", layers, hidden, ffn, tied=tied)
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = kquants.file_type(quant)
+    params.nthread = 1
+    assert llama_cpp.llama_model_quantize(str(tmp_path / "f16.gguf").encode(), str(tmp_path / "q.gguf").encode(),
+                                          ctypes.byref(params)) == 0
+    theirs = {t.name: t for t in gguf.GGUFReader(tmp_path / "q.gguf").tensors}
+    assert theirs.keys() == tensors.keys()
+    for name, data in tensors.items():
+        qtype = kquants.tensor_type(name, data.shape, quant, layers, tied_embeddings=tied)
+        assert (name, theirs[name].tensor_type) == (name, qtype)
+        if qtype not in (T.F32, T.F16):
+            assert np.array_equal(kquants.quantize(data, qtype).reshape(-1), theirs[name].data.view(np.uint8).reshape(-1)), name
 
 
 def _types(quant: str, n_layers: int, hidden: int, ffn: int, vocab: int, *, tied: bool) -> dict[str, str]:
