@@ -157,19 +157,24 @@ def test_real_weights_match_llama_cpps_own_quantizer(qtype, smollm2_ffn_down):
     _assert_as_llama_cpp_writes(smollm2_ffn_down, qtype, error_rows=len(smollm2_ffn_down))
 
 
-def _f16_model_file(path: Path, layers: int, hidden: int, ffn: int, *, tied: bool) -> dict[str, np.ndarray]:
-    """The smallest llama GGUF llama-quantize accepts (hyperparameters and f16 weights; it loads no
-    vocabulary); returns its tensors as float32."""
-    rng = np.random.default_rng(layers)
-    shapes = {"token_embd.weight": (320, hidden), "output_norm.weight": (hidden,)}
+def _llama_shapes(layers: int, hidden: int, ffn: int, vocab: int, *, tied: bool) -> dict[str, tuple[int, ...]]:
+    """GGUF name -> numpy shape of a llama model's tensors (k and v with a quarter of the heads)."""
+    shapes = {"token_embd.weight": (vocab, hidden), "output_norm.weight": (hidden,)}
     if not tied:
-        shapes["output.weight"] = (320, hidden)
+        shapes["output.weight"] = (vocab, hidden)
     for i in range(layers):
         shapes |= {f"blk.{i}.attn_norm.weight": (hidden,), f"blk.{i}.attn_q.weight": (hidden, hidden),
                    f"blk.{i}.attn_k.weight": (hidden // 4, hidden), f"blk.{i}.attn_v.weight": (hidden // 4, hidden),
                    f"blk.{i}.attn_output.weight": (hidden, hidden), f"blk.{i}.ffn_norm.weight": (hidden,),
                    f"blk.{i}.ffn_gate.weight": (ffn, hidden), f"blk.{i}.ffn_up.weight": (ffn, hidden),
                    f"blk.{i}.ffn_down.weight": (hidden, ffn)}
+    return shapes
+
+
+def _f16_model_file(path: Path, layers: int, hidden: int, ffn: int, *, tied: bool) -> dict[str, np.ndarray]:
+    """The smallest llama GGUF llama-quantize accepts (hyperparameters and f16 weights; it loads no
+    vocabulary); returns its tensors as float32."""
+    rng = np.random.default_rng(layers)
     writer = gguf.GGUFWriter(path, "llama")
     for add, value in ((writer.add_block_count, layers), (writer.add_context_length, 128),
                        (writer.add_embedding_length, hidden), (writer.add_feed_forward_length, ffn),
@@ -177,7 +182,7 @@ def _f16_model_file(path: Path, layers: int, hidden: int, ffn: int, *, tied: boo
                        (writer.add_file_type, gguf.LlamaFileType.MOSTLY_F16)):
         add(value)
     tensors = {}
-    for name, shape in shapes.items():
+    for name, shape in _llama_shapes(layers, hidden, ffn, 320, tied=tied).items():
         data = _heavy_tailed(1, int(np.prod(shape)), seed=int(rng.integers(1 << 30))).reshape(shape)
         data = data.astype(np.float16 if len(shape) == 2 else np.float32)
         writer.add_tensor(name, data)
@@ -209,19 +214,12 @@ def test_a_model_file_as_llama_quantize_writes_it(tmp_path, quant, layers, hidde
         qtype = kquants.tensor_type(name, data.shape, quant, layers, tied_embeddings=tied)
         assert (name, theirs[name].tensor_type) == (name, qtype)
         if qtype not in (T.F32, T.F16):
-            assert np.array_equal(kquants.quantize(data, qtype).reshape(-1), theirs[name].data.view(np.uint8).reshape(-1)), name
+            written = theirs[name].data.view(np.uint8).reshape(-1)
+            assert np.array_equal(kquants.quantize(data, qtype).reshape(-1), written), name
 
 
 def _types(quant: str, n_layers: int, hidden: int, ffn: int, vocab: int, *, tied: bool) -> dict[str, str]:
-    shapes = {"token_embd.weight": (vocab, hidden), "output_norm.weight": (hidden,)}
-    if not tied:
-        shapes["output.weight"] = (vocab, hidden)
-    for i in range(n_layers):
-        shapes |= {f"blk.{i}.attn_norm.weight": (hidden,), f"blk.{i}.attn_q.weight": (hidden, hidden),
-                   f"blk.{i}.attn_q.bias": (hidden,), f"blk.{i}.attn_k.weight": (hidden // 4, hidden),
-                   f"blk.{i}.attn_v.weight": (hidden // 4, hidden), f"blk.{i}.attn_output.weight": (hidden, hidden),
-                   f"blk.{i}.ffn_gate.weight": (ffn, hidden), f"blk.{i}.ffn_up.weight": (ffn, hidden),
-                   f"blk.{i}.ffn_down.weight": (hidden, ffn), f"blk.{i}.ffn_norm.weight": (hidden,)}
+    shapes = _llama_shapes(n_layers, hidden, ffn, vocab, tied=tied)
     return {name: kquants.tensor_type(name, shape, quant, n_layers, tied_embeddings=tied).name
             for name, shape in shapes.items()}
 
@@ -234,7 +232,7 @@ def test_k_mix_of_a_32_layer_model(quant, base):
     expected = {"token_embd.weight": base, "output.weight": "Q6_K", "output_norm.weight": "F32"}
     for i in range(32):
         picked = more if i in (0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31) else base
-        expected |= {f"blk.{i}.attn_norm.weight": "F32", f"blk.{i}.attn_q.weight": base, f"blk.{i}.attn_q.bias": "F32",
+        expected |= {f"blk.{i}.attn_norm.weight": "F32", f"blk.{i}.attn_q.weight": base,
                      f"blk.{i}.attn_k.weight": base, f"blk.{i}.attn_v.weight": picked,
                      f"blk.{i}.attn_output.weight": base, f"blk.{i}.ffn_gate.weight": base,
                      f"blk.{i}.ffn_up.weight": base, f"blk.{i}.ffn_down.weight": picked,
@@ -261,6 +259,7 @@ def test_f16_and_q8_0_keep_their_rules():
     assert kquants.tensor_type("output.weight", (96, 64), "q8_0", 2) == T.Q8_0
     assert kquants.tensor_type("blk.0.ffn_down.weight", (64, 48), "q8_0", 2) == T.F16
     assert kquants.tensor_type("output_norm.weight", (64,), "q8_0", 2) == T.F32
+    assert kquants.tensor_type("blk.0.attn_q.bias", (64,), "q4_k_m", 2) == T.F32
 
 
 def test_file_types():
