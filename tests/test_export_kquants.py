@@ -254,6 +254,12 @@ def test_k_mix_of_a_tiny_model_falls_back_where_rows_are_short():
     assert kquants.tensor_type("output.weight", (96, 48), "q6_k", 2) == T.F16
 
 
+def test_a_fused_qkv_counts_as_attn_v():
+    """Phi-3's attn_qkv takes llama.cpp's attn_v branch (category_is_attn_v), not its own."""
+    assert [kquants.tensor_type(f"blk.{i}.attn_qkv.weight", (768, 256), "q4_k_m", 2) for i in (0, 1)] == [T.Q4_K, T.Q6_K]
+    assert kquants.tensor_type("blk.1.attn_qkv.weight", (768, 256), "q5_k_m", 2) == T.Q6_K
+
+
 def test_f16_and_q8_0_keep_their_rules():
     assert kquants.tensor_type("blk.0.attn_v.weight", (64, 64), "f16", 2) == T.F16
     assert kquants.tensor_type("output.weight", (96, 64), "q8_0", 2) == T.Q8_0
