@@ -94,12 +94,13 @@ def _more_bits_tensor(gguf_name: str, n_layers: int) -> bool:
 def quantize(data: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
     """`data` (rows, n) as the uint8 array gguf-py's quantize returns: (rows, n / block * type size).
 
-    Q4_K, Q5_K and Q6_K are encoded here (n a multiple of 256); other types go to gguf.quants.quantize.
+    Q4_K, Q5_K and Q6_K are encoded here (n a multiple of 256), converting to float32 a chunk at a
+    time, so an f16 array or a memory map is never copied whole; other types go to gguf.quants.quantize.
     """
     encode = _ENCODERS.get(qtype)
     if encode is None:
         return gguf.quants.quantize(data, qtype)
-    values = np.asarray(data, dtype=np.float32)
+    values = np.asarray(data)
     n = values.shape[-1]
     if n % QK_K:
         raise ValueError(f"{qtype.name} needs rows that are a multiple of {QK_K} values, not {n}")
@@ -108,7 +109,7 @@ def quantize(data: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
     out = np.empty((rows.shape[0], n // QK_K * type_size), dtype=np.uint8)
     step = max(1, _CHUNK_VALUES // n)
     for start in range(0, rows.shape[0], step):
-        blocks = np.ascontiguousarray(rows[start:start + step]).reshape(-1, QK_K)
+        blocks = np.ascontiguousarray(rows[start:start + step], dtype=np.float32).reshape(-1, QK_K)
         out[start:start + step] = encode(blocks).reshape(-1, out.shape[1])
     return out.reshape(*values.shape[:-1], out.shape[1])
 
