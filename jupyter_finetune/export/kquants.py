@@ -20,7 +20,7 @@ import numpy as np
 
 QK_K = 256
 """Values per K-quant super-block."""
-_CHUNK_VALUES = 1 << 17
+_CHUNK_VALUES = 1 << 18
 """Values encoded per pass: big enough to amortise numpy's per-call cost, small enough for the cache."""
 _GROUP_MAX_EPS = np.float32(1e-15)
 
