@@ -4,8 +4,10 @@ gguf-py can read K-quant blocks but not write them, and compiling llama.cpp on t
 is what the export exists to avoid. So this ports llama.cpp's reference quantizers
 (ggml/src/ggml-quants.c: quantize_row_q4_K_ref, quantize_row_q5_K_ref, quantize_row_q6_K_ref with
 make_qkx2_quants and make_qx_quants) step for step in float32, vectorised over every block of a
-chunk of rows; only the scale search steps are a Python loop. Rows are encoded a chunk at a time so
-the temporaries stay a few MB whatever the tensor's size.
+chunk of rows; only the scale search steps are a Python loop. Same operations in the same order
+give the same bytes: the blocks are byte-identical to llama.cpp's ggml_quantize_chunk (see
+tests/test_export_kquants.py). Rows are encoded a chunk at a time so the temporaries stay a few MB
+whatever the tensor's size.
 
 The type rules port llama_tensor_get_type (src/llama-quant.cpp) for the mixes this package offers,
 so a q4_k_m file here holds the same tensor types as one llama-quantize writes.
