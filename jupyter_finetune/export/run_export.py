@@ -15,7 +15,7 @@ from .card import model_card
 from .gguf_vocab import gguf_vocab, source_pre_tokenizer
 from .gguf_families import family_of
 from .gguf_writer import write_gguf
-from .merge import merged_dtype, merged_model, save_merged
+from .merge import merged_dtype, merged_weights, save_merged
 from .ollama import Modelfile, create_command, shared_system_prompt, stop_sequences
 from .ollama_template import chat_layout
 from .result import KINDS, QUANTS, ExportError, ExportResult
@@ -76,7 +76,7 @@ def _adapter(source: RunSource, folder: Path, quant: str, target: Path) -> tuple
 def _merged(source: RunSource, folder: Path, quant: str, target: Path) -> tuple[tuple[str, ...], None]:
     dtype, note = merged_dtype(source)
     notes = (note,) if note else ()
-    save_merged(merged_model(source), source.tokenizer(), folder, dtype)
+    save_merged(merged_weights(source), source.tokenizer(), folder, dtype)
     (folder / "README.md").write_text(model_card(source, "merged", notes), encoding="utf-8")
     return notes, None
 
@@ -101,7 +101,7 @@ def _ollama(source: RunSource, folder: Path, quant: str, target: Path) -> tuple[
 def _write_gguf(source: RunSource, tokenizer: Any, path: Path, quant: str) -> None:
     """The vocabulary is read (and may be refused) before the weights load."""
     vocab = gguf_vocab(tokenizer, source.base_config.vocab_size, source_pre_tokenizer(source.source_gguf()))
-    write_gguf(merged_model(source), vocab, path, quant=quant, name=source.run.name)
+    write_gguf(merged_weights(source), vocab, path, quant=quant, name=source.run.name)
 
 
 def _quantized_note(source: RunSource) -> tuple[str, ...]:
