@@ -104,22 +104,18 @@ def _nbytes(shape: tuple[int, ...], qtype: Any) -> int:
 def _values(weights: MergedWeights, tensor: Any, family: GgufFamily) -> Iterator[Any]:
     """The merged tensor as llama.cpp reads it, in float32 numpy blocks of rows.
 
-    A family's transform may mix rows within a tensor (llama's q/k permutation), so it sees the
-    whole tensor, unless the tensor is larger than one block: then each block goes through it, and
-    a transform that changes a block (not row by row safe) gets the whole tensor after all.
+    A family's transform may mix rows within a tensor (llama's q/k permutation) and then needs the
+    whole tensor. It is asked first with zeros of the tensor's shape (pages nobody writes take no
+    memory): a transform that hands them back unchanged changes nothing, so the blocks go through
+    it one by one; any other gets the whole merged tensor.
     """
+    import numpy as np
     import torch
 
     config = weights.config
-    blocks = weights.blocks(tensor)
-    first = next(blocks).numpy()
-    if first.shape[0] == tensor.rows:
-        yield family.transform(tensor.name, first, config)
-        return
-    if family.transform(tensor.name, first, config) is not first:
-        whole = torch.cat([torch.from_numpy(first), *blocks]).numpy()
-        yield family.transform(tensor.name, whole, config)
-        return
-    yield first
-    for block in blocks:
-        yield family.transform(tensor.name, block.numpy(), config)
+    probe = np.zeros(tensor.shape, dtype=np.float32)
+    if family.transform(tensor.name, probe, config) is probe:
+        for block in weights.blocks(tensor):
+            yield family.transform(tensor.name, block.numpy(), config)
+    else:
+        yield family.transform(tensor.name, torch.cat(list(weights.blocks(tensor))).numpy(), config)
