@@ -5,8 +5,8 @@ Builds a random-initialised Llama 3.2 3B-shaped model (hidden 3072, 28 layers, i
 ships them (at most 5 GB each, with an index), tensor by tensor so that building it needs little
 RAM; it is cached under ~/.cache/jupyter-finetune/bench-3b-<key> for reruns. A rank-16 LoRA
 adapter on every linear layer (random B, so the merge is not a no-op) sits in a finished run.
-Each export runs in a fresh process; its peak RSS comes from wait4 (the kernel's own count,
-mapped file pages included). The export is deleted after measuring. ``old`` is the merge before
+Each export runs in a fresh process; its peak RSS is the kernel's VmHWM for that process (mapped
+file pages included). The export is deleted after measuring. ``old`` is the merge before
 streaming (transformers fp32 model + PeftModel.merge_and_unload), stopped at --cap GB.
 Target: every streamed export at most 2 GB.
 
@@ -49,6 +49,7 @@ from jupyter_finetune.export import export_run
 from jupyter_finetune.runs import Run
 kind, quant, out = sys.argv[1], sys.argv[2] or None, Path(sys.argv[3])
 export_run(Run(Path(sys.argv[4])), kind, quant=quant, out=out)
+print(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0])
 """
 OLD = """
 import sys
@@ -59,6 +60,7 @@ from transformers import AutoModelForCausalLM
 base = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32)
 merged = PeftModel.from_pretrained(base, sys.argv[2]).merge_and_unload(safe_merge=True)
 merged.to(torch.bfloat16).save_pretrained(sys.argv[3])
+print(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0])
 """
 
 
@@ -144,29 +146,30 @@ def build_run(root: Path, base: Path):
 
 
 def measured(args: list[str], cap_bytes: int, log: Path) -> dict:
-    """Run a child process; its peak RSS (wait4: the kernel's count for that one process) and wall time, or
-    'over N GB' when its RSS passed the cap and it was stopped there."""
+    """Run a child process; its peak RSS (VmHWM, which the child prints last: it starts afresh at exec, where
+    wait4's ru_maxrss keeps this parent's RSS) and wall time, or 'over N GB' when its RSS passed the cap and it
+    was stopped there."""
     import psutil
 
     start = time.perf_counter()
-    with open(log, "w") as errors:
-        child = subprocess.Popen(args, stdout=errors, stderr=errors, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    printed = log.with_suffix(".out")
+    with open(printed, "w") as output, open(log, "w") as errors:
+        child = subprocess.Popen(args, stdout=output, stderr=errors, env={**os.environ, "PYTHONPATH": str(ROOT)})
     watcher, stopped = psutil.Process(child.pid), False
-    while True:
-        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-        if pid:
-            break
-        if not stopped and watcher.memory_info().rss > cap_bytes:
-            child.kill()
-            stopped = True
+    while child.poll() is None:
+        try:
+            if watcher.memory_info().rss > cap_bytes:
+                child.kill()
+                stopped = True
+        except psutil.NoSuchProcess:
+            pass
         time.sleep(0.2)
-    child.returncode = os.waitstatus_to_exitcode(status)
     seconds = round(time.perf_counter() - start, 1)
     if stopped:
         return {"peak_rss_gb": f"over {cap_bytes / 1e9:.0f} (stopped there)", "seconds": f"over {seconds}"}
     if child.returncode != 0:
         raise RuntimeError(f"{args[3:5]} failed:\n{log.read_text()[-3000:]}")
-    return {"peak_rss_gb": round(usage.ru_maxrss * 1024 / 1e9, 2), "seconds": seconds}
+    return {"peak_rss_gb": round(int(printed.read_text().split()[-1]) * 1024 / 1e9, 2), "seconds": seconds}
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 from . import kquants
 from .gguf_families import GgufFamily, family_of
 from .gguf_vocab import GgufVocab
+from .checkpoint import StoredTensor
 from .merge import MergedWeights
 from .result import QUANTS, ExportError
 
@@ -29,7 +30,7 @@ class _Planned:
     shape: tuple[int, ...]
     qtype: Any
     nbytes: int
-    hf_name: str | None
+    source: StoredTensor | None
     """The checkpoint tensor it is made from; None for an extra tensor the family computes (held in ``data``)."""
     data: Any = None
 
@@ -57,10 +58,9 @@ def write_gguf(weights: MergedWeights, vocab: GgufVocab, path: Path, *, quant: s
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
-    stored = {t.name: t for t in weights.tensors()}
-    (out,) = writer.fout
+    (out,) = writer.fout  # gguf's write_tensor_data takes whole tensors: blocks go to its file, aligned as it aligns
     for tensor in plan:
-        blocks = _values(weights, stored[tensor.hf_name], family) if tensor.hf_name else iter([tensor.data])
+        blocks = _values(weights, tensor.source, family) if tensor.source else iter([tensor.data])
         writer.write_padding(out, out.tell())
         written = 0
         for block in blocks:
@@ -84,7 +84,7 @@ def _plan(weights: MergedWeights, family: GgufFamily, quant: str) -> Iterator[_P
         gguf_name = family.gguf_name(tensor.name, config)
         if gguf_name is not None:
             qtype = kquants.tensor_type(gguf_name, tensor.shape, quant, layers)
-            yield _Planned(gguf_name, tensor.shape, qtype, _nbytes(tensor.shape, qtype), tensor.name)
+            yield _Planned(gguf_name, tensor.shape, qtype, _nbytes(tensor.shape, qtype), tensor)
     for gguf_name, data in family.extra_tensors(config):
         data = np.asarray(data, dtype=np.float32)
         qtype = kquants.tensor_type(gguf_name, data.shape, quant, layers)
@@ -101,7 +101,7 @@ def _nbytes(shape: tuple[int, ...], qtype: Any) -> int:
     return values // block * block_bytes
 
 
-def _values(weights: MergedWeights, tensor: Any, family: GgufFamily) -> Iterator[Any]:
+def _values(weights: MergedWeights, tensor: StoredTensor, family: GgufFamily) -> Iterator[Any]:
     """The merged tensor as llama.cpp reads it, in float32 numpy blocks of rows.
 
     A family's transform may mix rows within a tensor (llama's q/k permutation) and then needs the

@@ -51,11 +51,12 @@ class LoraUpdate:
         _, fan_in = self.a.shape
         return (fan_in, out) if self.fan_in_fan_out else (out, fan_in)
 
-    def rows(self, first: int, stop: int) -> Any:
-        """Rows ``first:stop`` of the update, in fp32."""
+    def add_to(self, block: Any, first: int, stop: int) -> None:
+        """Add rows ``first:stop`` of the update into ``block`` (fp32), in place: no temporary the block's size."""
         if self.fan_in_fan_out:
-            return (self.a[:, first:stop].T @ self.b.T) * self.scale
-        return (self.b[first:stop] @ self.a) * self.scale
+            block.addmm_(self.a[:, first:stop].T, self.b.T, alpha=self.scale)
+        else:
+            block.addmm_(self.b[first:stop], self.a, alpha=self.scale)
 
 
 @dataclass(frozen=True)

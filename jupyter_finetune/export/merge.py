@@ -79,7 +79,7 @@ class MergedWeights:
                 continue
             block = block.float()
             if update is not None:
-                block += update.rows(first, stop)
+                update.add_to(block, first, stop)
             yield block
 
 
