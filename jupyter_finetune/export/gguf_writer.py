@@ -80,14 +80,15 @@ def _plan(weights: MergedWeights, family: GgufFamily, quant: str) -> Iterator[_P
 
     config = weights.config
     layers = config.num_hidden_layers
+    tied = bool(getattr(config, "tie_word_embeddings", False))  # token_embd is then llama.cpp's output too
     for tensor in weights.tensors():
         gguf_name = family.gguf_name(tensor.name, config)
         if gguf_name is not None:
-            qtype = kquants.tensor_type(gguf_name, tensor.shape, quant, layers)
+            qtype = kquants.tensor_type(gguf_name, tensor.shape, quant, layers, tied_embeddings=tied)
             yield _Planned(gguf_name, tensor.shape, qtype, _nbytes(tensor.shape, qtype), tensor)
     for gguf_name, data in family.extra_tensors(config):
         data = np.asarray(data, dtype=np.float32)
-        qtype = kquants.tensor_type(gguf_name, data.shape, quant, layers)
+        qtype = kquants.tensor_type(gguf_name, data.shape, quant, layers, tied_embeddings=tied)
         yield _Planned(gguf_name, data.shape, qtype, _nbytes(data.shape, qtype), None, data)
 
 
