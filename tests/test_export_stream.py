@@ -87,6 +87,32 @@ def test_gguf_written_in_blocks_of_rows_holds_the_values_of_the_gguf_of_whole_te
                                    rtol=2e-3, atol=1e-6, err_msg=got.name)
 
 
+def test_q4_k_m_gguf_has_llama_quantizes_tensor_types_and_the_f16_files_values_within_q4_k_error(
+        tmp_path, tiny_tokenizer, small_blocks):
+    """Rows of 256 values, so the K-quants apply (the tiny model's 64 fall back to 32-blocks), written in blocks."""
+    import numpy as np
+    from gguf import GGUFReader, GGMLQuantizationType, LlamaFileType
+    from gguf.quants import dequantize
+
+    from jupyter_finetune.export import kquants
+
+    base = tiny_model(tmp_path / "base", tiny_tokenizer, hidden_size=256, intermediate_size=512)
+    run = finished_run(tmp_path / "ft_runs", "wide", str(base))
+    lora_adapter(base, run.adapter_dir, tiny_tokenizer)
+    f16 = {t.name: np.asarray(t.data, np.float32) for t in GGUFReader(export_run(run, "gguf").path).tensors}
+    q4 = GGUFReader(export_run(run, "gguf", quant="q4_k_m").path)
+    assert q4.fields["general.file_type"].contents() == LlamaFileType.MOSTLY_Q4_K_M
+    types = set()
+    for t in q4.tensors:
+        shape = tuple(int(n) for n in reversed(t.shape))
+        assert t.tensor_type == kquants.tensor_type(t.name, shape, "q4_k_m", 2, tied_embeddings=True), t.name
+        types.add(t.tensor_type)
+        want = f16[t.name].reshape(shape)
+        got = dequantize(np.asarray(t.data), t.tensor_type).reshape(shape)
+        assert np.abs(got - want).max() <= 0.1 * np.abs(want).max(), t.name
+    assert {GGMLQuantizationType.Q4_K, GGMLQuantizationType.Q6_K} <= types
+
+
 @pytest.fixture(scope="module")
 def gpt2_base(tmp_path_factory, tiny_tokenizer):
     """GPT-2 stores its projections as Conv1D, (in, out): the layout LoRA's fan_in_fan_out is for."""

@@ -94,8 +94,8 @@ class LoraAdapter:
         updates = {}
         for weight, ab in parts.items():
             if set(ab) != {"A", "B"}:
-                raise ExportError(f"the adapter in {folder} has lora_{''.join(ab)} but not both A and B for {weight!r}: "
-                                  "it is damaged; train the run again")
+                raise ExportError(f"the adapter in {folder} has lora_{''.join(ab)} but not both A and B for "
+                                  f"{weight!r}: it is damaged; train the run again")
             rank = ab["A"].shape[0]
             scale = config["lora_alpha"] / (math.sqrt(rank) if config.get("use_rslora") else rank)
             updates[weight] = LoraUpdate(ab["A"], ab["B"], scale, bool(config.get("fan_in_fan_out")))
