@@ -181,11 +181,12 @@ def chat(run: str, message: str, *, system: str | None = None, runs_dir: str | P
     return chat_session(run, runs_dir=runs_dir, max_new_tokens=max_new_tokens).ask(message, system)
 
 
-def export(run: str, to: str = "adapter", *, quant: str = "f16", out: str | Path | None = None,
+def export(run: str, to: str = "adapter", *, quant: str | None = None, out: str | Path | None = None,
            overwrite: bool = False, runs_dir: str | Path | None = None) -> Any:
     """Write a trained run as its adapter (with a model card), merged safetensors, a GGUF file or an Ollama folder.
 
-    ``to`` is adapter, merged, gguf or ollama; ``quant`` (f16 or q8_0) applies to gguf and ollama.
+    ``to`` is adapter, merged, gguf or ollama; ``quant`` (f16, q8_0, q4_k_m, q5_k_m or q6_k; default f16 for
+    gguf, q4_k_m for ollama) applies to gguf and ollama.
     Exports go into the run's own export folder unless ``out`` is given, and are recorded with the
     run. Returns an ExportResult (files, notes, and for ollama the ``ollama create`` command).
     Raises ExportExists for an existing target unless ``overwrite``, and ExportError (a ValueError)

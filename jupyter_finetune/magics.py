@@ -292,7 +292,8 @@ class FinetuneMagics(Magics):
     @argument("run", help="A trained run (it needs its adapter).")
     @argument("--to", default="adapter", choices=api.EXPORT_KINDS,
               help="adapter (with a model card), merged safetensors, a GGUF file, or a folder for ollama create.")
-    @argument("--quant", default="f16", choices=api.GGUF_QUANTS, help="GGUF weights, for gguf and ollama (default f16).")
+    @argument("--quant", choices=api.GGUF_QUANTS,
+              help="GGUF weights, for gguf and ollama (default f16 for gguf, q4_k_m for ollama).")
     @argument("--out", metavar="DIR", help="Where to write (default: ft_runs/RUN/export/KIND).")
     @argument("--overwrite", action="store_true", help="Replace an earlier export in the same place.")
     @argument("--runs-dir", help="Run store root for this call.")

@@ -48,8 +48,10 @@ def tiny_model(folder: Path, tokenizer: Any, family: str = "llama", seed: int = 
     return folder
 
 
-def lora_adapter(model_dir: Path, folder: Path, tokenizer: Any, seed: int = 1, scale: float = 0.1) -> Any:
-    """A LoRA adapter on every linear layer with random B (as if trained), saved as the trainer saves one.
+def lora_adapter(model_dir: Path, folder: Path, tokenizer: Any, seed: int = 1, scale: float = 0.1,
+                 **lora_options: Any) -> Any:
+    """A LoRA adapter on every linear layer with random B (as if trained), saved as the trainer saves one;
+    ``lora_options`` change its LoraConfig (targets, rsLoRA, DoRA, ...).
 
     Returns the in-memory base + adapter model (fp32) as the reference to compare exports with.
     """
@@ -58,12 +60,12 @@ def lora_adapter(model_dir: Path, folder: Path, tokenizer: Any, seed: int = 1, s
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS, lora_dropout=0.0,
-                                            task_type="CAUSAL_LM"))
+    options = dict(r=8, lora_alpha=16, target_modules=TARGETS, lora_dropout=0.0, task_type="CAUSAL_LM")
+    model = get_peft_model(base, LoraConfig(**{**options, **lora_options}))
     torch.manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if "lora_B" in name:
+            if "lora_B" in name or "lora_embedding_B" in name:
                 param.copy_(torch.randn_like(param) * scale)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

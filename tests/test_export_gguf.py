@@ -28,6 +28,7 @@ from export_fixtures import logits, max_diff, sentencepiece_tokenizer, ticket, t
 from jupyter_finetune.export import ExportError, export_run
 from jupyter_finetune.export import gguf_families, gguf_writer
 from jupyter_finetune.export.gguf_vocab import CONTROL, gguf_vocab, pre_tokenizer_name, source_pre_tokenizer
+from jupyter_finetune.export.merge import MergedWeights
 
 FAMILIES = ["llama", "qwen2", "mistral"]
 Q8_0_TOLERANCE = 0.10
@@ -154,16 +155,17 @@ def test_sentencepiece_vocabulary_is_written_as_llama_with_byte_tokens_and_merge
 
 def test_llama3_rope_scaling_is_written_as_rope_freqs_matching_transformers(tmp_path, tiny_tokenizer):
     from gguf import GGUFReader
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
     rope = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
             "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
-    model = AutoModelForCausalLM.from_pretrained(tiny_model(tmp_path / "m", tiny_tokenizer, rope_parameters=rope))
-    gguf_writer.write_gguf(model, gguf_vocab(tiny_tokenizer, len(tiny_tokenizer)), tmp_path / "m.gguf", quant="f16",
-                           name="llama3")
+    folder = tiny_model(tmp_path / "m", tiny_tokenizer, rope_parameters=rope)
+    config = AutoConfig.from_pretrained(folder)
+    gguf_writer.write_gguf(MergedWeights.of(folder, config, None), gguf_vocab(tiny_tokenizer, len(tiny_tokenizer)),
+                           tmp_path / "m.gguf", quant="f16", name="llama3")
     (freqs,) = [t for t in GGUFReader(tmp_path / "m.gguf").tensors if t.name == "rope_freqs.weight"]
-    scaled, _ = ROPE_INIT_FUNCTIONS["llama3"](model.config, "cpu")
+    scaled, _ = ROPE_INIT_FUNCTIONS["llama3"](config, "cpu")
     default = 1.0 / (500000.0 ** (torch.arange(0, 16, 2, dtype=torch.float64) / 16))
     np.testing.assert_allclose(np.asarray(freqs.data), (default / scaled.double()).numpy(), rtol=1e-5)
     assert len(set(np.round(np.asarray(freqs.data), 4))) > 2  # all three wavelength bands are exercised
@@ -174,7 +176,7 @@ def test_unsupported_architecture_is_refused_before_weights_load_naming_the_supp
 
     run, _ = runs["llama"]
     monkeypatch.setattr("jupyter_finetune.export.source.RunSource.base_config", GPT2Config())
-    monkeypatch.setattr("jupyter_finetune.export.run_export.merged_model", lambda source: pytest.fail("weights loaded"))
+    monkeypatch.setattr("jupyter_finetune.export.run_export.merged_weights", lambda source: pytest.fail("weights loaded"))
     with pytest.raises(ExportError, match=r"supports the llama \(LlamaForCausalLM\), mistral \(MistralForCausalLM\) "
                                           r"and qwen2 \(Qwen2ForCausalLM\) families; this model is 'gpt2'"):
         export_run(run, "gguf", overwrite=True)

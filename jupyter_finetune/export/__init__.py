@@ -16,7 +16,7 @@ __all__ = ["KINDS", "QUANTS", "ExportError", "ExportExists", "ExportResult", "Ex
            "export_run"]
 
 
-def export_named(run: str, to: str = "adapter", *, quant: str = "f16", out: str | Path | None = None,
+def export_named(run: str, to: str = "adapter", *, quant: str | None = None, out: str | Path | None = None,
                  overwrite: bool = False, runs_dir: str | Path | None = None) -> ExportResult:
     """The run of that name in the run store (``runs_dir``, default ./ft_runs), exported as ``to``."""
     from ..runs import RunStore

@@ -1,66 +1,122 @@
 """A merged model as one GGUF file for llama.cpp-family runtimes (llama.cpp, Ollama, LM Studio).
 
 Follows llama.cpp's convert_hf_to_gguf.py: the family (gguf_families.py) names each tensor and
-writes its hyperparameters; here, norms and biases are kept in f32 and 2-D weights written in f16
-or Q8_0 (f16 where a row is not a whole number of 32-value blocks, as llama.cpp does).
+writes its hyperparameters; kquants.py picks each tensor's type the way llama-quantize does and
+encodes it. Written in two passes over the merged tensor stream, never holding the model: the
+tensor infos come from the checkpoint's headers (names, shapes, types and so byte sizes are known
+before any value is), then each tensor is merged, transformed, quantized and written a block of
+rows at a time.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from .gguf_families import family_of
+from . import kquants
+from .gguf_families import GgufFamily, family_of
 from .gguf_vocab import GgufVocab
+from .checkpoint import StoredTensor
+from .merge import MergedWeights
 from .result import QUANTS, ExportError
 
-_Q8_BLOCK = 32
+
+@dataclass(frozen=True)
+class _Planned:
+    """One tensor of the file: its GGUF name, type and size, and where its values come from."""
+
+    name: str
+    shape: tuple[int, ...]
+    qtype: Any
+    nbytes: int
+    source: StoredTensor | None
+    """The checkpoint tensor it is made from; None for an extra tensor the family computes (held in ``data``)."""
+    data: Any = None
 
 
-def write_gguf(model: Any, vocab: GgufVocab, path: Path, *, quant: str, name: str) -> None:
-    """Write ``model`` (merged, any float dtype) and its vocabulary to ``path``."""
+def write_gguf(weights: MergedWeights, vocab: GgufVocab, path: Path, *, quant: str, name: str) -> None:
+    """Write the merged ``weights`` and the vocabulary to ``path``."""
     import gguf
+    import numpy as np
 
     if quant not in QUANTS:
         raise ExportError(f"--quant {quant!r}: use one of {', '.join(QUANTS)}")
-    config = model.config
+    config = weights.config
     family = family_of(config)
+    plan = list(_plan(weights, family, quant))
     writer = gguf.GGUFWriter(path, family.arch)
     writer.add_type("model")
     writer.add_name(name)
     family.write_hyperparameters(writer, config)
-    _write_file_type(writer, quant)
+    writer.add_file_type(kquants.file_type(quant))
+    if quant != "f16":
+        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     vocab.write(writer)
-    for hf_name, tensor in model.state_dict().items():
-        gguf_name = family.gguf_name(hf_name, config)
-        if gguf_name is not None:
-            _add_tensor(writer, gguf_name, family.transform(hf_name, tensor.detach().float().numpy(), config), quant)
-    for gguf_name, data in family.extra_tensors(config):
-        writer.add_tensor(gguf_name, data)
+    for tensor in plan:  # float32 with raw_dtype: the shape is in values, whatever the type's block size
+        writer.add_tensor_info(tensor.name, tensor.shape, np.float32, tensor.nbytes, raw_dtype=tensor.qtype)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
+    writer.write_ti_data_to_file()
+    (out,) = writer.fout  # gguf's write_tensor_data takes whole tensors: blocks go to its file, aligned as it aligns
+    for tensor in plan:
+        blocks = _values(weights, tensor.source, family) if tensor.source else iter([tensor.data])
+        writer.write_padding(out, out.tell())
+        written = 0
+        for block in blocks:
+            encoded = kquants.quantize(block.reshape(-1, tensor.shape[-1]), tensor.qtype)
+            encoded.tofile(out)
+            written += encoded.nbytes
+        if written != tensor.nbytes:
+            raise AssertionError(f"{tensor.name}: wrote {written} bytes, planned {tensor.nbytes}")
+        writer.write_padding(out, written)
     writer.close()
 
 
-def _write_file_type(writer: Any, quant: str) -> None:
-    import gguf
 
-    if quant == "q8_0":
-        writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
-        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    else:
-        writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-
-
-def _add_tensor(writer: Any, name: str, data: Any, quant: str) -> None:
-    import gguf
+def _plan(weights: MergedWeights, family: GgufFamily, quant: str) -> Iterator[_Planned]:
+    """Every tensor the file holds, in file order, from the checkpoint headers and the family's extra tensors."""
     import numpy as np
 
-    if data.ndim == 1:
-        writer.add_tensor(name, data.astype(np.float32))
-    elif quant == "q8_0" and data.shape[-1] % _Q8_BLOCK == 0:
-        q8 = gguf.GGMLQuantizationType.Q8_0
-        writer.add_tensor(name, gguf.quants.quantize(data.astype(np.float32), q8), raw_dtype=q8)
+    config = weights.config
+    layers = config.num_hidden_layers
+    tied = bool(getattr(config, "tie_word_embeddings", False))  # token_embd is then llama.cpp's output too
+    for tensor in weights.tensors():
+        gguf_name = family.gguf_name(tensor.name, config)
+        if gguf_name is not None:
+            qtype = kquants.tensor_type(gguf_name, tensor.shape, quant, layers, tied_embeddings=tied)
+            yield _Planned(gguf_name, tensor.shape, qtype, _nbytes(tensor.shape, qtype), tensor)
+    for gguf_name, data in family.extra_tensors(config):
+        data = np.asarray(data, dtype=np.float32)
+        qtype = kquants.tensor_type(gguf_name, data.shape, quant, layers, tied_embeddings=tied)
+        yield _Planned(gguf_name, data.shape, qtype, _nbytes(data.shape, qtype), None, data)
+
+
+def _nbytes(shape: tuple[int, ...], qtype: Any) -> int:
+    import gguf
+
+    block, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
+    values = 1
+    for size in shape:
+        values *= size
+    return values // block * block_bytes
+
+
+def _values(weights: MergedWeights, tensor: StoredTensor, family: GgufFamily) -> Iterator[Any]:
+    """The merged tensor as llama.cpp reads it, in float32 numpy blocks of rows.
+
+    A family's transform may mix rows within a tensor (llama's q/k permutation) and then needs the
+    whole tensor. It is asked first with zeros of the tensor's shape (pages nobody writes take no
+    memory): a transform that hands them back unchanged changes nothing, so the blocks go through
+    it one by one; any other gets the whole merged tensor.
+    """
+    import numpy as np
+    import torch
+
+    config = weights.config
+    probe = np.zeros(tensor.shape, dtype=np.float32)
+    if family.transform(tensor.name, probe, config) is probe:
+        for block in weights.blocks(tensor):
+            yield family.transform(tensor.name, block.numpy(), config)
     else:
-        writer.add_tensor(name, data.astype(np.float16))
+        yield family.transform(tensor.name, torch.cat(list(weights.blocks(tensor))).numpy(), config)

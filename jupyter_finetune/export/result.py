@@ -9,7 +9,9 @@ from typing import Any
 from ..errors import FinetuneError
 
 KINDS = ("adapter", "merged", "gguf", "ollama")
-QUANTS = ("f16", "q8_0")
+QUANTS = ("f16", "q8_0", "q4_k_m", "q5_k_m", "q6_k")
+DEFAULT_QUANT = {"gguf": "f16", "ollama": "q4_k_m"}
+"""What --quant is when not given: a lossless file for gguf (to quantize further), the size Ollama users pull."""
 
 
 class ExportError(FinetuneError, ValueError):
@@ -37,7 +39,7 @@ class ExportResult:
     """The folder (adapter, merged, ollama) or the .gguf file (gguf)."""
     files: tuple[ExportedFile, ...]
     quant: str | None = None
-    """f16 or q8_0 for gguf and ollama; None for adapter and merged."""
+    """One of QUANTS for gguf and ollama; None for adapter and merged."""
     notes: tuple[str, ...] = ()
     """Things the user should know, e.g. which base weights a quantized run was merged into."""
     command: str | None = None

@@ -15,10 +15,10 @@ from .card import model_card
 from .gguf_vocab import gguf_vocab, source_pre_tokenizer
 from .gguf_families import family_of
 from .gguf_writer import write_gguf
-from .merge import merged_dtype, merged_model, save_merged
+from .merge import merged_dtype, merged_weights, save_merged
 from .ollama import Modelfile, create_command, shared_system_prompt, stop_sequences
 from .ollama_template import chat_layout
-from .result import KINDS, QUANTS, ExportError, ExportResult
+from .result import DEFAULT_QUANT, KINDS, QUANTS, ExportError, ExportResult
 from .source import RunSource
 from .targets import MARKER, claim, gguf_name, listing, publish, staging, target_path
 
@@ -26,11 +26,14 @@ _NOT_COPIED = ("training_args.bin", "README.md")
 """A pickled trainer state nobody needs to load a model, and PEFT's empty card (ours replaces it)."""
 
 
-def export_run(run: Run, kind: str = "adapter", *, quant: str = "f16", out: str | Path | None = None,
+def export_run(run: Run, kind: str = "adapter", *, quant: str | None = None, out: str | Path | None = None,
                overwrite: bool = False) -> ExportResult:
-    """Write the run as ``kind`` (adapter, merged, gguf, ollama) and record it in the run store."""
+    """Write the run as ``kind`` (adapter, merged, gguf, ollama) and record it in the run store.
+
+    ``quant`` None: f16 for gguf, q4_k_m for ollama (DEFAULT_QUANT)."""
     if kind not in KINDS:
         raise ExportError(f"--to {kind!r}: use one of {', '.join(KINDS)}")
+    quant = quant or DEFAULT_QUANT.get(kind, "f16")
     if quant not in QUANTS:
         raise ExportError(f"--quant {quant!r}: use one of {', '.join(QUANTS)} (quantize further with llama.cpp)")
     source = RunSource.of(run)
@@ -76,7 +79,7 @@ def _adapter(source: RunSource, folder: Path, quant: str, target: Path) -> tuple
 def _merged(source: RunSource, folder: Path, quant: str, target: Path) -> tuple[tuple[str, ...], None]:
     dtype, note = merged_dtype(source)
     notes = (note,) if note else ()
-    save_merged(merged_model(source), source.tokenizer(), folder, dtype)
+    save_merged(merged_weights(source), source.tokenizer(), folder, dtype)
     (folder / "README.md").write_text(model_card(source, "merged", notes), encoding="utf-8")
     return notes, None
 
@@ -101,7 +104,7 @@ def _ollama(source: RunSource, folder: Path, quant: str, target: Path) -> tuple[
 def _write_gguf(source: RunSource, tokenizer: Any, path: Path, quant: str) -> None:
     """The vocabulary is read (and may be refused) before the weights load."""
     vocab = gguf_vocab(tokenizer, source.base_config.vocab_size, source_pre_tokenizer(source.source_gguf()))
-    write_gguf(merged_model(source), vocab, path, quant=quant, name=source.run.name)
+    write_gguf(merged_weights(source), vocab, path, quant=quant, name=source.run.name)
 
 
 def _quantized_note(source: RunSource) -> tuple[str, ...]:
