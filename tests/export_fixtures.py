@@ -13,32 +13,40 @@ from typing import Any
 from jupyter_finetune.engine import TrainConfig
 from jupyter_finetune.runs import DataManifest, Run, RunSettings, RunStore
 
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "qkv_proj", "gate_up_proj"]
+"""Every linear layer of every family (Phi-3 fuses q/k/v and gate/up); peft skips names a model lacks."""
+FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
+    "qwen3": dict(head_dim=128),
+    "gemma2": dict(head_dim=256, query_pre_attn_scalar=256, sliding_window=8),
+    "gemma3_text": dict(head_dim=256, query_pre_attn_scalar=256, sliding_window=8, num_hidden_layers=6),
+    "phi3": dict(original_max_position_embeddings=512),
+}
+"""Per family, on top of the shared tiny shape: head sizes as Google's and Qwen's checkpoints have them
+(transformers' GGUF reader assumes them), sliding windows shorter than the test texts so they matter,
+and Gemma 3's 5 sliding + 1 global layer pattern once."""
 SYSTEM = "You sort support tickets. Reply with JSON."
 MISTRAL_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
                     "{% else %}{{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}")
 
 
 def tiny_model(folder: Path, tokenizer: Any, family: str = "llama", seed: int = 0, **overrides: Any) -> Path:
-    """A random 2-layer model saved with ``tokenizer``; weights large enough that attention is not uniform.
+    """A random 2-layer model of ``family`` (a model_type) saved with ``tokenizer``; weights large enough that
+    attention is not uniform.
 
     With the usual 0.02 initialisation every attention score is ~0, so a q/k permutation error
     would not change the logits; 0.1 makes scores of order 1 and logits of order 1-10.
     """
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, \
-        Qwen2ForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    classes = {"llama": (LlamaConfig, LlamaForCausalLM), "mistral": (MistralConfig, MistralForCausalLM),
-               "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
-    config_class, model_class = classes[family]
     settings = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                     num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=512,
                     eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
                     pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=family != "qwen2", initializer_range=0.1,
                     rms_norm_eps=1e-6)
     torch.manual_seed(seed)
-    model = model_class(config_class(**{**settings, **overrides}))
+    model = AutoModelForCausalLM.from_config(
+        AutoConfig.for_model(family, **{**settings, **FAMILY_SETTINGS.get(family, {}), **overrides}))
     with torch.no_grad():  # norms and biases away from their 1/0 init, so a mis-mapped one shows too
         for name, param in model.named_parameters():
             if param.ndim == 1:
