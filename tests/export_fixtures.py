@@ -122,10 +122,10 @@ def sentencepiece_tokenizer() -> Any:
 
 
 def tiny_run(root: Path, tokenizer: Any, family: str = "llama", name: str | None = None,
-             **run_options: Any) -> tuple[Run, Any]:
+             model_overrides: dict[str, Any] | None = None, **run_options: Any) -> tuple[Run, Any]:
     """A finished run on a fresh tiny model of ``family`` with a LoRA adapter; and base + adapter as reference."""
     name = name or f"tiny-{family}"
-    model_dir = tiny_model(root / f"{name}-base", tokenizer, family)
+    model_dir = tiny_model(root / f"{name}-base", tokenizer, family, **(model_overrides or {}))
     run = finished_run(root / "ft_runs", name, str(model_dir), **run_options)
     return run, lora_adapter(model_dir, run.adapter_dir, tokenizer)
 

@@ -1,0 +1,236 @@
+"""GGUF families beyond llama/mistral/qwen2, checked by the two readers that matter: transformers' GGUF
+loader (where it knows the architecture) and llama.cpp itself (llama-cpp-python), against base + adapter.
+
+Tolerances, on tiny fp32 models whose logits reach about 3.5-4 in magnitude (see export_fixtures.tiny_model):
+- transformers' loader, f16: 1e-2 absolute, as in test_export_gguf.py; measured 2.6e-3 (qwen3), 3.7e-3 (gemma2),
+  4.4e-3 (gemma3_text), 3.6e-3 (phi3).
+- llama.cpp, f16: 1% of the largest logit. llama.cpp on CPU also rounds the activations to f16 before each f16
+  matrix product; measured 0.13-0.26% over the twelve cases (0.26% phi with long rope factors). One deliberate
+  mistake per family feature (CONTROLS: no +1 on Gemma norms, a dropped sliding window, rope scaling key, rope
+  factor tensor or attention factor, Phi-4-mini's partial rotary ignored) moves them by 13-144%.
+- "Same greedy answers": at every position of a prompt and of the reference's 8-token greedy continuation where
+  the reference's best token leads the second by more than twice the tolerance, llama.cpp's best token is the
+  same; so llama.cpp, fed the same prefix, continues greedily as the merged model does. Over a third of the
+  positions must be that decisive, so the check cannot pass on ties (measured 67-81%).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from export_fixtures import logits, max_diff, ticket, tiny_run
+from jupyter_finetune.export import ExportError, export_run, gguf_families
+
+READ_BY_TRANSFORMERS = ["qwen3", "gemma2", "gemma3_text", "phi3"]
+"""The new families whose GGUF transformers 5 can load back (it ignores their rope scaling keys)."""
+LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+GEMMA3_ROPE = {"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
+               "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}
+
+
+def longrope(original: int) -> dict:
+    """Phi-3.5-mini's rope: per-frequency factors, short ones up to ``original`` positions, long ones past it."""
+    return {"max_position_embeddings": 1024, "original_max_position_embeddings": original, "rope_parameters": {
+        "rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0 + 0.1 * i for i in range(8)],
+        "long_factor": [1.0 + 2.0 * i for i in range(8)]}}
+
+
+LLAMA_CPP_CASES = {
+    # case: (model_type, tiny_model overrides, llama.cpp context)
+    "llama": ("llama", {}, 128),
+    "mistral": ("mistral", {}, 128),
+    "qwen2": ("qwen2", {}, 128),
+    "llama-3.1-rope": ("llama", {"rope_parameters": LLAMA3_ROPE}, 128),
+    "qwen3": ("qwen3", {}, 128),
+    "gemma2": ("gemma2", {}, 128),
+    "gemma3_text": ("gemma3_text", {}, 128),
+    "gemma3-4b-rope": ("gemma3_text", {"rope_parameters": GEMMA3_ROPE}, 128),
+    "phi": ("phi3", {}, 128),
+    "phi-longrope-short": ("phi3", longrope(256), 256),
+    "phi-longrope-long": ("phi3", longrope(32), 128),
+    "phi4-mini": ("phi3", {"partial_rotary_factor": 0.75}, 128),
+}
+"""Every family, and each rope variant llama.cpp must reproduce. A context at most the original one keeps
+Phi-3.5's short factors in both readers; past it (texts over 32 tokens) both switch to the long ones.
+The case names the run and so the GGUF's general.name; none holds 'phi3' or 'phi-3', since llama.cpp then
+looks up '</s>', '<unk>', '<s>' and '<|endoftext|>' by text, which Phi-3's tokenizer has and the tiny one lacks."""
+QUANTS_TO_CHECK = {"f16": 0.01}
+"""Quant -> llama.cpp tolerance, as a share of the largest logit. The hook for q4_k_m and other K-quants."""
+TEXTS = ["Ticket 42: shipping was late and the box arrived damaged twice this month. I want a refund, please, "
+         "and a call back from a manager before Friday!"]
+
+
+def texts_for(tokenizer):
+    """All over 32 tokens, so Phi-3.5's long rope factors take effect where its original context is 32."""
+    return [tokenizer.apply_chat_template(ticket(3), tokenize=False), *TEXTS]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return tmp_path_factory.mktemp("gguf-families")
+
+
+@pytest.fixture(scope="module")
+def runs(root, tiny_tokenizer):
+    """One finished run (tiny base + LoRA adapter) per llama.cpp case, built on first use."""
+    built = {}
+
+    def run(case):
+        if case not in built:
+            family, overrides, _ = LLAMA_CPP_CASES[case]
+            built[case] = tiny_run(root, tiny_tokenizer, family, name=case, model_overrides=overrides)
+        return built[case]
+    return run
+
+
+@pytest.mark.parametrize("family", READ_BY_TRANSFORMERS)
+def test_f16_gguf_read_back_by_transformers_gives_the_merged_models_logits_within_1e_2(runs, tiny_tokenizer,
+                                                                                        family):
+    from transformers import AutoModelForCausalLM
+
+    run, reference = runs(family)
+    path = export_run(run, "gguf", quant="f16", overwrite=True).path
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    texts = texts_for(tiny_tokenizer)
+    assert max_diff(logits(model, tiny_tokenizer, texts), logits(reference, tiny_tokenizer, texts)) < 1e-2
+
+
+@pytest.mark.parametrize("quant", list(QUANTS_TO_CHECK))
+@pytest.mark.parametrize("case", list(LLAMA_CPP_CASES))
+def test_llama_cpp_gets_the_merged_models_greedy_answers(runs, tiny_tokenizer, case, quant):
+    run, reference = runs(case)
+    path = export_run(run, "gguf", quant=quant, overwrite=True).path
+    tolerance = QUANTS_TO_CHECK[quant]
+    share, decisive = _llama_cpp_agreement(path, reference, tiny_tokenizer, LLAMA_CPP_CASES[case][2], tolerance)
+    print(f"llama.cpp {case} {quant}: largest difference {share:.2%} of the largest logit, {decisive:.0%} decisive")
+    assert share < tolerance and decisive > 1 / 3
+
+
+def _skip_keys(*names):
+    """A patch under which the GGUF writer drops these keys, as if the family never wrote them."""
+    def patch(monkeypatch):
+        import gguf
+
+        for name in names:
+            monkeypatch.setattr(gguf.GGUFWriter, f"add_{name}", lambda self, *args: None)
+    return patch
+
+
+def _replace(owner, attribute, wrong):
+    return lambda monkeypatch: monkeypatch.setattr(owner, attribute, wrong)
+
+
+CONTROLS = {
+    "gemma norms without +1": ("gemma2", _replace(gguf_families.GemmaFamily, "transform",
+                                                  lambda self, hf_name, data, config: data)),
+    "gemma2 without its sliding window": ("gemma2", _skip_keys("sliding_window")),
+    "gemma3 4B without linear rope scaling": ("gemma3-4b-rope", _skip_keys("rope_scaling_type", "rope_scaling_factor")),
+    "llama 3.1 without rope_freqs": ("llama-3.1-rope", _replace(gguf_families.GgufFamily, "extra_tensors",
+                                                                lambda self, config: iter(()))),
+    "phi-3.5 without its long rope factors": ("phi-longrope-long", _replace(gguf_families.Phi3Family, "extra_tensors",
+                                                                           lambda self, config: iter(()))),
+    "phi-3.5 without longrope's attention factor": ("phi-longrope-long", _skip_keys("rope_scaling_attn_factors")),
+    "phi-4-mini rotating every dimension": ("phi4-mini", _replace(gguf_families, "_rotary_dims",
+                                                                  gguf_families.head_dim)),
+}
+"""One wrong transform, key or tensor per family feature; each moves llama.cpp's logits far past the tolerance."""
+
+
+@pytest.mark.parametrize("control", list(CONTROLS))
+def test_llama_cpp_check_catches_a_family_mistake(runs, tiny_tokenizer, monkeypatch, control):
+    """The control for the tolerance above: the same check fails on a file with one deliberate mistake."""
+    case, patch = CONTROLS[control]
+    run, reference = runs(case)
+    patch(monkeypatch)
+    path = export_run(run, "gguf", quant="f16", out=run.path / "wrong", overwrite=True).path
+    share, _ = _llama_cpp_agreement(path, reference, tiny_tokenizer, LLAMA_CPP_CASES[case][2], None)
+    print(f"llama.cpp {control}: largest difference {share:.0%} of the largest logit")
+    assert share > 5 * QUANTS_TO_CHECK["f16"]
+
+
+def test_gguf_keys_follow_llama_cpps_converter_per_family(runs):
+    from gguf import GGUFReader
+
+    def fields(case):
+        path = export_run(runs(case)[0], "gguf", quant="f16", overwrite=True).path
+        reader = GGUFReader(path)
+        return ({n: f.contents() for n, f in reader.fields.items() if not n.startswith(("GGUF.", "tokenizer."))},
+                {t.name: t.data.copy() for t in reader.tensors})
+
+    keys, tensors = fields("qwen3")
+    assert (keys["qwen3.attention.key_length"], keys["qwen3.attention.value_length"]) == (128, 128)
+    assert tensors["blk.0.attn_q_norm.weight"].shape == (128,) and "output.weight" not in tensors
+
+    keys, tensors = fields("gemma2")
+    assert keys["general.architecture"] == "gemma2" and keys["gemma2.attention.key_length"] == 256
+    assert (keys["gemma2.attn_logit_softcapping"], keys["gemma2.final_logit_softcapping"]) == (50.0, 30.0)
+    assert keys["gemma2.attention.sliding_window"] == 8
+    assert {"blk.0.post_attention_norm.weight", "blk.0.post_ffw_norm.weight"} <= set(tensors)
+
+    keys, tensors = fields("gemma3-4b-rope")
+    assert keys["gemma3.attention.sliding_window"] == 8 and "gemma3.attn_logit_softcapping" not in keys
+    assert (keys["gemma3.rope.freq_base"], keys["gemma3.rope.freq_base_swa"]) == (1000000.0, 10000.0)
+    assert (keys["gemma3.rope.scaling.type"], keys["gemma3.rope.scaling.factor"]) == ("linear", 8.0)
+    assert keys["gemma3.block_count"] == 6 and "blk.5.attn_k_norm.weight" in tensors
+
+    keys, tensors = fields("phi-longrope-long")
+    assert (keys["phi3.rope.scaling.original_context_length"], keys["phi3.context_length"]) == (32, 1024)
+    assert keys["phi3.rope.scaling.attn_factor"] == pytest.approx(2 ** 0.5)  # sqrt(1 + ln(1024 / 32) / ln(32))
+    rope = longrope(32)["rope_parameters"]
+    assert list(tensors["rope_factors_long.weight"]) == rope["long_factor"]
+    assert list(tensors["rope_factors_short.weight"]) == pytest.approx(rope["short_factor"])
+    assert tensors["blk.0.attn_qkv.weight"].shape == (128, 64) and tensors["blk.0.ffn_up.weight"].shape == (256, 64)
+    assert keys["phi3.attention.sliding_window"] == 0
+
+    keys, _ = fields("phi4-mini")
+    assert keys["phi3.rope.dimension_count"] == 12  # 0.75 of 16
+
+
+@pytest.mark.parametrize("model_type, settings, message", [
+    ("gemma3", {}, r"this model is 'gemma3' \(unknown class\)"),  # the multimodal Gemma 3: its vision tower
+    ("qwen3", {"use_sliding_window": True, "max_window_layers": 1, "num_hidden_layers": 2},
+     r"llama.cpp's layout of sliding-window and full-attention layers \(no sliding window\)"),
+    ("gemma2", {"num_hidden_layers": 2, "layer_types": ["full_attention", "full_attention"]},
+     r"\(every 2nd layer global, the others sliding\); this model has \['full_attention', 'full_attention'\]"),
+    ("gemma2", {"head_dim": 64, "query_pre_attn_scalar": 100}, r"query_pre_attn_scalar to be the head size"),
+    ("qwen3", {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e6, "factor": 4.0,
+                                   "original_max_position_embeddings": 32768}},
+     r"does not handle 'yarn' rope scaling for qwen3; supported: default"),
+])
+def test_what_llama_cpp_would_run_differently_is_refused_from_the_config(model_type, settings, message):
+    from transformers import AutoConfig
+
+    with pytest.raises(ExportError, match=message):
+        gguf_families.family_of(AutoConfig.for_model(model_type, **settings))
+
+
+def _llama_cpp_agreement(path, reference, tokenizer, n_ctx, tolerance):
+    """(largest logit difference as a share of the largest logit, share of decisive positions) over the texts
+    and the reference's greedy continuations. Within ``tolerance`` (None: not checked), llama.cpp's best token
+    must be the reference's wherever that one leads by more than twice the tolerance."""
+    import numpy as np
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False, n_threads=2, seed=0)
+    assert llm.tokenize("Ticket 42".encode(), add_bos=False, special=True) == tokenizer("Ticket 42")["input_ids"]
+    worst, decisive, total = 0.0, 0, 0
+    for text in texts_for(tokenizer):
+        prompt = tokenizer(text)["input_ids"]
+        with torch.no_grad():
+            ids = reference.generate(torch.tensor([prompt]), max_new_tokens=8, do_sample=False,
+                                     attention_mask=torch.ones(1, len(prompt), dtype=torch.long))[0].tolist()
+            want = reference(torch.tensor([ids])).logits[0].numpy()
+        llm.reset()
+        llm.eval(ids)
+        got = np.asarray(llm.scores[:len(ids)])
+        largest = float(np.abs(want).max())
+        worst = max(worst, float(np.abs(got - want).max()) / largest)
+        top2 = np.sort(want, axis=-1)[:, -2:]
+        clear = top2[:, 1] - top2[:, 0] > 2 * (tolerance or 0) * largest
+        agree = got.argmax(-1) == want.argmax(-1)
+        decisive, total = decisive + int(clear.sum()), total + len(ids)
+        if tolerance is not None and worst < tolerance:  # a failed tolerance is reported as such by the caller
+            assert agree[clear].all(), f"llama.cpp picks another token at positions {np.flatnonzero(clear & ~agree)}"
+    return worst, decisive / total
