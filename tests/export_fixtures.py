@@ -101,22 +101,37 @@ def ticket(i: int, system: str | None = SYSTEM) -> list[dict[str, str]]:
     return ([{"role": "system", "content": system}] if system else []) + messages
 
 
-def sentencepiece_tokenizer() -> Any:
-    """A Llama-2/Mistral-style tokenizer (BPE with byte fallback and '▁' for spaces), as transformers builds one."""
+GEMMA_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' "
+                  "else 'user' }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}")
+
+
+def sentencepiece_tokenizer(style: str = "llama") -> Any:
+    """A sentencepiece-style BPE (byte fallback, '▁' for spaces) as transformers builds one: ``llama`` as in
+    Llama 2 / Mistral / Phi-3 (a '▁' before the first word), or ``gemma`` as in Gemma 2 and 3 (none, and
+    <start_of_turn>/<end_of_turn> turns)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import LlamaTokenizer
+    from transformers import GemmaTokenizer, LlamaTokenizer
 
     from conftest import CORPUS
 
+    gemma = style == "gemma"
     backend = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never" if gemma else "first",
+                                                     split=False)
     backend.train_from_iterator(CORPUS * 20, trainers.BpeTrainer(vocab_size=700, special_tokens=["<unk>"]))
     spec = json.loads(backend.to_str())["model"]
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"<0x{b:02X}>": 3 + b for b in range(256)}}
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>"] if gemma else ["<unk>", "<s>", "</s>"]
+    vocab = {**{t: i for i, t in enumerate(specials)}, **{f"<0x{b:02X}>": len(specials) + b for b in range(256)}}
     for token in sorted(spec["vocab"], key=spec["vocab"].get):
         vocab.setdefault(token, len(vocab))
-    tokenizer = LlamaTokenizer(vocab=vocab, merges=[tuple(m) for m in spec["merges"]], bos_token="<s>",
-                               eos_token="</s>", unk_token="<unk>", add_bos_token=True)
+    merges = [tuple(m) for m in spec["merges"]]
+    if gemma:
+        tokenizer = GemmaTokenizer(vocab=vocab, merges=merges, add_bos_token=True,
+                                   additional_special_tokens=["<start_of_turn>", "<end_of_turn>"])
+        tokenizer.chat_template = GEMMA_TEMPLATE
+        return tokenizer
+    tokenizer = LlamaTokenizer(vocab=vocab, merges=merges, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                               add_bos_token=True)
     tokenizer.chat_template = MISTRAL_TEMPLATE
     return tokenizer
 
