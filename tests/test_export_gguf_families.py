@@ -211,8 +211,12 @@ def test_gguf_keys_follow_llama_cpps_converter_per_family(runs):
     ("qwen3", {"use_sliding_window": True, "max_window_layers": 1, "num_hidden_layers": 2},
      r"llama.cpp's layout of sliding-window and full-attention layers \(no sliding window\)"),
     ("gemma2", {"num_hidden_layers": 2, "layer_types": ["full_attention", "full_attention"]},
-     r"\(every 2nd layer global, the others sliding\); this model has \['full_attention', 'full_attention'\]"),
-    ("gemma2", {"head_dim": 64, "query_pre_attn_scalar": 100}, r"query_pre_attn_scalar to be the head size"),
+     r"\(one full-attention layer in every 2, the others sliding\); this model has \['full_attention', "
+     r"'full_attention'\]"),
+    ("gemma2", {"head_dim": 64, "query_pre_attn_scalar": 100}, r"needs query_pre_attn_scalar 64 as in Google's"),
+    ("gemma2", {"num_hidden_layers": 46, "hidden_size": 4608, "num_attention_heads": 32, "query_pre_attn_scalar": 256},
+     r"needs query_pre_attn_scalar 144 .*this model has 256"),  # 27B
+    ("gemma3_text", {"attn_logit_softcapping": 50.0}, r"needs attn_logit_softcapping unset, as llama.cpp's gemma3"),
     ("qwen3", {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e6, "factor": 4.0,
                                    "original_max_position_embeddings": 32768}},
      r"does not handle 'yarn' rope scaling for qwen3; supported: default"),
@@ -254,3 +258,37 @@ def _llama_cpp_agreement(path, reference, tokenizer, n_ctx, tolerance):
         if tolerance is not None and worst < tolerance:  # a failed tolerance is reported as such by the caller
             assert agree[clear].all(), f"llama.cpp picks another token at positions {np.flatnonzero(clear & ~agree)}"
     return worst, decisive / total
+
+
+PUBLISHED_SHAPES = {
+    "Llama-3.2-1B": ("llama", dict(num_hidden_layers=16, hidden_size=2048, num_attention_heads=32, head_dim=64,
+                                   rope_parameters={**LLAMA3_ROPE, "factor": 32.0,
+                                                    "original_max_position_embeddings": 8192})),
+    "Qwen3-8B": ("qwen3", dict(num_hidden_layers=36, hidden_size=4096, num_attention_heads=32, head_dim=128)),
+    "gemma-2-2b": ("gemma2", dict(num_hidden_layers=26, hidden_size=2304, num_attention_heads=8, head_dim=256)),
+    "gemma-2-27b": ("gemma2", dict(num_hidden_layers=46, hidden_size=4608, num_attention_heads=32, head_dim=128,
+                                   query_pre_attn_scalar=144)),
+    "gemma-3-1b": ("gemma3_text", dict(num_hidden_layers=26, hidden_size=1152, num_attention_heads=4, head_dim=256)),
+    "gemma-3-27b": ("gemma3_text", dict(num_hidden_layers=62, hidden_size=5376, num_attention_heads=32, head_dim=128,
+                                        query_pre_attn_scalar=168, rope_parameters=GEMMA3_ROPE)),
+    "Phi-3-mini-4k": ("phi3", dict(num_hidden_layers=32, hidden_size=3072, num_attention_heads=32,
+                                   sliding_window=2047)),
+    "Phi-3.5-mini": ("phi3", dict(num_hidden_layers=32, hidden_size=3072, num_attention_heads=32,
+                                  max_position_embeddings=131072, original_max_position_embeddings=4096,
+                                  rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                                                   "short_factor": [1.0] * 48, "long_factor": [2.0] * 48})),
+    "Phi-4-mini": ("phi3", dict(num_hidden_layers=32, hidden_size=3072, num_attention_heads=24, num_key_value_heads=8,
+                                partial_rotary_factor=0.75, max_position_embeddings=131072,
+                                original_max_position_embeddings=4096,
+                                rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                                                 "short_factor": [1.0] * 48, "long_factor": [2.0] * 48})),
+}
+"""The shapes of published checkpoints (from their config.json), where the family checks have something to say."""
+
+
+@pytest.mark.parametrize("name", list(PUBLISHED_SHAPES))
+def test_published_checkpoints_of_each_family_are_accepted(name):
+    from transformers import AutoConfig
+
+    model_type, shape = PUBLISHED_SHAPES[name]
+    gguf_families.family_of(AutoConfig.for_model(model_type, **shape))

@@ -73,7 +73,7 @@ class GgufFamily:
     def _swa_layout(self) -> str:
         if not self.swa_pattern:
             return "no sliding window"
-        return f"every {self.swa_pattern}{'nd' if self.swa_pattern == 2 else 'th'} layer global, the others sliding"
+        return f"one full-attention layer in every {self.swa_pattern}, the others sliding"
 
     def write_hyperparameters(self, writer: Any, config: Any) -> None:
         n_head = config.num_attention_heads
@@ -133,26 +133,32 @@ class GemmaFamily(GgufFamily):
     llama.cpp scales the embeddings by sqrt(hidden_size) itself, as HF does, so no tensor carries it.
     """
 
+    attention_softcap: bool = False
+    """Whether llama.cpp's arch soft-caps attention scores: Gemma 2 always, Gemma 3 never."""
+    layers_of_27b: int = 0
+    """The layer count llama.cpp takes for the 27B, whose queries it scales by hidden / heads, not the head size."""
+
     def check(self, config: Any) -> None:
         super().check(config)
-        allowed = (head_dim(config), config.hidden_size // config.num_attention_heads)
-        if config.query_pre_attn_scalar not in allowed:  # llama.cpp scales queries by one of these, by model size
-            raise ExportError(f"GGUF export of {config.model_type} needs query_pre_attn_scalar to be the head size "
-                              f"({' or '.join(map(str, sorted(set(allowed))))}), as in Google's checkpoints; this "
-                              f"model has {config.query_pre_attn_scalar}. Export --to merged instead")
-        if self.arch == "gemma3" and getattr(config, "attn_logit_softcapping", None) is not None:
-            raise ExportError("GGUF export of gemma3 cannot express attn_logit_softcapping (llama.cpp's gemma3 has "
-                              "none); export --to merged instead")
+        heads = config.num_attention_heads
+        scalar = config.hidden_size // heads if config.num_hidden_layers == self.layers_of_27b else head_dim(config)
+        if config.query_pre_attn_scalar != scalar:
+            raise ExportError(f"GGUF export of {config.model_type} needs query_pre_attn_scalar {scalar} as in Google's "
+                              f"checkpoints (llama.cpp scales queries by it, from the model's shape); this model has "
+                              f"{config.query_pre_attn_scalar}. Export --to merged instead")
+        if (getattr(config, "attn_logit_softcapping", None) is not None) != self.attention_softcap:
+            raise ExportError(f"GGUF export of {config.model_type} needs attn_logit_softcapping "
+                              f"{'set' if self.attention_softcap else 'unset'}, as llama.cpp's {self.arch} runs it; "
+                              f"this model has {config.attn_logit_softcapping}. Export --to merged instead")
 
     def write_hyperparameters(self, writer: Any, config: Any) -> None:
         super().write_hyperparameters(writer, config)
-        if getattr(config, "attn_logit_softcapping", None) is not None:
+        if self.attention_softcap:
             writer.add_attn_logit_softcapping(config.attn_logit_softcapping)
         if getattr(config, "final_logit_softcapping", None) is not None:
             writer.add_final_logit_softcapping(config.final_logit_softcapping)
         writer.add_sliding_window(config.sliding_window)
-        if self.arch == "gemma3":
-            writer.add_rope_freq_base_swa(float(rope_parameters(config, "sliding_attention")["rope_theta"]))
+        writer.add_rope_freq_base_swa(float(rope_parameters(config, "sliding_attention")["rope_theta"]))
 
     def transform(self, hf_name: str, data: Any, config: Any) -> Any:
         return data + 1 if hf_name.endswith("norm.weight") else data
@@ -191,8 +197,8 @@ FAMILIES = {
     "mistral": GgufFamily("llama", rope_types=("default", "llama3"), permute_qk=True),
     "qwen2": GgufFamily("qwen2"),
     "qwen3": GgufFamily("qwen3"),
-    "gemma2": GemmaFamily("gemma2", swa_pattern=2),
-    "gemma3_text": GemmaFamily("gemma3", rope_types=("default", "linear"), swa_pattern=6),
+    "gemma2": GemmaFamily("gemma2", swa_pattern=2, attention_softcap=True, layers_of_27b=46),
+    "gemma3_text": GemmaFamily("gemma3", rope_types=("default", "linear"), swa_pattern=6, layers_of_27b=62),
     "phi3": Phi3Family("phi3", rope_types=("default", "longrope")),
 }
 """Hugging Face model_type -> its GGUF family."""
