@@ -82,15 +82,10 @@ def texts_for(tokenizer):
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return tmp_path_factory.mktemp("gguf-families")
-
-
-@pytest.fixture(scope="module")
-def runs(root, tiny_tokenizer):
+def runs(tmp_path_factory, tiny_tokenizer):
     """Per llama.cpp case, built on first use: a finished run (tiny base + LoRA adapter), base + adapter, and
     the tokenizer."""
-    built = {}
+    root, built = tmp_path_factory.mktemp("gguf-families"), {}
 
     def run(case):
         if case not in built:
@@ -100,6 +95,12 @@ def runs(root, tiny_tokenizer):
                            tokenizer)
         return built[case]
     return run
+
+
+@pytest.fixture(scope="module")
+def llama_cpp():
+    """Real llama.cpp, the consumer of these files; CI installs it (.ci/llama_cpp.sh), a plain checkout may not."""
+    return pytest.importorskip("llama_cpp")
 
 
 @pytest.mark.parametrize("case", READ_BY_TRANSFORMERS)
@@ -117,11 +118,12 @@ def test_f16_gguf_read_back_by_transformers_gives_the_merged_models_logits_withi
 
 @pytest.mark.parametrize("quant", list(QUANTS_TO_CHECK))
 @pytest.mark.parametrize("case", list(LLAMA_CPP_CASES))
-def test_llama_cpp_gets_the_merged_models_greedy_answers(runs, case, quant):
+def test_llama_cpp_gets_the_merged_models_greedy_answers(runs, llama_cpp, case, quant):
     run, reference, tokenizer = runs(case)
     path = export_run(run, "gguf", quant=quant, overwrite=True).path
     tolerance = QUANTS_TO_CHECK[quant]
-    share, decisive = _llama_cpp_agreement(path, reference, tokenizer, LLAMA_CPP_CASES[case].context, tolerance)
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=LLAMA_CPP_CASES[case].context, logits_all=True, verbose=False)
+    share, decisive = _llama_cpp_agreement(llm, reference, tokenizer, tolerance)
     print(f"llama.cpp {case} {quant}: largest difference {share:.2%} of the largest logit, {decisive:.0%} decisive")
     assert share < tolerance and decisive > 1 / 3
 
@@ -157,13 +159,14 @@ CONTROLS = {
 
 
 @pytest.mark.parametrize("control", list(CONTROLS))
-def test_llama_cpp_check_catches_a_family_mistake(runs, monkeypatch, control):
+def test_llama_cpp_check_catches_a_family_mistake(runs, llama_cpp, monkeypatch, control):
     """The control for the tolerance above: the same check fails on a file with one deliberate mistake."""
     case, patch = CONTROLS[control]
     run, reference, tokenizer = runs(case)
     patch(monkeypatch)
     path = export_run(run, "gguf", quant="f16", out=run.path / "wrong", overwrite=True).path
-    share, _ = _llama_cpp_agreement(path, reference, tokenizer, LLAMA_CPP_CASES[case].context, None)
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=LLAMA_CPP_CASES[case].context, logits_all=True, verbose=False)
+    share, _ = _llama_cpp_agreement(llm, reference, tokenizer, None)
     print(f"llama.cpp {control}: largest difference {share:.0%} of the largest logit")
     assert share > 5 * QUANTS_TO_CHECK["f16"]
 
@@ -228,38 +231,6 @@ def test_what_llama_cpp_would_run_differently_is_refused_from_the_config(model_t
         gguf_families.family_of(AutoConfig.for_model(model_type, **settings))
 
 
-def _llama_cpp_agreement(path, reference, tokenizer, n_ctx, tolerance):
-    """(largest logit difference as a share of the largest logit, share of decisive positions) over the texts
-    and the reference's greedy continuations. Within ``tolerance`` (None: not checked), llama.cpp's best token
-    must be the reference's wherever that one leads by more than twice the tolerance."""
-    import numpy as np
-
-    llama_cpp = pytest.importorskip("llama_cpp")
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False, n_threads=2, seed=0)
-    worst, decisive, total = 0.0, 0, 0
-    for text in TEXTS:  # not the chat text: after a special token llama.cpp adds the '▁' prefix (as sentencepiece
-        # does) where HF's Llama-style tokenizers do not; files from llama.cpp's own converter behave the same
-        assert llm.tokenize(text.encode(), add_bos=False) == tokenizer(text, add_special_tokens=False)["input_ids"]
-    for text in texts_for(tokenizer):
-        prompt = tokenizer(text)["input_ids"]
-        with torch.no_grad():
-            ids = reference.generate(torch.tensor([prompt]), max_new_tokens=8, do_sample=False,
-                                     attention_mask=torch.ones(1, len(prompt), dtype=torch.long))[0].tolist()
-            want = reference(torch.tensor([ids])).logits[0].numpy()
-        llm.reset()
-        llm.eval(ids)
-        got = np.asarray(llm.scores[:len(ids)])
-        largest = float(np.abs(want).max())
-        worst = max(worst, float(np.abs(got - want).max()) / largest)
-        top2 = np.sort(want, axis=-1)[:, -2:]
-        clear = top2[:, 1] - top2[:, 0] > 2 * (tolerance or 0) * largest
-        agree = got.argmax(-1) == want.argmax(-1)
-        decisive, total = decisive + int(clear.sum()), total + len(ids)
-        if tolerance is not None and worst < tolerance:  # a failed tolerance is reported as such by the caller
-            assert agree[clear].all(), f"llama.cpp picks another token at positions {np.flatnonzero(clear & ~agree)}"
-    return worst, decisive / total
-
-
 PUBLISHED_SHAPES = {
     "Llama-3.2-1B": ("llama", dict(num_hidden_layers=16, hidden_size=2048, num_attention_heads=32, head_dim=64,
                                    rope_parameters={**LLAMA3_ROPE, "factor": 32.0,
@@ -292,3 +263,34 @@ def test_published_checkpoints_of_each_family_are_accepted(name):
 
     model_type, shape = PUBLISHED_SHAPES[name]
     gguf_families.family_of(AutoConfig.for_model(model_type, **shape))
+
+
+def _llama_cpp_agreement(llm, reference, tokenizer, tolerance):
+    """(largest logit difference as a share of the largest logit, share of decisive positions) over the texts
+    and the reference's greedy continuations. Within ``tolerance`` (None: not checked), llama.cpp's best token
+    must be the reference's wherever that one leads by more than twice the tolerance."""
+    import numpy as np
+
+    worst, decisive, total = 0.0, 0, 0
+    # Not the chat text: after a special token llama.cpp adds the '▁' prefix (as sentencepiece does) where
+    # HF's Llama-style tokenizers do not; files from llama.cpp's own converter behave the same.
+    for text in TEXTS:
+        assert llm.tokenize(text.encode(), add_bos=False) == tokenizer(text, add_special_tokens=False)["input_ids"]
+    for text in texts_for(tokenizer):
+        prompt = tokenizer(text)["input_ids"]
+        with torch.no_grad():
+            ids = reference.generate(torch.tensor([prompt]), max_new_tokens=8, do_sample=False,
+                                     attention_mask=torch.ones(1, len(prompt), dtype=torch.long))[0].tolist()
+            want = reference(torch.tensor([ids])).logits[0].numpy()
+        llm.reset()
+        llm.eval(ids)
+        got = np.asarray(llm.scores[:len(ids)])
+        largest = float(np.abs(want).max())
+        worst = max(worst, float(np.abs(got - want).max()) / largest)
+        top2 = np.sort(want, axis=-1)[:, -2:]
+        clear = top2[:, 1] - top2[:, 0] > 2 * (tolerance or 0) * largest
+        agree = got.argmax(-1) == want.argmax(-1)
+        decisive, total = decisive + int(clear.sum()), total + len(ids)
+        if tolerance is not None and worst < tolerance:  # a failed tolerance is reported as such by the caller
+            assert agree[clear].all(), f"llama.cpp picks another token at positions {np.flatnonzero(clear & ~agree)}"
+    return worst, decisive / total
