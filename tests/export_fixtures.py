@@ -24,6 +24,9 @@ FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
 """Per family, on top of the shared tiny shape: head sizes as Google's and Qwen's checkpoints have them
 (transformers' GGUF reader assumes them), sliding windows shorter than the test texts so they matter,
 and Gemma 3's 5 sliding + 1 global layer pattern once."""
+TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                   patch_size=8)
+"""A SigLIP tower for multimodal Gemma 3, which the GGUF leaves out."""
 SYSTEM = "You sort support tickets. Reply with JSON."
 MISTRAL_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
                     "{% else %}{{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}")
@@ -45,8 +48,12 @@ def tiny_model(folder: Path, tokenizer: Any, family: str = "llama", seed: int = 
                     pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=family != "qwen2", initializer_range=0.1,
                     rms_norm_eps=1e-6)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(
-        AutoConfig.for_model(family, **{**settings, **FAMILY_SETTINGS.get(family, {}), **overrides}))
+    if family == "gemma3":  # multimodal: the tiny shape is its language model's, next to a tiny vision tower
+        config = AutoConfig.for_model(family, text_config={**settings, **FAMILY_SETTINGS["gemma3_text"], **overrides},
+                                      vision_config=TINY_VISION, mm_tokens_per_image=4)
+    else:
+        config = AutoConfig.for_model(family, **{**settings, **FAMILY_SETTINGS.get(family, {}), **overrides})
+    model = AutoModelForCausalLM.from_config(config)
     with torch.no_grad():  # norms and biases away from their 1/0 init, so a mis-mapped one shows too
         for name, param in model.named_parameters():
             if param.ndim == 1:

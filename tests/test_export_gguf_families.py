@@ -25,7 +25,7 @@ import torch
 from export_fixtures import logits, max_diff, sentencepiece_tokenizer, ticket, tiny_run
 from jupyter_finetune.export import ExportError, export_run, gguf_families
 
-READ_BY_TRANSFORMERS = ["qwen3", "gemma2", "gemma3_text", "phi"]
+READ_BY_TRANSFORMERS = ["qwen3", "gemma2", "gemma3_text", "gemma3-multimodal", "phi"]
 """The cases (below) of new families whose GGUF transformers 5 can load back; it ignores rope scaling keys."""
 LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
                "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
@@ -59,6 +59,7 @@ LLAMA_CPP_CASES = {
     "gemma2": Case("gemma2", tokenizer="gemma"),
     "gemma3_text": Case("gemma3_text", tokenizer="gemma"),
     "gemma3-4b-rope": Case("gemma3_text", {"rope_parameters": GEMMA3_ROPE}),
+    "gemma3-multimodal": Case("gemma3", tokenizer="gemma"),
     "phi": Case("phi3", tokenizer="llama"),
     "phi-longrope-short": Case("phi3", longrope(256), context=256),
     "phi-longrope-long": Case("phi3", longrope(32)),
@@ -196,6 +197,10 @@ def test_gguf_keys_follow_llama_cpps_converter_per_family(runs):
     assert (keys["gemma3.rope.scaling.type"], keys["gemma3.rope.scaling.factor"]) == ("linear", 8.0)
     assert keys["gemma3.block_count"] == 6 and "blk.5.attn_k_norm.weight" in tensors
 
+    keys, tensors = fields("gemma3-multimodal")  # the language model only: no vision tower, no projector
+    assert keys["general.architecture"] == "gemma3" and keys["gemma3.block_count"] == 6
+    assert {name.split(".")[0] for name in tensors} == {"token_embd", "blk", "output_norm"}
+
     keys, tensors = fields("phi-longrope-long")
     assert (keys["phi3.rope.scaling.original_context_length"], keys["phi3.context_length"]) == (32, 1024)
     assert keys["phi3.rope.scaling.attn_factor"] == pytest.approx(2 ** 0.5)  # sqrt(1 + ln(1024 / 32) / ln(32))
@@ -210,7 +215,7 @@ def test_gguf_keys_follow_llama_cpps_converter_per_family(runs):
 
 
 @pytest.mark.parametrize("model_type, settings, message", [
-    ("gemma3", {}, r"this model is 'gemma3' \(unknown class\)"),  # the multimodal Gemma 3: its vision tower
+    ("gemma", {}, r"supports the .* families; this model is 'gemma'"),  # Gemma 1: not asked for
     ("qwen3", {"use_sliding_window": True, "max_window_layers": 1, "num_hidden_layers": 2},
      r"llama.cpp's layout of sliding-window and full-attention layers \(no sliding window\)"),
     ("gemma2", {"num_hidden_layers": 2, "layer_types": ["full_attention", "full_attention"]},
@@ -242,6 +247,8 @@ PUBLISHED_SHAPES = {
     "gemma-3-1b": ("gemma3_text", dict(num_hidden_layers=26, hidden_size=1152, num_attention_heads=4, head_dim=256)),
     "gemma-3-27b": ("gemma3_text", dict(num_hidden_layers=62, hidden_size=5376, num_attention_heads=32, head_dim=128,
                                         query_pre_attn_scalar=168, rope_parameters=GEMMA3_ROPE)),
+    "gemma-3-4b-it": ("gemma3", dict(text_config=dict(num_hidden_layers=34, hidden_size=2560, num_attention_heads=8,
+                                                      head_dim=256, rope_parameters=GEMMA3_ROPE))),
     "Phi-3-mini-4k": ("phi3", dict(num_hidden_layers=32, hidden_size=3072, num_attention_heads=32,
                                    sliding_window=2047)),
     "Phi-3.5-mini": ("phi3", dict(num_hidden_layers=32, hidden_size=3072, num_attention_heads=32,

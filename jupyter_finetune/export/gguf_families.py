@@ -5,7 +5,7 @@ of each Hugging Face tensor and how a tensor's values change on the way (llama's
 permutation, Gemma's norms + 1), and any tensor llama.cpp wants that the checkpoint lacks (Llama 3
 rope factors, Phi-3's long-context rope factors). ``GgufFamily`` holds the llama-like families
 (llama, mistral, qwen2, qwen3); ``GemmaFamily`` and ``Phi3Family`` add what their converter
-classes add. The writer (gguf_writer.py) streams tensors through ``gguf_name`` and ``transform``
+classes add; ``LanguageModelOf`` exports the language model of a multimodal checkpoint. The writer (gguf_writer.py) streams tensors through ``gguf_name`` and ``transform``
 one at a time, so no family may need two tensors at once.
 """
 
@@ -192,6 +192,44 @@ class Phi3Family(GgufFamily):
                 yield gguf.TENSOR_NAMES[tensor] + ".weight", np.array(rope[key], dtype=np.float32)
 
 
+@dataclass(frozen=True)
+class LanguageModelOf:
+    """The text part of a multimodal checkpoint (Gemma 3 4B and up) as its text family's GGUF.
+
+    Its config holds the language model's settings in ``text_config`` and its tensors under
+    ``model.language_model.``; the vision tower and projector are left out, as llama.cpp's converter
+    leaves them to a separate mmproj file.
+    """
+
+    text: GgufFamily
+    vision_prefixes: tuple[str, ...] = ("model.vision_tower.", "model.multi_modal_projector.")
+
+    @property
+    def arch(self) -> str:
+        return self.text.arch
+
+    def check(self, config: Any) -> None:
+        self.text.check(config.text_config)
+
+    def write_hyperparameters(self, writer: Any, config: Any) -> None:
+        self.text.write_hyperparameters(writer, config.text_config)
+
+    def gguf_name(self, hf_name: str, config: Any) -> str | None:
+        if hf_name.startswith(self.vision_prefixes):
+            return None
+        return self.text.gguf_name(self._text_name(hf_name), config.text_config)
+
+    def transform(self, hf_name: str, data: Any, config: Any) -> Any:
+        return self.text.transform(self._text_name(hf_name), data, config.text_config)
+
+    def extra_tensors(self, config: Any) -> Iterator[tuple[str, Any]]:
+        return self.text.extra_tensors(config.text_config)
+
+    @staticmethod
+    def _text_name(hf_name: str) -> str:
+        return hf_name.replace("model.language_model.", "model.", 1)
+
+
 FAMILIES = {
     "llama": GgufFamily("llama", rope_types=("default", "llama3"), permute_qk=True),
     "mistral": GgufFamily("llama", rope_types=("default", "llama3"), permute_qk=True),
@@ -199,15 +237,17 @@ FAMILIES = {
     "qwen3": GgufFamily("qwen3"),
     "gemma2": GemmaFamily("gemma2", swa_pattern=2, attention_softcap=True, layers_of_27b=46),
     "gemma3_text": GemmaFamily("gemma3", rope_types=("default", "linear"), swa_pattern=6, layers_of_27b=62),
+    "gemma3": LanguageModelOf(GemmaFamily("gemma3", rope_types=("default", "linear"), swa_pattern=6, layers_of_27b=62)),
     "phi3": Phi3Family("phi3", rope_types=("default", "longrope")),
 }
 """Hugging Face model_type -> its GGUF family."""
 SUPPORTED = ("llama (LlamaForCausalLM, Llama 3.x rope scaling included), mistral (MistralForCausalLM), qwen2 "
              "(Qwen2ForCausalLM), qwen3 (Qwen3ForCausalLM), gemma2 (Gemma2ForCausalLM), gemma3_text "
-             "(Gemma3ForCausalLM: text-only Gemma 3) and phi3 (Phi3ForCausalLM: Phi-3, 3.5 and 4)")
+             "(Gemma3ForCausalLM: text-only Gemma 3), gemma3 (Gemma3ForConditionalGeneration: its language model, "
+             "without the vision tower) and phi3 (Phi3ForCausalLM: Phi-3, 3.5 and 4)")
 
 
-def family_of(config: Any) -> GgufFamily:
+def family_of(config: Any) -> GgufFamily | LanguageModelOf:
     """The config's GGUF family, checked; or an error naming the supported ones (before weights load)."""
     model_type = getattr(config, "model_type", None)
     family = FAMILIES.get(model_type)
