@@ -3,15 +3,19 @@ loader (where it knows the architecture) and llama.cpp itself (llama-cpp-python)
 
 Tolerances, on tiny fp32 models whose logits reach about 3.5-4 in magnitude (see export_fixtures.tiny_model):
 - transformers' loader, f16: 1e-2 absolute, as in test_export_gguf.py; measured 3.0e-3 (qwen3), 3.9e-3 (gemma2),
-  4.7e-3 (gemma3_text), 4.1e-3 (phi3).
-- llama.cpp, f16: 1% of the largest logit. llama.cpp on CPU also rounds the activations to f16 before each f16
-  matrix product; measured 0.13-0.27% over the twelve cases. One deliberate mistake per family feature
-  (CONTROLS: no +1 on Gemma norms, a dropped sliding window, rope scaling key, rope factor tensor or attention
-  factor, Phi-4-mini's partial rotary ignored) moves them by 13-144%.
-- "Same greedy answers": at every position of a prompt and of the reference's 8-token greedy continuation where
-  the reference's best token leads the second by more than twice the tolerance, llama.cpp's best token is the
-  same; so llama.cpp, fed the same prefix, continues greedily as the merged model does. Over a third of the
-  positions must be that decisive, so the check cannot pass on ties (measured 71-81%).
+  4.7e-3 (gemma3_text), 5.1e-3 (multimodal gemma3), 4.1e-3 (phi3).
+- llama.cpp, as shares of the largest logit, over 13 cases x 3 texts, each with the reference's 8-token greedy
+  continuation (about 190 positions per case):
+  f16: logits within 1% (measured 0.13-0.27%; llama.cpp on CPU also rounds activations to f16 before each f16
+  product); the same best token wherever the reference's leads its second by more than 0.5% (llama.cpp
+  differed at 0-1 positions per case, all near-ties with leads of at most 0.14%; 91-97% of positions lead by
+  more). Hence llama.cpp continues greedily as the merged model does: every continuation matched.
+  q8_0: logits within 10% (measured 2.9-7.2%); the same best token above a 3% lead (differences at leads of at
+  most 2.0%; 61-73% of positions lead by more).
+  The lead thresholds are below half the logit tolerance, so the top-1 check is not implied by the logit one.
+- One deliberate mistake per family feature (CONTROLS: no +1 on Gemma norms, a dropped sliding window, rope
+  scaling key, rope factor tensor or attention factor, Phi-4-mini's partial rotary ignored) moves llama.cpp's
+  logits by 13-144% of the largest.
 - llama.cpp also tokenizes plain text as the run's tokenizer does, for each tokenizer kind the families ship.
 """
 
@@ -70,8 +74,16 @@ most the original one keeps Phi-3.5's short factors in both readers; past it (te
 to the long ones. The case names the run and so the GGUF's general.name; none holds 'phi3' or 'phi-3', since
 llama.cpp then looks up '</s>', '<unk>', '<s>' and '<|endoftext|>' by text, which Phi-3's tokenizer has and the
 tiny ones lack."""
-QUANTS_TO_CHECK = {"f16": 0.01}
-"""Quant -> llama.cpp tolerance, as a share of the largest logit. The hook for q4_k_m and other K-quants."""
+class Tolerance(NamedTuple):
+    logits: float
+    """The largest logit difference from base + adapter, as a share of the largest logit."""
+    clear_lead: float
+    """Where the reference's best token leads its second by more than this share of the largest logit,
+    llama.cpp must pick the same token; below it, a near-tie may go either way."""
+
+
+QUANTS_TO_CHECK = {"f16": Tolerance(logits=0.01, clear_lead=0.005), "q8_0": Tolerance(logits=0.10, clear_lead=0.03)}
+"""The hook for q4_k_m and the other K-quants: add their tolerance (measured, as in the module docstring)."""
 TEXTS = ["Ticket 42: shipping was late and the box arrived damaged twice this month. I want a refund, please, "
          "and a call back from a manager before Friday!",
          "Ünïcødé ✅, tabs\tand  double  spaces, digits 1234567 and JSON {\"a\": [1, 2.5, null]}"]
@@ -124,9 +136,14 @@ def test_llama_cpp_gets_the_merged_models_greedy_answers(runs, llama_cpp, case, 
     path = export_run(run, "gguf", quant=quant, overwrite=True).path
     tolerance = QUANTS_TO_CHECK[quant]
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=LLAMA_CPP_CASES[case].context, logits_all=True, verbose=False)
-    share, decisive = _llama_cpp_agreement(llm, reference, tokenizer, tolerance)
-    print(f"llama.cpp {case} {quant}: largest difference {share:.2%} of the largest logit, {decisive:.0%} decisive")
-    assert share < tolerance and decisive > 1 / 3
+    share, differing, leads = _llama_cpp_agreement(llm, reference, tokenizer)
+    print(f"llama.cpp {case} {quant}: largest difference {share:.2%} of the largest logit; another best token at "
+          f"{len(differing)} of {len(leads)} positions, where the reference led by at most "
+          f"{max(differing, default=0):.2%}; {(leads > tolerance.clear_lead).mean():.0%} led by more than "
+          f"{tolerance.clear_lead:.1%}")
+    assert share < tolerance.logits
+    assert max(differing, default=0) < tolerance.clear_lead
+    assert (leads > tolerance.clear_lead).mean() > 0.5  # the same greedy answers, not a string of near-ties
 
 
 def _skip_keys(*names):
@@ -167,9 +184,9 @@ def test_llama_cpp_check_catches_a_family_mistake(runs, llama_cpp, monkeypatch, 
     patch(monkeypatch)
     path = export_run(run, "gguf", quant="f16", out=run.path / "wrong", overwrite=True).path
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=LLAMA_CPP_CASES[case].context, logits_all=True, verbose=False)
-    share, _ = _llama_cpp_agreement(llm, reference, tokenizer, None)
+    share, _, _ = _llama_cpp_agreement(llm, reference, tokenizer)
     print(f"llama.cpp {control}: largest difference {share:.0%} of the largest logit")
-    assert share > 5 * QUANTS_TO_CHECK["f16"]
+    assert share > 5 * QUANTS_TO_CHECK["f16"].logits
 
 
 def test_gguf_keys_follow_llama_cpps_converter_per_family(runs):
@@ -272,17 +289,17 @@ def test_published_checkpoints_of_each_family_are_accepted(name):
     gguf_families.family_of(AutoConfig.for_model(model_type, **shape))
 
 
-def _llama_cpp_agreement(llm, reference, tokenizer, tolerance):
-    """(largest logit difference as a share of the largest logit, share of decisive positions) over the texts
-    and the reference's greedy continuations. Within ``tolerance`` (None: not checked), llama.cpp's best token
-    must be the reference's wherever that one leads by more than twice the tolerance."""
+def _llama_cpp_agreement(llm, reference, tokenizer):
+    """Over the texts and the reference's 8-token greedy continuations: the largest logit difference, the
+    reference's lead (best token over second) where llama.cpp picks another token, and its lead everywhere;
+    all as shares of the largest logit."""
     import numpy as np
 
-    worst, decisive, total = 0.0, 0, 0
     # Not the chat text: after a special token llama.cpp adds the '▁' prefix (as sentencepiece does) where
     # HF's Llama-style tokenizers do not; files from llama.cpp's own converter behave the same.
     for text in TEXTS:
         assert llm.tokenize(text.encode(), add_bos=False) == tokenizer(text, add_special_tokens=False)["input_ids"]
+    worst, leads, differing = 0.0, [], []
     for text in texts_for(tokenizer):
         prompt = tokenizer(text)["input_ids"]
         with torch.no_grad():
@@ -295,9 +312,7 @@ def _llama_cpp_agreement(llm, reference, tokenizer, tolerance):
         largest = float(np.abs(want).max())
         worst = max(worst, float(np.abs(got - want).max()) / largest)
         top2 = np.sort(want, axis=-1)[:, -2:]
-        clear = top2[:, 1] - top2[:, 0] > 2 * (tolerance or 0) * largest
-        agree = got.argmax(-1) == want.argmax(-1)
-        decisive, total = decisive + int(clear.sum()), total + len(ids)
-        if tolerance is not None and worst < tolerance:  # a failed tolerance is reported as such by the caller
-            assert agree[clear].all(), f"llama.cpp picks another token at positions {np.flatnonzero(clear & ~agree)}"
-    return worst, decisive / total
+        lead = (top2[:, 1] - top2[:, 0]) / largest
+        leads.extend(lead)
+        differing.extend(lead[got.argmax(-1) != want.argmax(-1)].tolist())
+    return worst, differing, np.asarray(leads)
