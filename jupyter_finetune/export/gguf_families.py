@@ -5,7 +5,8 @@ of each Hugging Face tensor and how a tensor's values change on the way (llama's
 permutation, Gemma's norms + 1), and any tensor llama.cpp wants that the checkpoint lacks (Llama 3
 rope factors, Phi-3's long-context rope factors). ``GgufFamily`` holds the llama-like families
 (llama, mistral, qwen2, qwen3); ``GemmaFamily`` and ``Phi3Family`` add what their converter
-classes add; ``LanguageModelOf`` exports the language model of a multimodal checkpoint. The writer (gguf_writer.py) streams tensors through ``gguf_name`` and ``transform``
+classes add; ``LanguageModelOf`` exports the language model of a multimodal checkpoint. The
+writer (gguf_writer.py) streams tensors through ``gguf_name`` and ``transform``
 one at a time, so no family may need two tensors at once.
 """
 
@@ -174,11 +175,9 @@ class Phi3Family(GgufFamily):
 
     def write_hyperparameters(self, writer: Any, config: Any) -> None:
         super().write_hyperparameters(writer, config)
-        rope = rope_parameters(config)
-        writer.add_rope_scaling_orig_ctx_len(rope.get("original_max_position_embeddings")
-                                             or config.original_max_position_embeddings)
+        writer.add_rope_scaling_orig_ctx_len(_original_context(config))
         writer.add_sliding_window(getattr(config, "sliding_window", None) or 0)  # 0 tells Phi-4 apart
-        if rope["rope_type"] == "longrope":
+        if rope_parameters(config)["rope_type"] == "longrope":
             writer.add_rope_scaling_attn_factors(_longrope_attention_factor(config))
 
     def extra_tensors(self, config: Any) -> Iterator[tuple[str, Any]]:
@@ -230,14 +229,15 @@ class LanguageModelOf:
         return hf_name.replace("model.language_model.", "model.", 1)
 
 
+_GEMMA3 = GemmaFamily("gemma3", rope_types=("default", "linear"), swa_pattern=6, layers_of_27b=62)
 FAMILIES = {
     "llama": GgufFamily("llama", rope_types=("default", "llama3"), permute_qk=True),
     "mistral": GgufFamily("llama", rope_types=("default", "llama3"), permute_qk=True),
     "qwen2": GgufFamily("qwen2"),
     "qwen3": GgufFamily("qwen3"),
     "gemma2": GemmaFamily("gemma2", swa_pattern=2, attention_softcap=True, layers_of_27b=46),
-    "gemma3_text": GemmaFamily("gemma3", rope_types=("default", "linear"), swa_pattern=6, layers_of_27b=62),
-    "gemma3": LanguageModelOf(GemmaFamily("gemma3", rope_types=("default", "linear"), swa_pattern=6, layers_of_27b=62)),
+    "gemma3_text": _GEMMA3,
+    "gemma3": LanguageModelOf(_GEMMA3),
     "phi3": Phi3Family("phi3", rope_types=("default", "longrope")),
 }
 """Hugging Face model_type -> its GGUF family."""
@@ -271,10 +271,14 @@ def _rotary_dims(config: Any) -> int:
     return int((factor or 1.0) * head_dim(config))
 
 
+def _original_context(config: Any) -> int:
+    """The context Phi-3 was pretrained with, before long-context rope scaling."""
+    return rope_parameters(config).get("original_max_position_embeddings") or config.original_max_position_embeddings
+
+
 def _longrope_attention_factor(config: Any) -> float:
     """The attention scale HF applies with longrope, as llama.cpp's converter derives it."""
-    rope = rope_parameters(config)
-    original = rope.get("original_max_position_embeddings") or config.original_max_position_embeddings
+    original = _original_context(config)
     scale = config.max_position_embeddings / original
     return math.sqrt(1 + math.log(scale) / math.log(original)) if scale > 1.0 else 1.0
 
