@@ -177,8 +177,13 @@ def test_unsupported_architecture_is_refused_before_weights_load_naming_the_supp
     run, _ = runs["llama"]
     monkeypatch.setattr("jupyter_finetune.export.source.RunSource.base_config", GPT2Config())
     monkeypatch.setattr("jupyter_finetune.export.run_export.merged_weights", lambda source: pytest.fail("weights loaded"))
-    with pytest.raises(ExportError, match=r"supports the llama \(LlamaForCausalLM\), mistral \(MistralForCausalLM\) "
-                                          r"and qwen2 \(Qwen2ForCausalLM\) families; this model is 'gpt2'"):
+    with pytest.raises(ExportError, match=r"supports the llama \(LlamaForCausalLM, Llama 3.x rope scaling included\), "
+                                          r"mistral \(MistralForCausalLM\), qwen2 \(Qwen2ForCausalLM\), qwen3 "
+                                          r"\(Qwen3ForCausalLM\), gemma2 \(Gemma2ForCausalLM\), gemma3_text "
+                                          r"\(Gemma3ForCausalLM: text-only Gemma 3\), gemma3 "
+                                          r"\(Gemma3ForConditionalGeneration: its language model, without the vision "
+                                          r"tower\) and phi3 \(Phi3ForCausalLM: Phi-3, 3.5 and 4\) families; this "
+                                          r"model is 'gpt2'"):
         export_run(run, "gguf", overwrite=True)
 
 

@@ -2,8 +2,11 @@
 
 A family says which GGUF architecture it is, which hyperparameter keys it writes, the GGUF name
 of each Hugging Face tensor and how a tensor's values change on the way (llama's q/k row
-permutation, ...), and any tensor llama.cpp wants that the checkpoint lacks (Llama 3 rope
-factors). The writer (gguf_writer.py) streams tensors through ``gguf_name`` and ``transform``
+permutation, Gemma's norms + 1), and any tensor llama.cpp wants that the checkpoint lacks (Llama 3
+rope factors, Phi-3's long-context rope factors). ``GgufFamily`` holds the llama-like families
+(llama, mistral, qwen2, qwen3); ``GemmaFamily`` and ``Phi3Family`` add what their converter
+classes add; ``LanguageModelOf`` exports the language model of a multimodal checkpoint. The
+writer (gguf_writer.py) streams tensors through ``gguf_name`` and ``transform``
 one at a time, so no family may need two tensors at once.
 """
 
@@ -16,9 +19,13 @@ from typing import Any, Iterator
 from .result import ExportError
 
 
-def rope_parameters(config: Any) -> dict[str, Any]:
-    """transformers 5 ``rope_parameters`` or 4.x ``rope_theta`` + ``rope_scaling``, as one dict."""
+def rope_parameters(config: Any, layer_type: str = "full_attention") -> dict[str, Any]:
+    """transformers 5 ``rope_parameters`` or 4.x ``rope_theta`` + ``rope_scaling``, as one dict.
+
+    Models with per-layer-type rope (Gemma 3) nest one dict per layer type; ``layer_type`` picks one.
+    """
     params = dict(getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {})
+    params = dict(params.get(layer_type) or params.get("full_attention") or params)
     params.setdefault("rope_theta", getattr(config, "rope_theta", None) or 10000.0)
     params["rope_type"] = params.get("rope_type") or params.get("type") or "default"
     return params
@@ -30,13 +37,15 @@ def head_dim(config: Any) -> int:
 
 @dataclass(frozen=True)
 class GgufFamily:
-    """The llama-like families: llama (and mistral, which llama.cpp runs as llama) and qwen2."""
+    """The llama-like families: llama (and mistral, which llama.cpp runs as llama), qwen2 and qwen3."""
 
     arch: str
     """The GGUF architecture name (``general.architecture``)."""
     rope_types: tuple[str, ...] = ("default",)
     permute_qk: bool = False
     """llama.cpp's llama rotates interleaved pairs where Hugging Face rotates halves."""
+    swa_pattern: int = 0
+    """llama.cpp's sliding-window layer pattern for this arch (every n-th layer global); 0 for none."""
 
     @property
     def model_arch(self) -> Any:
@@ -51,6 +60,21 @@ class GgufFamily:
             raise ExportError(f"GGUF export does not handle {rope_type!r} rope scaling for {config.model_type}; "
                               f"supported: {', '.join(self.rope_types)}. Export --to merged and convert it with "
                               "llama.cpp's convert_hf_to_gguf.py")
+        layer_types = list(getattr(config, "layer_types", None) or [])
+        if layer_types and layer_types != self.layer_types(config.num_hidden_layers):
+            raise ExportError(f"GGUF export of {config.model_type} needs llama.cpp's layout of sliding-window and "
+                              f"full-attention layers ({self._swa_layout()}); this model has {layer_types}. "
+                              "Export --to merged instead")
+
+    def layer_types(self, n_layers: int) -> list[str]:
+        """Attention per layer as llama.cpp runs this arch: every ``swa_pattern``-th layer global."""
+        pattern = self.swa_pattern
+        return ["sliding_attention" if pattern and (i + 1) % pattern else "full_attention" for i in range(n_layers)]
+
+    def _swa_layout(self) -> str:
+        if not self.swa_pattern:
+            return "no sliding window"
+        return f"one full-attention layer in every {self.swa_pattern}, the others sliding"
 
     def write_hyperparameters(self, writer: Any, config: Any) -> None:
         n_head = config.num_attention_heads
@@ -61,13 +85,18 @@ class GgufFamily:
         writer.add_feed_forward_length(config.intermediate_size)
         writer.add_head_count(n_head)
         writer.add_head_count_kv(getattr(config, "num_key_value_heads", None) or n_head)
-        writer.add_rope_freq_base(float(rope_parameters(config)["rope_theta"]))
+        rope = rope_parameters(config)
+        writer.add_rope_freq_base(float(rope["rope_theta"]))
+        if rope["rope_type"] == "linear":
+            import gguf
+
+            writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+            writer.add_rope_scaling_factor(float(rope["factor"]))
         writer.add_layer_norm_rms_eps(config.rms_norm_eps)
         writer.add_vocab_size(config.vocab_size)
-        writer.add_rope_dimension_count(dim)
-        if dim != config.hidden_size // n_head:
-            writer.add_key_length(dim)
-            writer.add_value_length(dim)
+        writer.add_rope_dimension_count(_rotary_dims(config))
+        writer.add_key_length(dim)  # llama.cpp's default, hidden / heads, is wrong for Qwen3, Gemma, Llama 3.2 ...
+        writer.add_value_length(dim)
 
     def gguf_name(self, hf_name: str, config: Any) -> str | None:
         """The tensor's GGUF name; None for a tensor the file leaves out (a tied output head)."""
@@ -98,16 +127,127 @@ class GgufFamily:
             yield gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", _llama3_rope_factors(config)
 
 
+@dataclass(frozen=True)
+class GemmaFamily(GgufFamily):
+    """Gemma 2 and 3: norms stored as w where HF computes x * (1 + w), capped logits, sliding windows.
+
+    llama.cpp scales the embeddings by sqrt(hidden_size) itself, as HF does, so no tensor carries it.
+    """
+
+    attention_softcap: bool = False
+    """Whether llama.cpp's arch soft-caps attention scores: Gemma 2 always, Gemma 3 never."""
+    layers_of_27b: int = 0
+    """The layer count llama.cpp takes for the 27B, whose queries it scales by hidden / heads, not the head size."""
+
+    def check(self, config: Any) -> None:
+        super().check(config)
+        heads = config.num_attention_heads
+        scalar = config.hidden_size // heads if config.num_hidden_layers == self.layers_of_27b else head_dim(config)
+        if config.query_pre_attn_scalar != scalar:
+            raise ExportError(f"GGUF export of {config.model_type} needs query_pre_attn_scalar {scalar} as in Google's "
+                              f"checkpoints (llama.cpp scales queries by it, from the model's shape); this model has "
+                              f"{config.query_pre_attn_scalar}. Export --to merged instead")
+        if (getattr(config, "attn_logit_softcapping", None) is not None) != self.attention_softcap:
+            raise ExportError(f"GGUF export of {config.model_type} needs attn_logit_softcapping "
+                              f"{'set' if self.attention_softcap else 'unset'}, as llama.cpp's {self.arch} runs it; "
+                              f"this model has {config.attn_logit_softcapping}. Export --to merged instead")
+
+    def write_hyperparameters(self, writer: Any, config: Any) -> None:
+        super().write_hyperparameters(writer, config)
+        if self.attention_softcap:
+            writer.add_attn_logit_softcapping(config.attn_logit_softcapping)
+        if getattr(config, "final_logit_softcapping", None) is not None:
+            writer.add_final_logit_softcapping(config.final_logit_softcapping)
+        writer.add_sliding_window(config.sliding_window)
+        writer.add_rope_freq_base_swa(float(rope_parameters(config, "sliding_attention")["rope_theta"]))
+
+    def transform(self, hf_name: str, data: Any, config: Any) -> Any:
+        return data + 1 if hf_name.endswith("norm.weight") else data
+
+
+@dataclass(frozen=True)
+class Phi3Family(GgufFamily):
+    """Phi-3, 3.5 and 4: fused qkv and gate_up (llama.cpp splits them), partial rotary, long-context rope.
+
+    Phi-3.5-mini and the 128k Phi-3s carry 'longrope' factors: llama.cpp reads them as two
+    tensors, picking the long ones when its context exceeds the original one, as HF does by length.
+    """
+
+    def write_hyperparameters(self, writer: Any, config: Any) -> None:
+        super().write_hyperparameters(writer, config)
+        writer.add_rope_scaling_orig_ctx_len(_original_context(config))
+        writer.add_sliding_window(getattr(config, "sliding_window", None) or 0)  # 0 tells Phi-4 apart
+        if rope_parameters(config)["rope_type"] == "longrope":
+            writer.add_rope_scaling_attn_factors(_longrope_attention_factor(config))
+
+    def extra_tensors(self, config: Any) -> Iterator[tuple[str, Any]]:
+        import gguf
+        import numpy as np
+
+        rope = rope_parameters(config)
+        if rope["rope_type"] == "longrope":
+            for tensor, key in ((gguf.MODEL_TENSOR.ROPE_FACTORS_LONG, "long_factor"),
+                                (gguf.MODEL_TENSOR.ROPE_FACTORS_SHORT, "short_factor")):
+                yield gguf.TENSOR_NAMES[tensor] + ".weight", np.array(rope[key], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class LanguageModelOf:
+    """The text part of a multimodal checkpoint (Gemma 3 4B and up) as its text family's GGUF.
+
+    Its config holds the language model's settings in ``text_config`` and its tensors under
+    ``model.language_model.``; the vision tower and projector are left out, as llama.cpp's converter
+    leaves them to a separate mmproj file.
+    """
+
+    text: GgufFamily
+    vision_prefixes: tuple[str, ...] = ("model.vision_tower.", "model.multi_modal_projector.")
+
+    @property
+    def arch(self) -> str:
+        return self.text.arch
+
+    def check(self, config: Any) -> None:
+        self.text.check(config.text_config)
+
+    def write_hyperparameters(self, writer: Any, config: Any) -> None:
+        self.text.write_hyperparameters(writer, config.text_config)
+
+    def gguf_name(self, hf_name: str, config: Any) -> str | None:
+        if hf_name.startswith(self.vision_prefixes):
+            return None
+        return self.text.gguf_name(self._text_name(hf_name), config.text_config)
+
+    def transform(self, hf_name: str, data: Any, config: Any) -> Any:
+        return self.text.transform(self._text_name(hf_name), data, config.text_config)
+
+    def extra_tensors(self, config: Any) -> Iterator[tuple[str, Any]]:
+        return self.text.extra_tensors(config.text_config)
+
+    @staticmethod
+    def _text_name(hf_name: str) -> str:
+        return hf_name.replace("model.language_model.", "model.", 1)
+
+
+_GEMMA3 = GemmaFamily("gemma3", rope_types=("default", "linear"), swa_pattern=6, layers_of_27b=62)
 FAMILIES = {
     "llama": GgufFamily("llama", rope_types=("default", "llama3"), permute_qk=True),
     "mistral": GgufFamily("llama", rope_types=("default", "llama3"), permute_qk=True),
     "qwen2": GgufFamily("qwen2"),
+    "qwen3": GgufFamily("qwen3"),
+    "gemma2": GemmaFamily("gemma2", swa_pattern=2, attention_softcap=True, layers_of_27b=46),
+    "gemma3_text": _GEMMA3,
+    "gemma3": LanguageModelOf(_GEMMA3),
+    "phi3": Phi3Family("phi3", rope_types=("default", "longrope")),
 }
 """Hugging Face model_type -> its GGUF family."""
-SUPPORTED = "llama (LlamaForCausalLM), mistral (MistralForCausalLM) and qwen2 (Qwen2ForCausalLM)"
+SUPPORTED = ("llama (LlamaForCausalLM, Llama 3.x rope scaling included), mistral (MistralForCausalLM), qwen2 "
+             "(Qwen2ForCausalLM), qwen3 (Qwen3ForCausalLM), gemma2 (Gemma2ForCausalLM), gemma3_text "
+             "(Gemma3ForCausalLM: text-only Gemma 3), gemma3 (Gemma3ForConditionalGeneration: its language model, "
+             "without the vision tower) and phi3 (Phi3ForCausalLM: Phi-3, 3.5 and 4)")
 
 
-def family_of(config: Any) -> GgufFamily:
+def family_of(config: Any) -> GgufFamily | LanguageModelOf:
     """The config's GGUF family, checked; or an error naming the supported ones (before weights load)."""
     model_type = getattr(config, "model_type", None)
     family = FAMILIES.get(model_type)
@@ -123,6 +263,24 @@ def _permute(weights: Any, n_head: int) -> Any:
     """Rows of each head from [first halves, second halves] to interleaved pairs, as llama.cpp expects."""
     return (weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
             .swapaxes(1, 2).reshape(weights.shape))
+
+
+def _rotary_dims(config: Any) -> int:
+    """Rotated dimensions per head: all of them, or Phi-4-mini's partial_rotary_factor share."""
+    factor = rope_parameters(config).get("partial_rotary_factor") or getattr(config, "partial_rotary_factor", None)
+    return int((factor or 1.0) * head_dim(config))
+
+
+def _original_context(config: Any) -> int:
+    """The context Phi-3 was pretrained with, before long-context rope scaling."""
+    return rope_parameters(config).get("original_max_position_embeddings") or config.original_max_position_embeddings
+
+
+def _longrope_attention_factor(config: Any) -> float:
+    """The attention scale HF applies with longrope, as llama.cpp's converter derives it."""
+    original = _original_context(config)
+    scale = config.max_position_embeddings / original
+    return math.sqrt(1 + math.log(scale) / math.log(original)) if scale > 1.0 else 1.0
 
 
 def _llama3_rope_factors(config: Any) -> Any:

@@ -103,7 +103,8 @@ def _ollama(source: RunSource, folder: Path, quant: str, target: Path) -> tuple[
 
 def _write_gguf(source: RunSource, tokenizer: Any, path: Path, quant: str) -> None:
     """The vocabulary is read (and may be refused) before the weights load."""
-    vocab = gguf_vocab(tokenizer, source.base_config.vocab_size, source_pre_tokenizer(source.source_gguf()))
+    config = getattr(source.base_config, "text_config", source.base_config)  # multimodal: its language model
+    vocab = gguf_vocab(tokenizer, config.vocab_size, source_pre_tokenizer(source.source_gguf()))
     write_gguf(merged_weights(source), vocab, path, quant=quant, name=source.run.name)
 
 
