@@ -201,7 +201,9 @@ class LanguageModelOf:
     """
 
     text: GgufFamily
-    vision_prefixes: tuple[str, ...] = ("model.vision_tower.", "model.multi_modal_projector.")
+    vision_prefixes: tuple[str, ...] = ("model.vision_tower.", "model.multi_modal_projector.", "vision_tower.",
+                                        "multi_modal_projector.")
+    """As the loaded model and as the checkpoint on disk name them (transformers renames on load)."""
 
     @property
     def arch(self) -> str:
@@ -226,7 +228,13 @@ class LanguageModelOf:
 
     @staticmethod
     def _text_name(hf_name: str) -> str:
-        return hf_name.replace("model.language_model.", "model.", 1)
+        """The text family's name: ``model.language_model.X`` (loaded) or ``language_model.model.X`` (on disk)
+        is ``model.X``; the on-disk ``language_model.lm_head`` is ``lm_head``."""
+        for prefix, text in (("model.language_model.", "model."), ("language_model.model.", "model."),
+                             ("language_model.", "")):
+            if hf_name.startswith(prefix):
+                return text + hf_name.removeprefix(prefix)
+        return hf_name
 
 
 _GEMMA3 = GemmaFamily("gemma3", rope_types=("default", "linear"), swa_pattern=6, layers_of_27b=62)

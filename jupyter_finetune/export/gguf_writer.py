@@ -73,14 +73,14 @@ def write_gguf(weights: MergedWeights, vocab: GgufVocab, path: Path, *, quant: s
     writer.close()
 
 
-
 def _plan(weights: MergedWeights, family: GgufFamily, quant: str) -> Iterator[_Planned]:
     """Every tensor the file holds, in file order, from the checkpoint headers and the family's extra tensors."""
     import numpy as np
 
     config = weights.config
-    layers = config.num_hidden_layers
-    tied = bool(getattr(config, "tie_word_embeddings", False))  # token_embd is then llama.cpp's output too
+    text = getattr(config, "text_config", None) or config  # a multimodal checkpoint: its language model's
+    layers = text.num_hidden_layers
+    tied = bool(getattr(config, "tie_word_embeddings", None) or getattr(text, "tie_word_embeddings", False))  # token_embd is then llama.cpp's output too
     for tensor in weights.tensors():
         gguf_name = family.gguf_name(tensor.name, config)
         if gguf_name is not None:

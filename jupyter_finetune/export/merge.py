@@ -55,6 +55,7 @@ class MergedWeights:
         base = Checkpoint.at(base_path)
         adapter = LoraAdapter.load(adapter_dir) if adapter_dir is not None else LoraAdapter({})
         stored = {t.name: t for t in base.tensors()}
+        adapter = LoraAdapter({_stored_name(name, stored): update for name, update in adapter.updates.items()})
         for name, update in adapter.updates.items():
             tensor = stored.get(name)
             if tensor is None:
@@ -121,3 +122,27 @@ def save_merged(weights: MergedWeights, tokenizer: Any, folder: Path, dtype: str
         generation = GenerationConfig.from_model_config(config)
     generation.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+
+
+_WRAPPERS = frozenset({"model", "language_model"})
+"""Leading name parts a model class may nest in either order: multimodal checkpoints (Gemma 3 4B and up) store
+``language_model.model.layers...`` and ``vision_tower...`` where the loaded model, and so its adapter, says
+``model.language_model.layers...`` and ``model.vision_tower...``."""
+
+
+def _stored_name(name: str, stored: dict[str, Any]) -> str:
+    """The base checkpoint's spelling of an adapted weight's name (itself when the checkpoint has it)."""
+    if name in stored:
+        return name
+    key = _unwrapped(name)
+    matches = [s for s in stored if _unwrapped(s) == key]
+    return matches[0] if len(matches) == 1 else name
+
+
+def _unwrapped(name: str) -> str:
+    parts = name.split(".")
+    lead = 0
+    while lead < len(parts) - 1 and parts[lead] in _WRAPPERS:
+        lead += 1
+    return ".".join(parts[lead:])
+
