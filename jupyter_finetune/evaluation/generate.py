@@ -82,12 +82,14 @@ def generate_timed(model: Any, tokenizer: Any, conversations: list[list[dict[str
         return Generation([a.strip() for a in answers], [len(p) for p in prompts[:len(answers)]], new_tokens,
                           time.perf_counter() - start)
 
+    prefix = None
     with torch.inference_mode(), _vocab_projection_weights_first(model):
-        prefix = _kv_cache(model(input_ids=torch.tensor([prompts[0][:shared]], device=model.device),
-                                 use_cache=True)) if shared else None
         while len(answers) < len(prompts):
             rows = prompts[len(answers):len(answers) + batch_size]
             try:
+                if shared and prefix is None:
+                    prefix = _kv_cache(model(input_ids=torch.tensor([prompts[0][:shared]], device=model.device),
+                                             use_cache=True))
                 new = _generate_batch(model, rows, shared, prefix, tokenizer.pad_token_id, max_new_tokens)
             except Exception as e:
                 if not is_out_of_memory(e):
