@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import shutil
+import subprocess
+import sys
 import weakref
+from pathlib import Path
 
 import pytest
 import torch
@@ -156,3 +160,43 @@ def test_answers_before_an_out_of_memory_error_are_kept_and_the_next_call_contin
     assert resumed.comparison.outputs.generations["fine-tuned"].answers == \
         full.comparison.outputs.generations["fine-tuned"].answers
     assert list((runs / "t1" / "eval" / "partial").glob("*.json")) == []  # the complete evaluation replaced it
+
+
+CPU_OUT_OF_MEMORY = '''
+import re, resource, sys
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+from conftest import build_tokenizer
+from jupyter_finetune.evaluation.generate import generate_timed
+
+tokenizer = build_tokenizer()
+torch.manual_seed(0)
+model = LlamaForCausalLM(LlamaConfig(hidden_size=256, intermediate_size=1024, num_hidden_layers=2,
+    num_attention_heads=8, vocab_size=len(tokenizer), max_position_embeddings=2048,
+    eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)).eval()
+prompts = [[{"role": "user", "content": f"{i} " + "the printer is on fire again " * 60}] for i in range(12)]
+one_by_one = generate_timed(model, tokenizer, prompts, max_new_tokens=2, batch_size=1)
+size = int(re.search(r"VmSize:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + 48 * 2**20, resource.RLIM_INFINITY))  # 48 MiB more than now
+ids = tokenizer.apply_chat_template(prompts, add_generation_prompt=True, return_tensors="pt", return_dict=True,
+                                    padding=True)
+try:
+    model.generate(**ids, max_new_tokens=2, do_sample=False)
+    print("12 rows at once fit under the limit")
+except RuntimeError as e:
+    print("12 rows at once:", str(e).splitlines()[0])
+halved = generate_timed(model, tokenizer, prompts, max_new_tokens=2, batch_size=12)
+print("same answers" if halved.answers == one_by_one.answers else "other answers")
+'''
+
+
+@pytest.mark.slow
+def test_running_out_of_host_memory_halves_the_batch_on_cpu_too():
+    """A real allocation failure: the process's address space is capped just above what it holds."""
+    tests = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": f"{tests.parent}{os.pathsep}{tests}", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", CPU_OUT_OF_MEMORY], capture_output=True, text=True, env=env,
+                          timeout=300)
+    lines = [line for line in done.stdout.splitlines() if line.strip()]  # the tokenizer trainer prints blank lines
+    assert len(lines) == 2 and "can't allocate memory" in lines[0], done.stdout + done.stderr[-2000:]
+    assert lines[1] == "same answers"
