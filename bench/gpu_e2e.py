@@ -170,7 +170,8 @@ def llama_1b(a: argparse.Namespace) -> dict[str, Any]:
     steps["train"]["status"] = getattr(trained, "status", None)
     report = timed(steps, "evaluate", lambda: api.evaluate(name, runs_dir=runs, limit=a.eval_rows, regenerate=True))
     if report is not None:
-        steps["evaluate"].update(loaded=report.loaded.text() if report.loaded else None, table=report.comparison.table())
+        steps["evaluate"].update(loaded=report.loaded.text() if report.loaded else None,
+                                 table=report.comparison.table())
     reply = timed(steps, "chat", lambda: api.chat(name, "My invoice is wrong and I was charged twice.",
                                                     runs_dir=runs, max_new_tokens=32))
     if reply is not None:

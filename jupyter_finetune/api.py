@@ -179,8 +179,8 @@ def chat(run: str, message: str, *, system: str | None = None, runs_dir: str | P
          max_new_tokens: int | None = None) -> Any:
     """One message answered by the base model and by the fine-tuned one (a ChatReply, with timings).
 
-    ``system`` defaults to the training data's system prompt; pass "" to send none. Loads the model
-    on every call: for several messages, keep a ``chat_session`` instead.
+    ``system`` defaults to the training data's system prompt; pass "" to send none. The model stays
+    loaded in the kernel, so the next call for this run (chat or evaluate) does not load it again.
     """
     return chat_session(run, runs_dir=runs_dir, max_new_tokens=max_new_tokens).ask(message, system)
 

@@ -23,6 +23,7 @@ from jupyter_finetune.evaluation.generate import GenerationOutOfMemory, generate
 from jupyter_finetune.evaluation.loading import MODELS, load_run
 from jupyter_finetune.models.memory import ModelShape, generation_batch_size, generation_row_bytes
 from jupyter_finetune.runs import RunStore
+from jupyter_finetune.ui.eval_view import comparison_html
 from helpers import good_rows
 
 CPU_HF = LoadDescription("cpu", "float32", "none", "hf")
@@ -52,6 +53,7 @@ def test_an_hf_run_on_cpu_is_evaluated_in_fp32_and_the_evaluation_says_so(runs):
     report = api.evaluate("t1", runs_dir=runs, max_new_tokens=4, limit=2, against="base", regenerate=True)
     assert report.loaded == CPU_HF
     assert "loaded: cpu/float32/none (hf)" in report.text()
+    assert "loaded: cpu/float32/none (hf)" in comparison_html(report)
     saved = json.loads(report.path.read_text())
     assert LoadDescription.from_dict(saved["outputs"]["loaded"]) == CPU_HF
     reused = api.evaluate("t1", runs_dir=runs, max_new_tokens=4, limit=2, against="base")
@@ -125,7 +127,8 @@ def test_out_of_memory_halves_the_batch_and_gives_the_same_answers(runs):
         assert halved.answers == expected.answers and halved.new_tokens == expected.new_tokens
         handle.remove()
         handle = fail_batches_over(loaded.model, 0)
-        with pytest.raises(GenerationOutOfMemory, match=r"0 of 6 answers done, and kept\): lower --max-new-tokens"):
+        message = r"out of cpu memory .* after 0 of 6 answers: lower --max-new-tokens \(now 6\)"
+        with pytest.raises(GenerationOutOfMemory, match=message):
             generate_timed(loaded.model, loaded.tokenizer, prompts, max_new_tokens=6, batch_size=8)
     finally:
         handle.remove()
@@ -145,7 +148,7 @@ def test_answers_before_an_out_of_memory_error_are_kept_and_the_next_call_contin
 
     handle = model.get_base_model().model.register_forward_pre_hook(run_out_after_two_rows, with_kwargs=True)
     try:
-        with pytest.raises(GenerationOutOfMemory, match="2 of 4 answers done, and kept"):
+        with pytest.raises(GenerationOutOfMemory, match="after 2 of 4 answers: .* continues from the answers kept"):
             api.evaluate("t1", runs_dir=runs, max_new_tokens=4, limit=4, against="none", regenerate=True,
                          batch_size=1)
     finally:

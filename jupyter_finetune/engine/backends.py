@@ -51,7 +51,8 @@ class LoadDescription:
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any]) -> "LoadDescription":
-        return cls(*(str(saved.get(k, "?")) for k in ("device", "dtype", "quant", "backend")), str(saved.get("note", "")))
+        device, dtype, quant, backend = (str(saved.get(k, "?")) for k in ("device", "dtype", "quant", "backend"))
+        return cls(device, dtype, quant, backend, str(saved.get("note", "")))
 
 
 @dataclass(frozen=True)

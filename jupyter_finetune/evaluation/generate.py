@@ -99,10 +99,10 @@ def generate_timed(model: Any, tokenizer: Any, conversations: list[list[dict[str
                 free_memory()
                 if batch_size == 1:
                     raise GenerationOutOfMemory(
-                        f"out of memory generating one row of up to {len(rows[0]) + max_new_tokens} tokens "
-                        f"({len(answers)} of {len(prompts)} answers done, and kept): lower --max-new-tokens "
-                        f"(now {max_new_tokens}), or free memory (another model or run loaded in this kernel)",
-                        done())
+                        f"out of {model.device.type} memory generating one row of up to {len(rows[0]) + max_new_tokens}"
+                        f" tokens, after {len(answers)} of {len(prompts)} answers: lower --max-new-tokens (now "
+                        f"{max_new_tokens}) or --limit, or free memory (other models, processes) and run it again "
+                        "with the same options, which continues from the answers kept so far", done())
                 batch_size //= 2
                 continue
             new_tokens += [_answer_length(row, stops) for row in new.tolist()]
