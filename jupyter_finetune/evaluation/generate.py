@@ -161,8 +161,9 @@ def _vocab_projection_weights_first(model: Any) -> Iterator[None]:
     """On CPU, compute the logits of a decoding step as ``(W @ x.T).T`` rather than ``x @ W.T``.
 
     Same sums in another order; with MKL, the vocabulary projection of 8 rows (49152 x 576 for
-    SmolLM2) runs about 2.5x faster this way (torch 2.13, 2 cores: 32 ms vs 80 ms), and it is a
-    fifth of a batched decoding step. The output embedding is swapped for a module computing it so,
+    SmolLM2) runs about 2.5x faster this way (torch 2.13, 2 cores: 32 ms vs 80 ms); end to end,
+    SmolLM2 generates about 8% more tokens/s with it (16 ticket prompts, batch 8: 6.4 vs 5.9 tokens/s
+    on 2 shared cores), with the same answers. The output embedding is swapped for a module computing it so,
     sharing the same weights, for the duration of the generation, then put back.
     """
     import torch
