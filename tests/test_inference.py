@@ -119,6 +119,7 @@ def fail_batches_over(model, rows: int):
 
 def test_out_of_memory_halves_the_batch_and_gives_the_same_answers(runs):
     loaded = load_run(RunStore.at(runs).get("t1"))
+    head = loaded.model.get_output_embeddings()
     prompts = [[{"role": "user", "content": f"ticket {i}: the printer is on fire"}] for i in range(6)]
     expected = generate_timed(loaded.model, loaded.tokenizer, prompts, max_new_tokens=6, batch_size=8)
     handle = fail_batches_over(loaded.model, 2)
@@ -132,6 +133,7 @@ def test_out_of_memory_halves_the_batch_and_gives_the_same_answers(runs):
             generate_timed(loaded.model, loaded.tokenizer, prompts, max_new_tokens=6, batch_size=8)
     finally:
         handle.remove()
+    assert loaded.model.get_output_embeddings() is head  # the CPU logits module is put back, error or not
 
 
 def test_answers_before_an_out_of_memory_error_are_kept_and_the_next_call_continues(runs):
