@@ -108,10 +108,10 @@ def from_pretrained_kwargs(quant: str) -> tuple[dict[str, Any], str]:
     return kwargs, precision
 
 
-def describe(model: Any, quant: str, backend: str, note: str = "") -> LoadDescription:
+def describe(model: Any, quant: str, backend: str) -> LoadDescription:
     """What ``model`` actually is: its device and the dtype its floating-point weights compute in."""
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-    return LoadDescription(str(model.device), str(dtype).removeprefix("torch."), quant, backend, note)
+    return LoadDescription(str(model.device), str(dtype).removeprefix("torch."), quant, backend)
 
 
 def attach_adapter(base: Any, adapter_dir: Path) -> Any:
