@@ -87,8 +87,10 @@ def prepare_training(data: Any = None, *, name: str | None = None, preset: str =
     is the one-call form.
     """
     from .engine.prepare import prepare_training as prepare
+    from .evaluation.loading import release_models
     from .runs import RunStore
 
+    release_models()  # a model kept for evaluation or chat would take training's memory
     job = prepare(RunStore.at(runs_dir), data, name=name, preset=preset, resume=resume, overwrite=overwrite,
                   callbacks=callbacks, **settings)
     _JOBS[job.run.name] = job
@@ -128,14 +130,16 @@ def stop(name: str | None = None) -> list[str]:
 
 def evaluate(run: str, data: Any = None, *, split: str = "test", against: tuple[str, ...] | str = ("base", "fewshot"),
              shots: int = 3, metrics: tuple[Any, ...] | str | None = None, threshold: str | float | None = None,
-             max_new_tokens: int | None = None, batch_size: int = 8, limit: int | None = None,
+             max_new_tokens: int | None = None, batch_size: int | None = None, limit: int | None = None,
              forgetting: bool = False, regenerate: bool = False, runs_dir: str | Path | None = None) -> Any:
     """Fine-tuned vs base zero-shot vs base few-shot on held-out rows, with a verdict (an EvalReport).
 
     ``data`` defaults to the run's own copy (its test split); ``against="none"`` evaluates the
     fine-tuned model alone. ``metrics`` default to JSON metrics when the answers are JSON, else
-    exact/f1/rougeL; ``max_new_tokens`` to the longest reference answer plus a margin. Answers are
-    kept with the run and reused when asked again with the same adapter and settings.
+    exact/f1/rougeL; ``max_new_tokens`` to the longest reference answer plus a margin; ``batch_size``
+    to what free memory holds. The model loads through the run's own backend, device and precision, and
+    stays loaded for ``chat`` of the same run. Answers are kept with the run and reused when asked again
+    with the same adapter and settings.
     """
     from .evaluation.run_eval import evaluate_run
     from .runs import RunStore
@@ -175,8 +179,8 @@ def chat(run: str, message: str, *, system: str | None = None, runs_dir: str | P
          max_new_tokens: int | None = None) -> Any:
     """One message answered by the base model and by the fine-tuned one (a ChatReply, with timings).
 
-    ``system`` defaults to the training data's system prompt; pass "" to send none. Loads the model
-    on every call: for several messages, keep a ``chat_session`` instead.
+    ``system`` defaults to the training data's system prompt; pass "" to send none. The model stays
+    loaded in the kernel, so the next call for this run (chat or evaluate) does not load it again.
     """
     return chat_session(run, runs_dir=runs_dir, max_new_tokens=max_new_tokens).ask(message, system)
 

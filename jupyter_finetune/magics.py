@@ -223,7 +223,7 @@ class FinetuneMagics(Magics):
     @argument("--metric", help="exact,json_valid,json_fields,f1,rougeL or module:function (default: by answer type).")
     @argument("--threshold", help="The bar, e.g. json_fields>=0.9 (or 0.9 for the first metric).")
     @argument("--max-new-tokens", type=int, help="Default: the longest reference answer + 16.")
-    @argument("--batch-size", type=int, default=8)
+    @argument("--batch-size", type=int, help="Rows generated at once. Default: what free memory holds.")
     @argument("--limit", type=int, help="Evaluate on the first N held-out rows only.")
     @argument("--forgetting", action="store_true", help="Also check general-prompt perplexity for regressions.")
     @argument("--regenerate", action="store_true", help="Generate again even if saved answers match.")

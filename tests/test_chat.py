@@ -13,7 +13,7 @@ from jupyter_finetune import api
 from jupyter_finetune.data import prepare, read_records
 from jupyter_finetune.evaluation.chat import training_system_prompt
 from jupyter_finetune.evaluation.generate import generate_timed
-from jupyter_finetune.evaluation.loading import load_with_adapter
+from jupyter_finetune.evaluation.loading import load_run
 from jupyter_finetune.runs import RunStore
 from jupyter_finetune.ui.chat import ChatPlayground, conversation_html
 from helpers import WIDGET_VIEW, assert_no_controls, chat, run_cell, saved_outputs
@@ -41,7 +41,8 @@ def session(root):
 @pytest.fixture(scope="module")
 def expected(root, tiny_model_dir):
     """What evaluation's own generate answers, with the adapter and inside disable_adapter."""
-    model, tokenizer = load_with_adapter(tiny_model_dir, RunStore.at(root).get("c").adapter_dir)
+    loaded = load_run(RunStore.at(root).get("c"))
+    model, tokenizer = loaded.model, loaded.tokenizer
 
     def answers(message: str, system: str = SYSTEM) -> tuple[str, str]:
         conversation = [{"role": "system", "content": system}, {"role": "user", "content": message}]

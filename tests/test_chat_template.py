@@ -47,5 +47,5 @@ def test_evaluation_chat_and_export_render_prompts_as_training_did(no_template_m
     assert report.comparison.outputs.prompts == prompts
     assert report.comparison.outputs.generations["fine-tuned"].prompt_tokens == _prompt_tokens(trained_with, prompts)
     run = RunStore.at(tmp_path).get("nt")
-    for tokenizer in (ChatSession(run, max_new_tokens=2).tokenizer, RunSource.of(run).tokenizer()):
+    for tokenizer in (ChatSession(run, max_new_tokens=2).loaded.tokenizer, RunSource.of(run).tokenizer()):
         assert _prompt_tokens(tokenizer, prompts) == _prompt_tokens(trained_with, prompts)

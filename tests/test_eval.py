@@ -14,7 +14,7 @@ from jupyter_finetune.data import prepare, read_records
 from jupyter_finetune.evaluation.compare import Outputs, score_outputs
 from jupyter_finetune.evaluation.fewshot import pick_shots, with_shots
 from jupyter_finetune.evaluation.generate import Generation, generate_timed
-from jupyter_finetune.evaluation.loading import load_with_adapter
+from jupyter_finetune.evaluation.loading import load_run
 from jupyter_finetune.evaluation.metrics import METRICS
 from jupyter_finetune.evaluation.verdict import Threshold, decide
 from jupyter_finetune.runs import RunStore
@@ -89,7 +89,8 @@ def test_evaluate_runs_three_systems_saves_answers_and_reuses_them(trained):
     assert list(c.systems) == ["fine-tuned", "base", "fewshot"] and c.metrics == ("json_fields", "json_valid", "exact")
     assert report.generated == ("fine-tuned", "base", "fewshot") and c.rows == 4
     # the same rows and decoding as plain generate, with and without the adapter
-    model, tokenizer = load_with_adapter(*_paths(runs))
+    loaded = load_run(RunStore.at(runs).get("t1"))
+    model, tokenizer = loaded.model, loaded.tokenizer
     prompts = [ex.messages[:-1] for ex in data.test[:4]]
     assert c.outputs.generations["fine-tuned"].answers == generate_timed(model, tokenizer, prompts,
                                                                          max_new_tokens=8).answers
@@ -110,14 +111,6 @@ def test_evaluate_runs_three_systems_saves_answers_and_reuses_them(trained):
     alone = api.evaluate("t1", runs_dir=runs, max_new_tokens=8, limit=4, against="none")  # reused, not generated
     assert alone.generated == () and list(alone.comparison.systems) == ["fine-tuned"]
     assert api.evaluate("t1", runs_dir=runs, max_new_tokens=6, limit=4, against="base").generated == ("fine-tuned", "base")
-
-
-def _paths(runs):
-    from jupyter_finetune.models import resolve_model
-    from jupyter_finetune.runs import RunStore
-
-    run = RunStore.at(runs).get("t1")
-    return resolve_model(run.settings().model).path, run.adapter_dir
 
 
 def test_forgetting_check_compares_general_prompt_perplexity(trained):

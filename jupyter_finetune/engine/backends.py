@@ -1,14 +1,16 @@
-"""Backends load the base model for LoRA training; both feed the same TRL SFTTrainer.
+"""Backends load the base model for LoRA training (both feed the same TRL SFTTrainer) and load it
+again, with the run's adapter, for evaluation and chat.
 
 A backend is a small protocol, not a class hierarchy: ``hf`` (transformers + peft, bitsandbytes
 4/8-bit on CUDA, fp32 on CPU) and ``unsloth`` (NVIDIA GPUs; imported only when chosen, because it
-patches transformers and TRL at import) share one ``load``; what follows is the same SFTTrainer.
+patches transformers and TRL at import) share one ``load`` and one ``load_for_inference``; the
+run's model is evaluated where and how it was trained, chosen by the same ``select_backend``.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,10 +27,49 @@ class Loaded:
     precision: str
 
 
+@dataclass(frozen=True)
+class LoadDescription:
+    """Where and how a model was loaded for inference: what an evaluation's answers were generated on."""
+
+    device: str
+    """``cpu``, ``cuda:0``."""
+    dtype: str
+    """The compute dtype: ``float32``, ``bfloat16``, ``float16``."""
+    quant: str
+    """The base weights' quantization: ``none``, ``4bit``, ``8bit``."""
+    backend: str
+    note: str = ""
+    """Why it differs from how the run trained (a 4-bit run evaluated on a CPU), if it does."""
+
+    def text(self) -> str:
+        note = f"; {self.note}" if self.note else ""
+        return f"{self.device}/{self.dtype}/{self.quant} ({self.backend}){note}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"device": self.device, "dtype": self.dtype, "quant": self.quant, "backend": self.backend,
+                "note": self.note}
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> "LoadDescription":
+        device, dtype, quant, backend = (str(saved.get(k, "?")) for k in ("device", "dtype", "quant", "backend"))
+        return cls(device, dtype, quant, backend, str(saved.get("note", "")))
+
+
+@dataclass(frozen=True)
+class InferenceModel:
+    """A run's model ready to generate: the base with the adapter attached (a PeftModel in eval mode;
+    inside ``model.disable_adapter()`` it is the base model), and how it was loaded."""
+
+    model: Any
+    description: LoadDescription
+
+
 class Backend(Protocol):
     name: str
 
     def load(self, model_path: Path, config: TrainConfig) -> Loaded: ...
+
+    def load_for_inference(self, model_path: Path, adapter_dir: Path, config: TrainConfig) -> InferenceModel: ...
 
 
 def cuda_available() -> bool:
@@ -46,36 +87,61 @@ def lora_config(config: TrainConfig) -> Any:
                       target_modules=targets, task_type="CAUSAL_LM")
 
 
+def from_pretrained_kwargs(quant: str) -> tuple[dict[str, Any], str]:
+    """transformers ``from_pretrained`` arguments for the base weights, and that precision in words: 16-bit
+    on the GPU (bitsandbytes 4/8-bit for ``quant``), fp32 on CPU. Training and inference load alike."""
+    import torch
+
+    if not cuda_available():
+        return {"dtype": torch.float32}, "fp32"
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    kwargs: dict[str, Any] = {"dtype": dtype, "device_map": {"": 0}}
+    precision = str(dtype).removeprefix("torch.")
+    if quant != "none":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = (
+            BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=dtype)
+            if quant == "4bit" else BitsAndBytesConfig(load_in_8bit=True))
+        precision = f"{quant} base, {precision} LoRA"
+    return kwargs, precision
+
+
+def describe(model: Any, quant: str, backend: str) -> LoadDescription:
+    """What ``model`` actually is: its device and the dtype its floating-point weights compute in."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    return LoadDescription(str(model.device), str(dtype).removeprefix("torch."), quant, backend)
+
+
+def attach_adapter(base: Any, adapter_dir: Path) -> Any:
+    from peft import PeftModel
+
+    tolerate_old_torchao()
+    return PeftModel.from_pretrained(base, adapter_dir).eval()
+
+
 @dataclass(frozen=True)
 class HFBackend:
     name: str = "hf"
 
     def load(self, model_path: Path, config: TrainConfig) -> Loaded:
-        import torch
         from transformers import AutoModelForCausalLM
 
-        kwargs: dict[str, Any] = {}
-        if cuda_available():
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            kwargs.update(dtype=dtype, device_map={"": 0})
-            precision = str(dtype).removeprefix("torch.")
-            if config.quant != "none":
-                from transformers import BitsAndBytesConfig
-
-                kwargs["quantization_config"] = (
-                    BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                       bnb_4bit_compute_dtype=dtype)
-                    if config.quant == "4bit" else BitsAndBytesConfig(load_in_8bit=True))
-                precision = f"{config.quant} base, {precision} LoRA"
-        else:
-            kwargs["dtype"] = torch.float32
-            precision = "fp32"
+        kwargs, precision = from_pretrained_kwargs(config.quant)
         model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
         if config.quant != "none":
             from peft import prepare_model_for_kbit_training
 
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
         return Loaded(model, lora_config(config), precision)
+
+    def load_for_inference(self, model_path: Path, adapter_dir: Path, config: TrainConfig) -> InferenceModel:
+        from transformers import AutoModelForCausalLM
+
+        kwargs, _ = from_pretrained_kwargs(config.quant)
+        model = attach_adapter(AutoModelForCausalLM.from_pretrained(model_path, **kwargs), adapter_dir)
+        return InferenceModel(model, describe(model, config.quant, self.name))
 
 
 @dataclass(frozen=True)
@@ -103,6 +169,19 @@ class UnslothBackend:
         dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
         base = f"{config.quant} base, {dtype} LoRA" if config.quant != "none" else dtype
         return Loaded(model, None, f"{base} (unsloth)")
+
+    def load_for_inference(self, model_path: Path, adapter_dir: Path, config: TrainConfig) -> InferenceModel:
+        """The base as training loaded it, the saved adapter attached, then Unsloth's inference mode (its
+        fast generation path; ``disable_adapter`` still gives the base model)."""
+        from unsloth import FastLanguageModel
+
+        base, _ = FastLanguageModel.from_pretrained(
+            model_name=str(model_path), max_seq_length=config.max_length, dtype=None,
+            load_in_4bit=config.quant == "4bit", load_in_8bit=config.quant == "8bit",
+            load_in_16bit=config.quant == "none")
+        model = attach_adapter(base, adapter_dir)
+        FastLanguageModel.for_inference(model)
+        return InferenceModel(model, describe(model, config.quant, self.name))
 
 
 UNSLOTH_INSTALL = 'pip install "jupyter-finetune[unsloth]"'
@@ -150,11 +229,12 @@ def unsloth_blockers(cuda: bool) -> list[str]:
     return []
 
 
-def select_backend(config: TrainConfig) -> tuple[Backend, str]:
+def select_backend(config: TrainConfig, *, training: bool = True) -> tuple[Backend, str]:
     """The backend to use and, in words, why; refuses settings this machine cannot run.
 
     ``auto`` takes unsloth on an NVIDIA GPU where it is installed and importable, and hf otherwise;
     an explicit ``unsloth`` that cannot run is an error that says why, never a silent fallback.
+    ``training=False`` skips what only training needs (TRL's CPU loss).
     """
     cuda = cuda_available()
     if config.quant != "none" and not cuda:
@@ -172,7 +252,8 @@ def select_backend(config: TrainConfig) -> tuple[Backend, str]:
                               + f"\nFix: {fix}; or use --backend auto (or hf) to train with transformers + peft")
         return UnslothBackend(), f"unsloth: CUDA GPU, {_weights(config)}"
     if not cuda:
-        _check_trl_on_cpu()
+        if training:
+            _check_trl_on_cpu()
         return HFBackend(), "hf: no CUDA GPU, so transformers + peft LoRA in fp32 on CPU"
     if config.backend == "auto" and importlib.util.find_spec("unsloth") is not None:
         why_not = unsloth_blockers(cuda)
@@ -180,6 +261,29 @@ def select_backend(config: TrainConfig) -> tuple[Backend, str]:
             return UnslothBackend(), f"unsloth: CUDA GPU with unsloth installed, {_weights(config)}"
         return HFBackend(), f"hf: unsloth is installed but cannot run ({'; '.join(why_not)}), {_weights(config)}"
     return HFBackend(), f"hf: CUDA GPU, {_weights(config)}"
+
+
+def select_inference_backend(config: TrainConfig, trained_with: str) -> tuple[Backend, TrainConfig, str]:
+    """How to load a finished run for evaluation and chat: its own backend and quantization where this
+    machine can run them, chosen by ``select_backend`` as training chose; the config to load with; and a
+    note saying how that differs from training ("" when it does not).
+
+    A run trained on a GPU with 4/8-bit weights is not refused on a machine without CUDA or bitsandbytes:
+    its adapter is plain LoRA, so it is loaded on the full-precision base (fp32 on CPU) with a note that
+    answers may differ slightly from the quantized model it was trained on. A run trained with unsloth
+    uses unsloth again where it can run here, and hf (with the reason) where it cannot.
+    """
+    notes = []
+    if config.quant != "none" and not (cuda_available() and importlib.util.find_spec("bitsandbytes")):
+        why = "no CUDA GPU" if not cuda_available() else "no bitsandbytes"
+        notes.append(f"trained with --quant {config.quant}, but this kernel has {why}: loaded on the full-precision "
+                     "base (answers may differ slightly from the quantized model)")
+        config = replace(config, quant="none")
+    config = replace(config, backend="auto" if trained_with == "unsloth" else "hf")
+    backend, reason = select_backend(config, training=False)
+    if backend.name != trained_with and trained_with in ("hf", "unsloth"):
+        notes.append(f"trained with {trained_with}; {reason}")
+    return backend, config, "; ".join(notes)
 
 
 def _weights(config: TrainConfig) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gc
 import signal
 import threading
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator
 
 from ..data import FtDataset
+from ..models.oom import free_memory, is_out_of_memory
 from ..models.quiet import library_noise_off
 from ..models.tokenizer import training_tokenizer
 from ..runs import Run
@@ -228,9 +228,9 @@ class TrainJob:
             self._fit()
             return
         except Exception as exc:  # every failure must end as a readable run status, never a lost run
-            message = self._oom_message(exc) if _is_oom(exc) else f"{type(exc).__name__}: {exc}"
+            message = self._oom_message(exc) if is_out_of_memory(exc) else f"{type(exc).__name__}: {exc}"
             self.run.write_error(traceback.format_exc())
-        _free_memory()  # outside the except block: the traceback no longer pins the model
+        free_memory()  # outside the except block: the traceback no longer pins the model
         self._finish("failed", message, None)
 
     def _fit(self) -> None:
@@ -288,17 +288,3 @@ class TrainJob:
             hints.append("gradient checkpointing (now off)")
         return (f"out of {where} memory at step {self._step} ({type(exc).__name__}); memory was freed and the "
                 f"kernel is usable. Lower: " + "; ".join(hints))
-
-
-def _is_oom(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
-
-
-def _free_memory() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

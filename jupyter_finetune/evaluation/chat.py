@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ..errors import InvalidValue
 from ..runs import Run
 from .generate import Generation, generate_timed
-from .loading import load_with_adapter
+from .loading import LoadedRun, load_run
 
 DEFAULT_MAX_NEW_TOKENS = 128
 """Enough for a short answer; generation on CPU takes a few seconds per system at this length."""
@@ -51,16 +51,19 @@ def training_system_prompt(run: Run) -> str:
 
 
 class ChatSession:
-    """A run's base model with its adapter, loaded once; ``ask`` answers as both systems."""
+    """A run's base model with its adapter, loaded on creation; ``ask`` answers as both systems."""
 
     def __init__(self, run: Run, *, max_new_tokens: int | None = None):
-        from ..models import resolve_model
-
         run.trained_adapter()
         self.run = run
         self.system = training_system_prompt(run)
         self.max_new_tokens = max_new_tokens or DEFAULT_MAX_NEW_TOKENS
-        self.model, self.tokenizer = load_with_adapter(resolve_model(run.settings().model).path, run.adapter_dir)
+        load_run(run)  # now, so that the first message is not the slow one
+
+    @property
+    def loaded(self) -> LoadedRun:
+        """The run's model from the kernel's cache (loaded again if something else took its place)."""
+        return load_run(self.run)
 
     def ask(self, message: str, system: str | None = None) -> ChatReply:
         """Both answers to ``message`` under ``system`` (default: the training data's system prompt)."""
@@ -69,12 +72,13 @@ class ChatSession:
         system = self.system if system is None else system
         conversation = [{"role": "system", "content": system}] if system else []
         conversation.append({"role": "user", "content": message})
-        with self.model.disable_adapter():
-            base = self._answer(conversation)
-        fine_tuned = self._answer(conversation)
+        loaded = self.loaded
+        with loaded.model.disable_adapter():
+            base = self._answer(loaded, conversation)
+        fine_tuned = self._answer(loaded, conversation)
         return ChatReply(self.run.name, system, message, base.answers[0], fine_tuned.answers[0], base.seconds,
                          fine_tuned.seconds)
 
-    def _answer(self, conversation: list[dict[str, str]]) -> Generation:
-        return generate_timed(self.model, self.tokenizer, [conversation], max_new_tokens=self.max_new_tokens,
+    def _answer(self, loaded: LoadedRun, conversation: list[dict[str, str]]) -> Generation:
+        return generate_timed(loaded.model, loaded.tokenizer, [conversation], max_new_tokens=self.max_new_tokens,
                               batch_size=1)

@@ -6,7 +6,8 @@ so a new metric or threshold re-scores saved answers without generating again.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import contextlib
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
 from ..errors import InvalidValue
@@ -14,7 +15,8 @@ from ..data import FtDataset
 from ..data.formats import Example
 from ..runs import FINE_TUNED, SystemResult
 from .fewshot import pick_shots, with_shots
-from .generate import Generation, generate_timed
+from .generate import Generation, GenerationOutOfMemory, generate_timed
+from .loading import LoadedRun
 from .metrics import Metric, score
 
 SYSTEMS = (FINE_TUNED, "base", "fewshot")
@@ -30,6 +32,9 @@ class Outputs:
     references: list[str]
     shot_rows: list[int]
     generations: dict[str, Generation] = field(default_factory=dict)
+    """Each system's answers; one with fewer answers than rows was stopped (out of memory) and resumes."""
+    loaded: dict[str, str] | None = None
+    """How the model that generated them was loaded (``LoadDescription.to_dict``); None before any load."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,13 +111,16 @@ def held_out(data: FtDataset, split: str, limit: int | None) -> list[Example]:
     return rows[:limit] if limit else rows
 
 
-def generate_outputs(load: Callable[[], tuple[Any, Any]], rows: list[Example], train: list[Example],
-                     settings: dict[str, Any], *, systems: tuple[str, ...], batch_size: int = 8,
-                     reuse: Outputs | None = None) -> Outputs:
-    """Answers of each system on ``rows``; systems already in ``reuse`` are not generated again.
+def generate_outputs(load: Callable[[], LoadedRun], rows: list[Example], train: list[Example],
+                     settings: dict[str, Any], *, systems: tuple[str, ...], batch_size: int | None = None,
+                     reuse: Outputs | None = None, keep: Callable[[Outputs], None] | None = None) -> Outputs:
+    """Answers of each system on ``rows``; systems already in ``reuse`` are not generated again, and one
+    stopped part way is continued from its first missing row.
 
     ``settings`` (shots, seed, max_new_tokens and what chose the rows) are kept with the answers;
-    ``load`` gives (model, tokenizer) and is called only when something must be generated.
+    ``load`` gives the run's model and is called only when something must be generated. ``keep`` is
+    handed the answers so far after each system, and before an out-of-memory error is raised, so
+    that no answer is generated twice.
     """
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown:
@@ -121,21 +129,29 @@ def generate_outputs(load: Callable[[], tuple[Any, Any]], rows: list[Example], t
     prompts = [ex.messages[:-1] for ex in rows]
     outputs = Outputs(dict(settings), [ex.row for ex in rows], prompts, [ex.messages[-1]["content"] for ex in rows],
                       [ex.row for ex in shot_examples],
-                      {k: v for k, v in reuse.generations.items() if k in systems} if reuse else {})
-    todo = [s for s in systems if s not in outputs.generations]
+                      {k: v for k, v in reuse.generations.items() if k in systems} if reuse else {},
+                      reuse.loaded if reuse else None)
+    todo = [s for s in systems if s not in outputs.generations or len(outputs.generations[s].answers) < len(rows)]
     if not todo:
         return outputs
-    model, tokenizer = load()
-    max_new_tokens = settings["max_new_tokens"]
+    loaded = load()
+    outputs = replace(outputs, loaded=loaded.description.to_dict())
     for system in todo:
-        if system == "fine-tuned":
-            outputs.generations[system] = generate_timed(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                                                         batch_size=batch_size)
-            continue
         asked = [with_shots(p, shot_examples) for p in prompts] if system == "fewshot" else prompts
-        with model.disable_adapter():
-            outputs.generations[system] = generate_timed(model, tokenizer, asked, max_new_tokens=max_new_tokens,
-                                                         batch_size=batch_size)
+        done = outputs.generations.get(system, Generation([], [], [], 0.0))
+        adapter = contextlib.nullcontext() if system == FINE_TUNED else loaded.model.disable_adapter()
+        try:
+            with adapter:
+                more = generate_timed(loaded.model, loaded.tokenizer, asked[len(done.answers):],
+                                      max_new_tokens=settings["max_new_tokens"], batch_size=batch_size)
+        except GenerationOutOfMemory as e:
+            outputs.generations[system] = done.then(e.done)
+            if keep:
+                keep(outputs)
+            raise
+        outputs.generations[system] = done.then(more)
+        if keep:
+            keep(outputs)
     return outputs
 
 

@@ -164,6 +164,24 @@ def weight_bytes(shape: ModelShape, quant: str, precision: Precision) -> int:
     return rest + shape.layers * quantized
 
 
+GENERATION_MEMORY_SHARE = 0.5
+"""The share of free memory batched generation plans to fill; the rest is slack for the allocator's
+fragments, attention's temporaries and what else the kernel holds."""
+
+
+def generation_row_bytes(shape: ModelShape, *, tokens: int, dtype_bytes: int) -> int:
+    """Memory one generated row holds at its longest: its KV cache for ``tokens`` positions (keys and
+    values of every layer's KV heads) and one step's fp32 logits, kept twice while the next token is picked."""
+    kv = 2 * shape.layers * shape.kv_heads * shape.head_dim * dtype_bytes * tokens
+    return kv + 2 * shape.vocab * FP32
+
+
+def generation_batch_size(shape: ModelShape, *, free_bytes: int, tokens: int, dtype_bytes: int, most: int) -> int:
+    """The most rows (1 to ``most``) whose generation fits in a share of ``free_bytes``."""
+    per_row = generation_row_bytes(shape, tokens=tokens, dtype_bytes=dtype_bytes)
+    return max(1, min(most, int(free_bytes * GENERATION_MEMORY_SHARE) // per_row))
+
+
 def logit_bytes(shape: ModelShape, tokens: int) -> int:
     """tokens x vocab x 12 bytes: three fp32 copies alive as the loss's backward starts.
 

@@ -39,6 +39,11 @@ class RunSettings:
     def quant(self) -> str:
         return str(self.train.get("quant", "none"))
 
+    @property
+    def backend_name(self) -> str:
+        """The name of the backend that ran it (``hf``, ``unsloth``; ``?`` when not recorded)."""
+        return self.backend.split(":", 1)[0].strip()
+
     def to_dict(self) -> dict[str, Any]:
         return {"train": dict(self.train), "preset": self.preset, "backend": self.backend,
                 "model_path": self.model_path}

@@ -219,7 +219,23 @@ class Run:
         path = self.evaluation_file(summary.data_version)
         path.parent.mkdir(exist_ok=True)
         write_json(path, {**details, **summary.to_dict()})
+        self._partial_file(summary.data_version).unlink(missing_ok=True)
         return path
+
+    def _partial_file(self, data_version: str) -> Path:
+        return self.path / f"eval/partial/{data_version}.json"
+
+    def save_partial_evaluation(self, data_version: str, details: dict[str, Any]) -> Path:
+        """Answers of an evaluation that stopped part way (out of memory), kept until it completes; not
+        an evaluation in listings (it has no scores)."""
+        path = self._partial_file(data_version)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, details)
+        return path
+
+    def partial_evaluation(self, data_version: str) -> dict[str, Any] | None:
+        """What ``save_partial_evaluation`` kept, or None."""
+        return self._lenient(f"eval/partial/{data_version}.json", whole_file)
 
     def _lenient(self, name: str, parse: Callable[[Any], T]) -> T | None:
         """A file that is not what this version writes there as None (it is written again when needed); one

@@ -33,6 +33,8 @@ def comparison_html(report: Any) -> str:
         body += f"<tr>{''.join(cells)}</tr>"
     mark = {True: "&#10004; ", False: "&#10008; ", None: ""}[report.verdict.passes]
     extra = f"<p>{escape(report.forgetting.text())}</p>" if report.forgetting else ""
+    if report.loaded:
+        extra += f"<p style='color:#666'>loaded: {escape(report.loaded.text())}</p>"
     return (f"<div><p><b>{escape(report.run)}</b> on {escape(report.data)} v{escape(report.version)} "
             f"({report.comparison.rows} held-out rows)</p><table style='border-collapse:collapse'>"
             f"<tr>{head}</tr>{body}</table><p>{mark}<b>Verdict:</b> {escape(report.verdict.text)}</p>{extra}</div>")
