@@ -120,6 +120,19 @@ def llama_cpp():
     return pytest.importorskip("llama_cpp")
 
 
+@pytest.mark.parametrize("case", ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gemma3-multimodal",
+                                  "phi", "phi4-mini"])
+def test_merged_export_equals_base_plus_adapter_within_1e_4(runs, case):
+    """The streamed merge of each family (fused Phi-3 qkv/gate_up, Gemma 3's multimodal names included)."""
+    from transformers import AutoModelForCausalLM
+
+    run, reference, tokenizer = runs(case)
+    model = AutoModelForCausalLM.from_pretrained(export_run(run, "merged", overwrite=True).path,
+                                                 dtype=torch.float32).eval()
+    texts = texts_for(tokenizer)
+    assert max_diff(logits(model, tokenizer, texts), logits(reference, tokenizer, texts)) < 1e-4
+
+
 @pytest.mark.parametrize("case", READ_BY_TRANSFORMERS)
 def test_f16_gguf_read_back_by_transformers_gives_the_merged_models_logits_within_1e_2(runs, case):
     from transformers import AutoModelForCausalLM
