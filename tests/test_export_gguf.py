@@ -219,3 +219,15 @@ def _run_tokenizer(run):
     from jupyter_finetune.export.source import RunSource
 
     return RunSource.of(run).tokenizer()
+
+
+def test_a_family_the_installed_gguf_package_does_not_know_is_refused_naming_the_upgrade(tiny_tokenizer, tmp_path,
+                                                                                         monkeypatch):
+    import gguf
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(tiny_model(tmp_path / "m", tiny_tokenizer, family="qwen2"))
+    monkeypatch.setattr(gguf, "MODEL_ARCH_NAMES", {k: v for k, v in gguf.MODEL_ARCH_NAMES.items() if v != "qwen2"})
+    with pytest.raises(ExportError, match=r"GGUF export of qwen2 needs a gguf package that knows llama.cpp's 'qwen2' "
+                                          r"architecture; gguf \S+ is installed. Run pip install -U gguf"):
+        gguf_families.family_of(config)

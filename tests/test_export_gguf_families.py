@@ -29,6 +29,10 @@ import torch
 from export_fixtures import logits, max_diff, sentencepiece_tokenizer, ticket, tiny_run
 from jupyter_finetune.export import ExportError, export_run, gguf_families
 
+pytestmark = pytest.mark.skipif(
+    not {"qwen3", "gemma3"} <= set(__import__("gguf").MODEL_ARCH_NAMES.values()),
+    reason="this gguf package predates llama.cpp's qwen3 and gemma3 architectures: those exports are refused, "
+           "naming the fix (test_export_gguf.py)")
 READ_BY_TRANSFORMERS = ["qwen3", "gemma2", "gemma3_text", "gemma3-multimodal", "phi"]
 """The cases (below) of new families whose GGUF transformers 5 can load back; it ignores rope scaling keys."""
 LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,

@@ -55,6 +55,14 @@ class GgufFamily:
 
     def check(self, config: Any) -> None:
         """Refuse, before any weight loads, what this family's GGUF cannot express."""
+        import gguf
+
+        if self.arch not in gguf.MODEL_ARCH_NAMES.values():
+            from importlib.metadata import version
+
+            raise ExportError(f"GGUF export of {config.model_type} needs a gguf package that knows llama.cpp's "
+                              f"{self.arch!r} architecture; gguf {version('gguf')} is installed. Run pip install -U "
+                              "gguf, then restart the kernel")
         rope_type = rope_parameters(config)["rope_type"]
         if rope_type not in self.rope_types:
             raise ExportError(f"GGUF export does not handle {rope_type!r} rope scaling for {config.model_type}; "
