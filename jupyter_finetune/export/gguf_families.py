@@ -7,7 +7,8 @@ rope factors, Phi-3's long-context rope factors). ``GgufFamily`` holds the llama
 (llama, mistral, qwen2, qwen3); ``GemmaFamily`` and ``Phi3Family`` add what their converter
 classes add; ``LanguageModelOf`` exports the language model of a multimodal checkpoint. The
 writer (gguf_writer.py) streams tensors through ``gguf_name`` and ``transform``
-one at a time, so no family may need two tensors at once.
+one at a time, so no family may need two tensors at once, and a block of rows at a time unless
+``mixes_rows`` says the transform needs the whole tensor.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from .result import ExportError
+
+
+_QK = ("q_proj.weight", "q_proj.bias", "k_proj.weight", "k_proj.bias")
 
 
 def rope_parameters(config: Any, layer_type: str = "full_attention") -> dict[str, Any]:
@@ -118,6 +122,10 @@ class GgufFamily:
             raise ExportError(f"tensor {hf_name!r} has no GGUF name in the {self.arch} architecture; this model has "
                               "parts llama.cpp's converter would need to handle. Export --to merged instead")
         return name
+
+    def mixes_rows(self, hf_name: str) -> bool:
+        """Whether ``transform`` moves values between rows (and so needs the whole tensor, not a block of rows)."""
+        return self.permute_qk and hf_name.endswith(_QK)
 
     def transform(self, hf_name: str, data: Any, config: Any) -> Any:
         """The tensor's values as llama.cpp reads them (float32 numpy in, float32 numpy out, same shape)."""
@@ -227,6 +235,9 @@ class LanguageModelOf:
         if hf_name.startswith(self.vision_prefixes):
             return None
         return self.text.gguf_name(self._text_name(hf_name), config.text_config)
+
+    def mixes_rows(self, hf_name: str) -> bool:
+        return self.text.mixes_rows(self._text_name(hf_name))
 
     def transform(self, hf_name: str, data: Any, config: Any) -> Any:
         return self.text.transform(self._text_name(hf_name), data, config.text_config)

@@ -103,20 +103,13 @@ def _nbytes(shape: tuple[int, ...], qtype: Any) -> int:
 
 
 def _values(weights: MergedWeights, tensor: StoredTensor, family: GgufFamily) -> Iterator[Any]:
-    """The merged tensor as llama.cpp reads it, in float32 numpy blocks of rows.
-
-    A family's transform may mix rows within a tensor (llama's q/k permutation) and then needs the
-    whole tensor. It is asked first with zeros of the tensor's shape (pages nobody writes take no
-    memory): a transform that hands them back unchanged changes nothing, so the blocks go through
-    it one by one; any other gets the whole merged tensor.
-    """
-    import numpy as np
+    """The merged tensor as llama.cpp reads it, in float32 numpy blocks of rows; whole, where the family's
+    transform mixes rows (llama's q/k permutation)."""
     import torch
 
     config = weights.config
-    probe = np.zeros(tensor.shape, dtype=np.float32)
-    if family.transform(tensor.name, probe, config) is probe:
+    if family.mixes_rows(tensor.name):
+        yield family.transform(tensor.name, torch.cat(list(weights.blocks(tensor))).numpy(), config)
+    else:
         for block in weights.blocks(tensor):
             yield family.transform(tensor.name, block.numpy(), config)
-    else:
-        yield family.transform(tensor.name, torch.cat(list(weights.blocks(tensor))).numpy(), config)
