@@ -88,11 +88,12 @@ def prepare_training(data: Any = None, *, name: str | None = None, preset: str =
     """
     from .engine.prepare import prepare_training as prepare
     from .evaluation.loading import release_models
+    from .evaluation.validation import slice_validator
     from .runs import RunStore
 
     release_models()  # a model kept for evaluation or chat would take training's memory
     job = prepare(RunStore.at(runs_dir), data, name=name, preset=preset, resume=resume, overwrite=overwrite,
-                  callbacks=callbacks, **settings)
+                  callbacks=callbacks, validator=slice_validator, **settings)
     _JOBS[job.run.name] = job
     return job
 

@@ -123,7 +123,7 @@ class FinetuneMagics(Magics):
     @argument("--model", help="Alias, folder, .gguf or hub id (default: the data's model).")
     @argument("--name", help="Run name (default: DATA-N, counting up).")
     @argument("--preset", default="balanced", choices=list(api.PRESETS))
-    @argument("--epochs", type=float)
+    @argument("--epochs", type=float, help="Passes over the data (default: chosen from the data's size).")
     @argument("--steps", type=int, help="Optimizer steps (overrides --epochs).")
     @argument("--batch-size", type=int)
     @argument("--grad-accum", type=int)
@@ -142,6 +142,12 @@ class FinetuneMagics(Magics):
     @argument("--report-to", help="tensorboard,mlflow,wandb")
     @argument("--save-steps", type=int,
               help="Checkpoint every N steps (default: every 10 minutes of training, so a lost VM costs at most that).")
+    @argument("--validation", type=float,
+              help="Fraction of the training rows (at most 64) scored during training (default 0.1; 0: off).")
+    @argument("--early-stopping", action="store_true", default=None,
+              help="Stop once the validation score stops improving (default: on when no --epochs/--steps).")
+    @argument("--no-early-stopping", dest="early_stopping", action="store_false")
+    @argument("--patience", type=int, help="Validations without a better score before stopping (default 3).")
     @argument("--background", action="store_true", help="Return at once; the dashboard keeps updating.")
     @argument("--resume", metavar="RUN", help="Continue RUN from its last checkpoint.")
     @argument("--overwrite", action="store_true", help="Replace an existing run of the same name.")
@@ -173,7 +179,8 @@ class FinetuneMagics(Magics):
         data = None if args.data is None else self._data_set(args.data)
         settings = {k: getattr(args, k) for k in ("model", "epochs", "steps", "batch_size", "grad_accum", "lr", "rank",
                                                   "alpha", "dropout", "target_modules", "max_length", "seed", "quant",
-                                                  "backend", "report_to", "gradient_checkpointing", "save_steps")}
+                                                  "backend", "report_to", "gradient_checkpointing", "save_steps",
+                                                  "validation", "early_stopping", "patience")}
         return data, dict(name=args.name, preset=args.preset, resume=args.resume, overwrite=args.overwrite,
                           runs_dir=self._runs_dir(args), background=args.background, **settings)
 

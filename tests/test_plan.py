@@ -165,7 +165,8 @@ def test_schedule_counts_steps_tokens_time_and_cost_by_hand(shape):
     table = gpu_table()
     t4 = table.get("T4")
     lengths = Lengths([100] * 9 + [300], [50] * 10)  # one row is cut at max length 256
-    plan = build_plan("tiny", shape, build_config("balanced", batch_size=4, max_length=256), "lora", t4, table, lengths)
+    plan = build_plan("tiny", shape, build_config("balanced", batch_size=4, max_length=256, epochs=3), "lora", t4, table,
+                      lengths)
     s = plan.schedule
     assert (s.examples, s.steps_per_epoch, s.tokens_per_epoch, s.epochs) == (10, 3, 9 * 100 + 256, 3.0)
     assert s.flops_per_token == 4 * PARAMS

@@ -11,7 +11,7 @@ from jupyter_finetune.engine import ConfigError, TrainConfig, build_config
 
 def test_preset_fills_and_flags_override():
     config = build_config("quick", lr=1e-3, rank=None, target_modules="q_proj, v_proj")
-    assert (config.epochs, config.rank, config.lr) == (2.0, 8, 1e-3)
+    assert (config.epochs, config.examples_seen, config.rank, config.lr) == (None, 400, 8, 1e-3)
     assert config.target_modules == ("q_proj", "v_proj")
 
 

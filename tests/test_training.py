@@ -20,7 +20,7 @@ from jupyter_finetune.data import prepare, read_records
 from jupyter_finetune.runs import RunExists, RunStore
 from helpers import good_rows
 
-SETTINGS = dict(steps=8, batch_size=4, lr=1e-3, save_steps=4, rank=8, alpha=16, dropout=0.0)
+SETTINGS = dict(steps=8, batch_size=4, lr=1e-3, save_steps=4, rank=8, alpha=16, dropout=0.0, validation=0.0)
 
 
 @pytest.fixture()

@@ -37,6 +37,16 @@ class TokenView:
 
 
 @dataclass(frozen=True)
+class ValidationSplit:
+    """The training rows a run trains on and the slice it scores generations on, carved from them."""
+
+    train: list[Example]
+    validation: list[Example]
+    train_tokens: int
+    """Tokens per pass over ``train`` (cut at max length), what the training length rule weighs."""
+
+
+@dataclass(frozen=True)
 class FtDataset:
     """Examples that passed every check, the warnings kept about them, and their token counts."""
 
@@ -96,11 +106,27 @@ class FtDataset:
         return [TokenView(rendered.full[a:b], i >= prompt_len, i >= self.max_length)
                 for i, (a, b) in enumerate(enc["offset_mapping"])]
 
-    def to_hf(self, split: str = "train") -> Any:
-        """A datasets.Dataset in TRL's conversational prompt/completion form (loss on the answer)."""
+    def validation_split(self, fraction: float, most: int) -> ValidationSplit:
+        """``fraction`` of the training rows (at most ``most``) set aside for validation during training.
+
+        Carved from the training split only, so that the test split stays unseen until the final
+        evaluation; seeded by the data's seed and keeping near-duplicates on one side like the test
+        split, so a resumed run validates on the same rows. No slice when it would be under 2 rows,
+        or when it would leave fewer than 8 to train on.
+        """
+        want = min(most, round(len(self.train) * fraction))
+        if want < 2 or len(self.train) - want < 8 or self.format == "text":
+            return ValidationSplit(self.train, [], self.stats.total)
+        kept, held = split_indices([checks.near_key(ex) for ex in self.train], want / len(self.train), self.seed)
+        tokens = TokenStats.of(_pick(self.train_lengths, kept), self.max_length).total
+        return ValidationSplit([self.train[i] for i in kept], [self.train[i] for i in held], tokens)
+
+    def to_hf(self, split: str | list[Example] = "train") -> Any:
+        """A datasets.Dataset in TRL's conversational prompt/completion form (loss on the answer), of a
+        split by name or of the rows given."""
         from datasets import Dataset
 
-        rows = self.train if split == "train" else self.test
+        rows = split if isinstance(split, list) else self.train if split == "train" else self.test
         if self.format == "text":
             return Dataset.from_dict({"text": [ex.messages[0]["content"] for ex in rows]})
         return Dataset.from_dict({"prompt": [ex.messages[:-1] for ex in rows],

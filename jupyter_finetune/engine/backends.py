@@ -9,10 +9,11 @@ run's model is evaluated where and how it was trained, chosen by the same ``sele
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ContextManager, Iterator, Protocol
 
 from ..models.peft_compat import tolerate_old_torchao
 from .config import ConfigError, TrainConfig
@@ -70,6 +71,21 @@ class Backend(Protocol):
     def load(self, model_path: Path, config: TrainConfig) -> Loaded: ...
 
     def load_for_inference(self, model_path: Path, adapter_dir: Path, config: TrainConfig) -> InferenceModel: ...
+
+    def generating(self, model: Any) -> ContextManager[None]:
+        """The training model set up to generate (validation during training), then set back to train."""
+        ...
+
+
+@contextlib.contextmanager
+def eval_mode(model: Any) -> Iterator[None]:
+    """Dropout off while generating; the model's own train/eval mode again afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def cuda_available() -> bool:
@@ -143,6 +159,9 @@ class HFBackend:
         model = attach_adapter(AutoModelForCausalLM.from_pretrained(model_path, **kwargs), adapter_dir)
         return InferenceModel(model, describe(model, config.quant, self.name))
 
+    def generating(self, model: Any) -> ContextManager[None]:
+        return eval_mode(model)
+
 
 @dataclass(frozen=True)
 class UnslothBackend:
@@ -182,6 +201,17 @@ class UnslothBackend:
         model = attach_adapter(base, adapter_dir)
         FastLanguageModel.for_inference(model)
         return InferenceModel(model, describe(model, config.quant, self.name))
+
+    @contextlib.contextmanager
+    def generating(self, model: Any) -> Iterator[None]:
+        """Unsloth's inference switch, and its training switch after (its documented pairing)."""
+        from unsloth import FastLanguageModel
+
+        FastLanguageModel.for_inference(model)
+        try:
+            yield
+        finally:
+            FastLanguageModel.for_training(model)
 
 
 UNSLOTH_INSTALL = 'pip install "jupyter-finetune[unsloth]"'

@@ -21,10 +21,13 @@ class ConfigError(FinetuneError, ValueError):
 class TrainConfig:
     model: str = "smollm2-135m"
     """Alias, local folder, .gguf file or hub id (downloaded once when online)."""
-    epochs: float = 3.0
-    """Passes over the training split; ignored when ``steps`` is set."""
+    epochs: float | None = None
+    """Passes over the training split; ignored when ``steps`` is set. None (with no ``steps``): chosen
+    from the data when training is prepared (engine.length), and saved as chosen."""
     steps: int | None = None
     """Optimizer steps; overrides ``epochs``."""
+    examples_seen: int = 800
+    """Examples (each counted once per pass) that a length chosen from the data aims to show."""
     batch_size: int = 8
     """Examples per device step."""
     grad_accum: int = 1
@@ -57,20 +60,30 @@ class TrainConfig:
     """Metrics every N optimizer steps."""
     report_to: tuple[str, ...] = field(default_factory=tuple)
     """Also log to tensorboard, mlflow and/or wandb."""
+    validation: float = 0.1
+    """Fraction of the training split set aside to score generations during training (at most
+    MOST_VALIDATION_ROWS rows; none when that leaves fewer than 2); 0 turns validation off."""
+    early_stopping: bool | None = None
+    """Stop once the validation score has not improved for ``patience`` validations. None: on when the
+    training length was chosen from the data, off when epochs or steps were given."""
+    patience: int = 3
+    """Validations without a better score before early stopping ends training."""
 
     def __post_init__(self) -> None:
         problems = []
-        for name in ("batch_size", "grad_accum", "rank", "alpha", "max_length", "save_steps", "logging_steps"):
+        for name in ("examples_seen", "batch_size", "grad_accum", "rank", "alpha", "max_length", "save_steps", "logging_steps", "patience"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1 (got {getattr(self, name)})")
         if self.steps is not None and self.steps < 1:
             problems.append(f"steps must be at least 1 (got {self.steps})")
-        if self.epochs <= 0:
+        if self.epochs is not None and self.epochs <= 0:
             problems.append(f"epochs must be positive (got {self.epochs})")
         if not 0 < self.lr < 1:
             problems.append(f"lr must be between 0 and 1 (got {self.lr})")
         if not 0 <= self.dropout < 1:
             problems.append(f"dropout must be in [0, 1) (got {self.dropout})")
+        if not 0 <= self.validation <= 0.5:
+            problems.append(f"validation must be a fraction in [0, 0.5] of the training rows (got {self.validation})")
         if not 0 <= self.warmup_ratio < 1:
             problems.append(f"warmup_ratio must be in [0, 1) (got {self.warmup_ratio})")
         for name, value, allowed in (("quant", self.quant, QUANTS), ("backend", self.backend, BACKENDS)):
@@ -92,14 +105,18 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown setting(s) {', '.join(unknown)} in saved settings: known are "
                               f"{', '.join(sorted(known))}")
+        saved = {"validation": 0.0, **saved}  # runs saved before validation slices trained on every row
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {"epochs": 2.0, "rank": 8, "alpha": 16, "lr": 3e-4},
-    "balanced": {"epochs": 3.0, "rank": 16, "alpha": 32, "lr": 2e-4},
-    "thorough": {"epochs": 5.0, "rank": 32, "alpha": 64, "lr": 1e-4, "warmup_ratio": 0.1},
+    "quick": {"examples_seen": 400, "rank": 8, "alpha": 16, "lr": 3e-4},
+    "balanced": {"examples_seen": 800, "rank": 16, "alpha": 32, "lr": 3e-4},
+    "thorough": {"examples_seen": 1600, "rank": 32, "alpha": 64, "lr": 2e-4, "warmup_ratio": 0.1},
 }
+"""Each preset's training length comes from the data unless given (engine.length); bench/bench_defaults.py
+measures them against a grid of hand-set ones (bench/results/defaults-cpu2.json)."""
+MOST_VALIDATION_ROWS = 64
 
 
 def build_config(preset: str = "balanced", **overrides: Any) -> TrainConfig:

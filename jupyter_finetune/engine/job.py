@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import signal
 import threading
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator
 
 from ..data import FtDataset
+from ..data.dataset import ValidationSplit
 from ..models.oom import free_memory, is_out_of_memory
 from ..models.quiet import library_noise_off
 from ..models.tokenizer import training_tokenizer
@@ -34,6 +36,7 @@ from .backends import Backend, cuda_available
 from .callbacks import CHECKPOINT_EVERY_S, CheckpointTimer, EventCallback
 from .config import TrainConfig, steps_per_epoch
 from .events import Event, Listener
+from .validation import ValidationCallback, ValidationPlan, validation_every
 
 
 @dataclass(frozen=True)
@@ -50,24 +53,27 @@ class TrainResult:
         return f"<TrainResult {self.run}: {self.status} at step {self.step}, {outcome}>"
 
 
-def sft_config(dataset: FtDataset, config: TrainConfig, output_dir: Path) -> Any:
-    """The TRL SFTConfig for these settings: completion-only loss, eval once per epoch."""
+def sft_config(dataset: FtDataset, config: TrainConfig, output_dir: Path, split: ValidationSplit | None = None,
+               validated: bool = False) -> Any:
+    """The TRL SFTConfig for these settings: completion-only loss; the validation slice's loss once per
+    epoch, or when ``validated`` at each validation (engine.validation asks for those evaluations)."""
     import torch
     from trl import SFTConfig
 
     cuda = cuda_available()
-    per_epoch = steps_per_epoch(len(dataset.train), config.batch_size, config.grad_accum)
+    split = split or ValidationSplit(dataset.train, [], 0)
+    per_epoch = steps_per_epoch(len(split.train), config.batch_size, config.grad_accum)
     # transformers 5.24 renamed the field; Unsloth's pins (transformers<=5.17) know only the old name
     renamed = "activation_checkpointing" in {f.name for f in dataclasses.fields(SFTConfig)}
     checkpointing = {"activation_checkpointing" if renamed else "gradient_checkpointing": config.gradient_checkpointing}
     return SFTConfig(
         output_dir=str(output_dir), seed=config.seed, data_seed=config.seed,
-        num_train_epochs=config.epochs, max_steps=config.steps or -1,
+        num_train_epochs=config.epochs or 1.0, max_steps=config.steps or -1,  # epochs None: steps are set
         per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum, learning_rate=config.lr, lr_scheduler_type="linear",
         warmup_steps=config.warmup_ratio, logging_steps=config.logging_steps,
         save_strategy="steps" if config.save_steps else "no", save_steps=config.save_steps or 500, save_total_limit=2,
-        eval_strategy="steps" if dataset.test else "no", eval_steps=per_epoch,
+        eval_strategy="steps" if split.validation and not validated else "no", eval_steps=per_epoch,
         max_length=config.max_length, completion_only_loss=dataset.format != "text",
         **checkpointing,  # TRL's own default is on
         bf16=cuda and torch.cuda.is_bf16_supported(), fp16=cuda and not torch.cuda.is_bf16_supported(),
@@ -80,8 +86,13 @@ class TrainJob:
 
     def __init__(self, run: Run, dataset: FtDataset, config: TrainConfig, model_path: Path, backend: Backend,
                  listeners: list[Listener], resume: ResumePoint | None = None, callbacks: list[Any] | None = None,
-                 note: str | None = None):
+                 note: str | None = None, split: ValidationSplit | None = None,
+                 validator: Callable[[list[Any]], Any] | None = None):
         self.run, self.dataset, self.config = run, dataset, config
+        self.split = split or ValidationSplit(dataset.train, [], dataset.stats.total)
+        """The rows trained on and the validation slice carved from them (the test split is never read)."""
+        self.make_validator = validator
+        self.validation: ValidationCallback | None = None
         self.model_path, self.backend, self.resume = model_path, backend, resume
         self.note = note
         """What a resume must tell the user first (the checkpoint it starts from, any it passed over)."""
@@ -244,9 +255,25 @@ class TrainJob:
         trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
         self._step = trainer.state.global_step
         status = "stopped" if self.stop_requested.is_set() else "completed"
-        trainer.save_model(str(self.run.adapter_dir))
-        self._finish(status, f"{status} at step {self._step}; adapter saved to {self.run.adapter_dir}",
-                     self.run.adapter_dir)
+        why = (f"stopped at step {self._step} on request" if status == "stopped" else
+               self.validation.stopped_early if self.validation and self.validation.stopped_early else
+               f"completed all {trainer.state.max_steps} steps")
+        self._finish(status, f"{why}; {self._keep_adapters(trainer)}", self.run.adapter_dir)
+
+    def _keep_adapters(self, trainer: Any) -> str:
+        """The best-scoring adapter stays as adapter/, the last one beside it; says which is which."""
+        best = self.validation.best if self.validation else None
+        if best is None:
+            trainer.save_model(str(self.run.adapter_dir))
+            self.run.drop_last_adapter()
+            return f"adapter saved to {self.run.adapter_dir}"
+        scored = f"{best.metric} {best.score:.3f}, the best of {self.validation.validations} validations"
+        if best.step == self._step:
+            self.run.drop_last_adapter()
+            return f"the last adapter scored best ({scored}) and is kept in {self.run.adapter_dir}"
+        self.run.keep_last_adapter(lambda path: trainer.save_model(str(path)))
+        return (f"kept the adapter of step {best.step} ({scored}) in {self.run.adapter_dir}; the last one "
+                f"(step {self._step}) is in {self.run.last_adapter_dir}")
 
     def _finish(self, status: str, message: str, adapter: Path | None) -> None:
         with self._status_lock:
@@ -265,15 +292,29 @@ class TrainJob:
         callback = EventCallback(self.run.name, self.listeners, self.stop_requested, self.config.to_dict(),
                                  between_steps=self._between_steps)
         timer = [] if self.config.save_steps else [CheckpointTimer(CHECKPOINT_EVERY_S)]
+        split, plan = self.split, self._validation_plan()
         trainer = SFTTrainer(
-            model=loaded.model, args=sft_config(self.dataset, self.config, self.run.checkpoints_dir),
-            train_dataset=self.dataset.to_hf("train"),
-            eval_dataset=self.dataset.to_hf("test") if self.dataset.test else None,
+            model=loaded.model, args=sft_config(self.dataset, self.config, self.run.checkpoints_dir, split, bool(plan)),
+            train_dataset=self.dataset.to_hf(split.train),
+            eval_dataset=self.dataset.to_hf(split.validation) if split.validation else None,
             processing_class=tokenizer, peft_config=loaded.peft_config,
             callbacks=[*self.extra_callbacks, *timer, callback],
         )
         trainer.remove_callback(PrinterCallback)  # our listeners report progress
+        if plan:
+            self.validation = ValidationCallback(plan, self.run, tokenizer, self.backend.generating,
+                                                 lambda path: trainer.save_model(str(path)), self.listeners)
+            trainer.add_callback(self.validation)
         return trainer
+
+    def _validation_plan(self) -> ValidationPlan | None:
+        if not (self.make_validator and self.split.validation):
+            return None
+        c = self.config
+        per_epoch = steps_per_epoch(len(self.split.train), c.batch_size, c.grad_accum)
+        max_steps = c.steps or math.ceil(per_epoch * (c.epochs or 1))
+        return ValidationPlan(self.make_validator(self.split.validation), len(self.split.validation),
+                              validation_every(per_epoch, max_steps), c.patience if c.early_stopping else None)
 
     def _oom_message(self, exc: BaseException) -> str:
         c = self.config

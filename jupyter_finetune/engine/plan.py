@@ -13,6 +13,7 @@ from ..models.gpus import Gpu, GpuTable
 from ..models.memory import GIB, GPU_16BIT, MemoryBreakdown, ModelShape, estimate_memory
 from ..models.speed import MFU, flops_per_token, gpu_compute
 from .config import TrainConfig, build_config, steps_per_epoch
+from .length import choose_length
 
 if TYPE_CHECKING:
     from ..data import FtDataset
@@ -194,12 +195,13 @@ def schedule(shape: ModelShape, settings: Settings, config: TrainConfig, lengths
     stats = TokenStats.of(lengths, settings.max_length)
     per_token = flops_per_token(shape.parameters, settings.method, settings.checkpointing)
     seconds = gpu_compute(gpu).seconds(stats.total, per_token)
+    epochs = config.epochs or choose_length(stats.examples, stats.total, settings.batch_size, config.grad_accum,
+                                            config.examples_seen).epochs
     return Schedule(
         examples=stats.examples,
         steps_per_epoch=steps_per_epoch(stats.examples, settings.batch_size, config.grad_accum),
-        tokens_per_epoch=stats.total, epochs=config.epochs, flops_per_token=per_token, seconds_per_epoch=seconds,
-        gpu_usd=seconds * config.epochs / 3600 * gpu.usd_per_hour,
-        openai_usd=openai_usd(stats.total, config.epochs))
+        tokens_per_epoch=stats.total, epochs=epochs, flops_per_token=per_token, seconds_per_epoch=seconds,
+        gpu_usd=seconds * epochs / 3600 * gpu.usd_per_hour, openai_usd=openai_usd(stats.total, epochs))
 
 
 def recommend(shape: ModelShape, settings: Settings, gpu: Gpu, *, lengths: tuple[int, ...],

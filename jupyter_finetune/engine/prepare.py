@@ -6,44 +6,83 @@ Returns a TrainJob that is not started yet, so a caller can attach listeners (a 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
 from ..data import FtDataset, restore
+from ..data.dataset import ValidationSplit
+from ..data.formats import Example
 from ..models import load_config, load_tokenizer, resolve_model, saved_quantization
 from ..models.size import parameter_count
 from ..runs import RunSettings, RunStore
 from ..runs.store import ACTIVE
 from .backends import select_backend
-from .config import ConfigError, TrainConfig, build_config
+from .config import MOST_VALIDATION_ROWS, ConfigError, TrainConfig, build_config
 from .job import TrainJob
+from .length import choose_length
+from .validation import Validator
+
+MakeValidator = Callable[[list[Example]], Validator]
+"""What scores generations on a validation slice (evaluation.validation.slice_validator)."""
 
 
 def prepare_training(store: RunStore, data: FtDataset | None = None, *, name: str | None = None,
                      preset: str = "balanced", resume: str | None = None, overwrite: bool = False,
-                     callbacks: list[Any] | None = None, **settings: Any) -> TrainJob:
+                     callbacks: list[Any] | None = None, validator: MakeValidator | None = None,
+                     **settings: Any) -> TrainJob:
     """A new run of ``data`` with ``preset`` and ``settings`` (TrainConfig fields), or run ``resume``
     continued from its last checkpoint with its own settings (and its own copy of the data when
-    ``data`` is None)."""
+    ``data`` is None). ``validator`` scores generations on the validation slice during training;
+    without it the slice gives the eval loss only."""
     if resume is not None:
-        return _resumed(store, resume, data, settings, callbacks)
+        return _resumed(store, resume, data, settings, callbacks, validator)
     if data is None:
         raise ConfigError("give the data to train on: a data set made by %ft_data / load_data")
     if settings.get("max_length") is None:
         settings["max_length"] = data.max_length
     model = settings.pop("model", None) or data.model
     config = build_config(preset, model=model, **with_saved_quantization(model, settings))
+    split = data.validation_split(config.validation, MOST_VALIDATION_ROWS)
+    config, length = with_length(config, split)
     backend, reason = select_backend(config)
     model_path = resolve_model(config.model).path
     if data.model != config.model:  # count tokens with the chat template of the model that trains
         data = replace(data, renderer=type(data.renderer)(load_tokenizer(config.model)), model=config.model,
                        parameters=parameter_count(load_config(config.model)))
     run = store.create(name, overwrite=overwrite, prefix=data.name)
-    run.begin(RunSettings(config.to_dict(), preset, reason, str(model_path)), data.manifest(), data.jsonl())
-    return TrainJob(run, data, config, model_path, backend, [], callbacks=callbacks)
+    run.begin(RunSettings(config.to_dict(), preset, reason, str(model_path), length), data.manifest(), data.jsonl())
+    return TrainJob(run, data, config, model_path, backend, [], callbacks=callbacks, split=split,
+                    validator=validator, note=length)
+
+
+def with_length(config: TrainConfig, split: ValidationSplit) -> tuple[TrainConfig, str]:
+    """The settings with the training length and early stopping decided, and a sentence saying how.
+
+    Without --epochs or --steps the length comes from the data (engine.length), and early stopping is
+    on unless turned off; asked for without a validation slice, early stopping is refused here,
+    before anything loads."""
+    chosen = config.epochs is None and config.steps is None
+    early = chosen if config.early_stopping is None else config.early_stopping
+    if early and not split.validation:
+        if config.early_stopping:
+            raise ConfigError(f"early stopping needs validation rows, and {len(split.train)} training rows at "
+                              f"--validation {config.validation:g} leave none: add rows, raise --validation, or "
+                              "train without --early-stopping")
+        early = False
+    held = f" ({len(split.validation)} more set aside to validate on)" if split.validation else ""
+    if chosen:
+        length = choose_length(len(split.train), split.train_tokens, config.batch_size, config.grad_accum,
+                               config.examples_seen)
+        config, text = replace(config, epochs=float(length.epochs)), length.reason.replace(" examples:", f" examples{held}:", 1)
+    else:
+        given = f"{config.steps} steps" if config.steps else f"{config.epochs:g} epochs"
+        text = f"{len(split.train):,} examples{held}: {given}, as given"
+    stopping = (f"; stops early when the validation score has not improved for {config.patience} validations"
+                if early else "")
+    return replace(config, early_stopping=early), text + stopping
 
 
 def _resumed(store: RunStore, name: str, data: FtDataset | None, settings: dict[str, Any],
-             callbacks: list[Any] | None) -> TrainJob:
+             callbacks: list[Any] | None, validator: MakeValidator | None) -> TrainJob:
     given = sorted(k for k, v in settings.items() if v is not None)
     if given:
         raise ConfigError(f"--resume continues with the run's own settings; drop {', '.join(given)} "
@@ -65,7 +104,8 @@ def _resumed(store: RunStore, name: str, data: FtDataset | None, settings: dict[
     backend, _ = select_backend(config)
     point = run.resume_point()
     return TrainJob(run, data, config, resolve_model(config.model).path, backend, [], resume=point,
-                    callbacks=callbacks, note=point.note(status.get("step") or 0))
+                    callbacks=callbacks, note=point.note(status.get("step") or 0),
+                    split=data.validation_split(config.validation, MOST_VALIDATION_ROWS), validator=validator)
 
 
 def with_saved_quantization(model: str, settings: dict[str, Any]) -> dict[str, Any]:

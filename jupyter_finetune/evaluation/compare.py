@@ -111,6 +111,12 @@ def held_out(data: FtDataset, split: str, limit: int | None) -> list[Example]:
     return rows[:limit] if limit else rows
 
 
+def answer_budget(tokenizer: Any, rows: list[Example]) -> int:
+    """New tokens to allow: the longest reference answer plus a margin, so a longer answer shows as wrong."""
+    longest = max(len(tokenizer(ex.messages[-1]["content"], add_special_tokens=False)["input_ids"]) for ex in rows)
+    return min(1024, longest + 16)
+
+
 def generate_outputs(load: Callable[[], LoadedRun], rows: list[Example], train: list[Example],
                      settings: dict[str, Any], *, systems: tuple[str, ...], batch_size: int | None = None,
                      reuse: Outputs | None = None, keep: Callable[[Outputs], None] | None = None) -> Outputs:

@@ -83,7 +83,9 @@ def generate_timed(model: Any, tokenizer: Any, conversations: list[list[dict[str
                           time.perf_counter() - start)
 
     prefix = None
-    with torch.inference_mode(), _vocab_projection_weights_first(model):
+    # no_grad, not inference_mode: validation generates with the model being trained, and a tensor a
+    # module caches under inference_mode could not be used by the next training step's backward
+    with torch.no_grad(), _vocab_projection_weights_first(model):
         while len(answers) < len(prompts):
             rows = prompts[len(answers):len(answers) + batch_size]
             try:

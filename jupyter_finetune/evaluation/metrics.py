@@ -119,8 +119,16 @@ def score(name: str, metric: Metric, prediction: str, reference: str, row: Any) 
 
 
 def default_metrics(rows: list[Any]) -> tuple[str, ...]:
-    """The JSON metrics when every reference answer is JSON, else exact match, token F1 and ROUGE-L."""
-    if all(ex.messages[-1]["content"].lstrip().startswith(("{", "[")) and json_valid(ex.messages[-1]["content"], "")
-           for ex in rows):
+    """The JSON metrics when every reference answer is JSON; else exact match first for short answers
+    (a label, a name: at most SHORT_ANSWER words for most rows) and ROUGE-L first for longer ones, where
+    an exact match is too rare to tell two models apart. The first is the one a verdict uses."""
+    answers = [ex.messages[-1]["content"] for ex in rows]
+    if all(a.lstrip().startswith(("{", "[")) and json_valid(a, "") for a in answers):
         return ("json_fields", "json_valid", "exact")
+    lengths = sorted(len(words(a)) for a in answers)
+    if lengths and lengths[len(lengths) // 2] > SHORT_ANSWER:
+        return ("rougeL", "f1", "exact")
     return ("exact", "f1", "rougeL")
+
+
+SHORT_ANSWER = 5

@@ -44,8 +44,7 @@ def evaluate_run(run: Run, data: FtDataset | None = None, *, split: str = "test"
     systems = (FINE_TUNED, *names(against))
     chosen = dict(resolve_metric(m) for m in (names(metrics) if metrics else default_metrics(rows)))
     if max_new_tokens is None:
-        longest = max(len(tokenizer(ex.messages[-1]["content"], add_special_tokens=False)["input_ids"]) for ex in rows)
-        max_new_tokens = min(1024, longest + 16)
+        max_new_tokens = cmp.answer_budget(tokenizer, rows)
     settings = {"split": split, "shots": shots, "seed": 0, "max_new_tokens": max_new_tokens, "limit": limit}
     adapter = adapter_fingerprint(run.adapter_dir)
     reuse = None if regenerate else report.saved_outputs(run, data.version, adapter, settings)

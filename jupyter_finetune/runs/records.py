@@ -29,6 +29,8 @@ class RunSettings:
     """The backend that ran it and why (``hf: no CUDA GPU, ...``)."""
     model_path: str
     """The local folder the base weights were loaded from."""
+    length: str = ""
+    """How the training length was chosen ("" for runs saved before it was recorded)."""
 
     @property
     def model(self) -> str:
@@ -46,7 +48,7 @@ class RunSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return {"train": dict(self.train), "preset": self.preset, "backend": self.backend,
-                "model_path": self.model_path}
+                "model_path": self.model_path, "length": self.length}
 
     @classmethod
     def from_dict(cls, saved: Any) -> "RunSettings":
@@ -56,7 +58,7 @@ class RunSettings:
         checked(train, "steps", WHOLE)
         checked(train, "epochs", NUMBER)
         return cls(dict(train), checked(saved, "preset", TEXT) or "?", checked(saved, "backend", TEXT) or "?",
-                   checked(saved, "model_path", TEXT) or model)
+                   checked(saved, "model_path", TEXT) or model, checked(saved, "length", TEXT) or "")
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,24 @@ class DataManifest:
                    whole(rows, "test", "rows.test"), whole(tokens, "train_per_epoch", "tokens.train_per_epoch"),
                    float(check(tokens.get("mean", 0.0), NUMBER, "tokens.mean")), whole(tokens, "max", "tokens.max"),
                    tuple(check(w, TEXT, "a warning") for w in warnings))
+
+
+@dataclass(frozen=True)
+class KeptAdapter:
+    """Which adapter a run keeps as ``adapter/``: the one of the best validation score, and its score."""
+
+    step: int
+    metric: str
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "metric": self.metric, "score": self.score}
+
+    @classmethod
+    def from_dict(cls, saved: Any) -> "KeptAdapter":
+        saved = whole_file(saved)
+        return cls(checked(saved, "step", WHOLE, required=True), checked(saved, "metric", TEXT, required=True),
+                   float(checked(saved, "score", NUMBER, required=True)))
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from .history import Losses, Page
 from .metrics_log import MetricsLog
 from .liveness import Trainer, still_training
 from .readers import TAIL, FileReader
-from .records import DataManifest, EvalSummary, RunSettings
+from .records import DataManifest, EvalSummary, KeptAdapter, RunSettings
 
 Status = Literal["queued", "running", "completed", "stopped", "failed", "interrupted"]
 STATUSES = get_args(Status)
@@ -37,6 +37,8 @@ STATUS_FIELDS = {"status": TEXT, "step": WHOLE, "max_steps": WHOLE, "pid": WHOLE
                  "boot_id": TEXT, "proc_start": NUMBER, "heartbeat": NUMBER}
 """status.json's keys and their types; keys not named here are kept as they are."""
 FILES = FileReader()
+_KEPT = "kept.json"
+"""Inside ``adapter/``: the validation score that chose it (absent when no validation did)."""
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _ROOT_OPTION = "--runs-dir, or $JUPYTER_FINETUNE_RUNS"
 """Where a user chooses another run store."""
@@ -160,7 +162,41 @@ class Run:
 
     @property
     def adapter_dir(self) -> Path:
+        """The run's adapter: the best-scoring one when it was validated during training, else the last."""
         return self.path / "adapter"
+
+    @property
+    def last_adapter_dir(self) -> Path:
+        """The adapter of the last step, kept beside ``adapter/`` when a better-scoring one was kept there."""
+        return self.path / "last-adapter"
+
+    def keep_best_adapter(self, save: Callable[[Path], None], kept: KeptAdapter) -> None:
+        """``save`` writes the adapter into a fresh folder that then replaces ``adapter/`` together with its
+        record, so a kill part way leaves the previous best whole."""
+        self._replace_folder(self.adapter_dir, save, lambda folder: write_json(folder / _KEPT, kept.to_dict()))
+
+    def keep_last_adapter(self, save: Callable[[Path], None]) -> None:
+        self._replace_folder(self.last_adapter_dir, save)
+
+    def drop_last_adapter(self) -> None:
+        """No separate last adapter: the kept one is the last (or the run was trained again)."""
+        shutil.rmtree(self.last_adapter_dir, ignore_errors=True)
+
+    def kept_adapter(self) -> KeptAdapter | None:
+        """The validation record of ``adapter/`` (None: it was not chosen by validation)."""
+        return self._lenient(f"adapter/{_KEPT}", KeptAdapter.from_dict)
+
+    def _replace_folder(self, folder: Path, save: Callable[[Path], None],
+                        finish: Callable[[Path], None] = lambda folder: None) -> None:
+        fresh, old = folder.with_name(folder.name + ".new"), folder.with_name(folder.name + ".old")
+        for leftover in (fresh, old):
+            shutil.rmtree(leftover, ignore_errors=True)
+        save(fresh)
+        finish(fresh)
+        if folder.exists():
+            folder.rename(old)
+        fresh.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
 
     def trained_adapter(self) -> Path:
         """The adapter folder, or an error saying how to get one (evaluation and chat need it)."""

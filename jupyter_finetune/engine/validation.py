@@ -1,0 +1,131 @@
+"""Validation during training on the task's own metric: answers generated for a slice of the training
+split, scored as %ft_eval would score them; the best adapter kept; early stopping.
+
+The loss says little about whether answers are right (a JSON answer with one wrong field costs one
+token's loss), so the run is judged as the final evaluation will judge it. The scoring itself
+(generation and metrics) lives in ``evaluation``, above this layer: the engine takes it as a
+``Validator``. HF's ``EarlyStoppingCallback`` is not used because it requires ``load_best_model_at_end``,
+which ties a full checkpoint to every evaluation; here only the adapter is kept, and checkpoints stay
+on their own timer (callbacks.CheckpointTimer).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, ContextManager
+
+from transformers import TrainerCallback
+
+from ..runs import Run
+from ..runs.records import KeptAdapter
+from .events import Event, Listener
+
+BUDGET = 0.10
+"""The share of training time validation may take; the interval widens to keep it there."""
+VALIDATIONS = 10
+"""Validations a run aims at when an epoch is longer than a tenth of the run."""
+
+
+@dataclass(frozen=True)
+class ValidationScore:
+    """One validation: the slice's mean score and a few answers to show beside the loss."""
+
+    metric: str
+    score: float
+    samples: tuple[dict[str, str], ...]
+    """Up to three ``{"prompt", "answer", "reference"}``: the last user turn, the model's answer, the row's."""
+
+
+Validator = Callable[[Any, Any], ValidationScore]
+"""(model, tokenizer) -> the score of the validation slice it was made for."""
+
+
+@dataclass(frozen=True)
+class ValidationPlan:
+    """What a job validates with: the slice's scorer, how often at first, and whether it may stop early."""
+
+    validate: Validator
+    rows: int
+    every: int
+    """Optimizer steps between validations at the start (validation_every)."""
+    patience: int | None
+    """Validations without a better score before stopping; None: never stop early."""
+
+
+def validation_every(steps_per_epoch: int, max_steps: int) -> int:
+    """Every epoch, or every tenth of the run when that comes sooner (a run of one long epoch)."""
+    return max(1, min(steps_per_epoch, math.ceil(max_steps / VALIDATIONS)))
+
+
+class ValidationCallback(TrainerCallback):
+    """Asks the Trainer for an evaluation (the validation slice's loss) every ``plan.every`` steps and at the
+    last step; at each, scores generated answers, keeps the adapter when the score is the best so far,
+    and stops training after ``plan.patience`` validations without a better one.
+
+    The interval widens when a validation costs more than BUDGET of the training time between two.
+    ``stopped_early`` holds the reason once it has stopped training.
+    """
+
+    def __init__(self, plan: ValidationPlan, run: Run, tokenizer: Any, generating: Callable[[Any], ContextManager[Any]],
+                 save: Callable[[Any], None], listeners: list[Listener]):
+        self.plan, self.run, self.tokenizer = plan, run, tokenizer
+        self.generating, self.save, self.listeners = generating, save, listeners
+        self.every = plan.every
+        self.best = run.kept_adapter()  # a resumed run goes on comparing with the best kept before
+        self.since_best = 0
+        self.validations = 0
+        self.stopped_early: str | None = None
+        self._last_step: int | None = None
+        self._train_s = 0.0
+        self._train_steps = 0
+        self._step_began = 0.0
+        self._asked_at: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._last_step = state.global_step
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._step_began = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._train_s += time.perf_counter() - self._step_began
+        self._train_steps += 1
+        if control.should_training_stop:  # a stop request: the user asked for the adapter now
+            return
+        due = state.global_step - (self._last_step or 0) >= self.every or state.global_step >= state.max_steps
+        if due:
+            control.should_evaluate = True
+            self._asked_at = time.perf_counter()
+
+    def on_evaluate(self, args, state, control, model=None, **kwargs):
+        if self._asked_at is None:  # an evaluation this callback did not ask for
+            return
+        with self.generating(model):
+            result = self.plan.validate(model, self.tokenizer)
+        step = state.global_step
+        self.validations += 1
+        if self.best is None or result.score > self.best.score:
+            self.best = KeptAdapter(step, result.metric, result.score)
+            self.run.keep_best_adapter(self.save, self.best)
+            self.since_best = 0
+        else:
+            self.since_best += 1
+        spent = time.perf_counter() - self._asked_at
+        self._asked_at, self._last_step = None, step
+        if self._train_steps:
+            step_s = self._train_s / self._train_steps
+            self.every = max(self.every, math.ceil(spent / (BUDGET * step_s)))
+        self._emit({"event": "validation", "step": step, "metric": result.metric, "score": result.score,
+                    "best_score": self.best.score, "best_step": self.best.step, "samples": list(result.samples),
+                    "seconds": spent, "next_in": self.every, "time": time.time()})
+        patience = self.plan.patience
+        if patience is not None and self.since_best >= patience and step < state.max_steps:
+            self.stopped_early = (f"stopped early at step {step}: {result.metric} did not improve on "
+                                  f"{self.best.score:.3f} (step {self.best.step}) for {patience} validations")
+            control.should_training_stop = True
+
+    def _emit(self, event: Event) -> None:
+        for listener in self.listeners:
+            listener(event)
