@@ -6,6 +6,9 @@ Kinds and their keys (all JSON-serialisable):
 - ``{"event": "log", "step": int, "max_steps": int, "epoch": float, "loss": float | None,
   "eval_loss": float | None, "lr": float | None, "tokens_per_s": float, "memory_gb": float,
   "eta_s": float | None, "time": float}`` (``loss`` on train log steps, ``eval_loss`` on eval steps)
+- ``{"event": "validation", "step": int, "metric": str, "score": float, "best_score": float, "best_step": int,
+  "samples": [{"prompt", "answer", "reference"}], "seconds": float, "next_in": int, "time": float}`` (the
+  validation slice scored on the task's metric; engine.validation), kept in metrics.jsonl under ``validation``
 - ``{"event": "end", "status": "completed" | "stopped" | "failed", "step": int, "message": str,
   "time": float}``
 

@@ -200,6 +200,10 @@ class TrainJob:
             self.run.append_metrics({**{k: v for k, v in event.items() if k != "event"}, "attempt": self.attempt})
             with self._status_lock:
                 self.run.set_status("running", step=event["step"], max_steps=event["max_steps"])
+        elif event["event"] == "validation":
+            kept = {k: v for k, v in event.items() if k not in ("event", "step", "time")}
+            self.run.append_metrics({"step": event["step"], "validation": kept, "time": event["time"],
+                                     "attempt": self.attempt})
         elif event["event"] == "start":
             with self._status_lock:
                 self.run.set_status("running", step=event["step"], max_steps=event["max_steps"])
@@ -246,9 +250,14 @@ class TrainJob:
 
     def _fit(self) -> None:
         if self.resume and self.resume.finished:  # the Trainer would train one step past the end
-            self.run.adopt_adapter(self.resume.checkpoint)
+            kept = self.run.kept_adapter()
+            last = kept is not None and kept.step != self._step  # a better-scoring adapter stays in adapter/
+            if kept is None or last:  # else adapter/ already holds this step's adapter, chosen by its score
+                self.run.adopt_adapter(self.resume.checkpoint, last=last)
+            where = (f"the last adapter saved to {self.run.last_adapter_dir}; the best-scoring one (step {kept.step})"
+                     f" stays in {self.run.adapter_dir}" if last else f"adapter saved to {self.run.adapter_dir}")
             self._finish("completed", f"completed at step {self._step} (its last checkpoint holds every step); "
-                         f"adapter saved to {self.run.adapter_dir}", self.run.adapter_dir)
+                         f"{where}", self.run.adapter_dir)
             return
         with library_noise_off():
             trainer = self.build_trainer()

@@ -61,8 +61,8 @@ def validation_every(steps_per_epoch: int, max_steps: int) -> int:
 
 class ValidationCallback(TrainerCallback):
     """Asks the Trainer for an evaluation (the validation slice's loss) every ``plan.every`` steps and at the
-    last step; at each, scores generated answers, keeps the adapter when the score is the best so far,
-    and stops training after ``plan.patience`` validations without a better one.
+    last step; at each, scores generated answers, keeps the adapter when the score is the best so far (on
+    a tie, the later one), and stops training after ``plan.patience`` validations without a better one.
 
     The interval widens when a validation costs more than BUDGET of the training time between two.
     ``stopped_early`` holds the reason once it has stopped training.
@@ -92,10 +92,10 @@ class ValidationCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         self._train_s += time.perf_counter() - self._step_began
         self._train_steps += 1
-        if control.should_training_stop:  # a stop request: the user asked for the adapter now
+        last = state.global_step >= state.max_steps  # the Trainer has already set should_training_stop
+        if control.should_training_stop and not last:  # a stop request: the user asked for the adapter now
             return
-        due = state.global_step - (self._last_step or 0) >= self.every or state.global_step >= state.max_steps
-        if due:
+        if last or state.global_step - (self._last_step or 0) >= self.every:
             control.should_evaluate = True
             self._asked_at = time.perf_counter()
 
@@ -106,12 +106,11 @@ class ValidationCallback(TrainerCallback):
             result = self.plan.validate(model, self.tokenizer)
         step = state.global_step
         self.validations += 1
-        if self.best is None or result.score > self.best.score:
+        improved = self.best is None or result.score > self.best.score
+        self.since_best = 0 if improved else self.since_best + 1
+        if improved or result.score == self.best.score:  # a tie keeps the later, longer-trained adapter
             self.best = KeptAdapter(step, result.metric, result.score)
             self.run.keep_best_adapter(self.save, self.best)
-            self.since_best = 0
-        else:
-            self.since_best += 1
         spent = time.perf_counter() - self._asked_at
         self._asked_at, self._last_step = None, step
         if self._train_steps:

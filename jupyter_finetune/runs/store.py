@@ -1,5 +1,9 @@
 """The run store on disk, ``ft_runs/<name>/``: the one source of truth for every run.
 
+A run folder holds ``config.json``, ``data.json`` and ``data.jsonl``, ``status.json``, ``metrics.jsonl``,
+``adapter/`` (the best-scoring adapter when validation chose it, with ``kept.json``; else the last),
+``last-adapter/`` (the last one, when it is not the kept one), ``checkpoints/``, ``eval/`` and ``export/``.
+
 Every JSON file is written atomically (temp file + rename), and ``metrics.jsonl`` is appended and
 flushed at every log step, so a killed kernel leaves readable files behind. A run whose status
 says ``running`` but whose process is gone is reported as ``interrupted``. Reading is total: a file
@@ -329,12 +333,16 @@ class Run:
             shutil.rmtree(self.checkpoints_dir / name, ignore_errors=True)
         return point
 
-    def adopt_adapter(self, checkpoint: Path) -> None:
-        """The adapter as ``save_model`` wrote it into ``checkpoint``, kept as the run's adapter."""
-        self.adapter_dir.mkdir(exist_ok=True)
-        for path in checkpoint.iterdir():
-            if path.is_file() and not STATE.fullmatch(path.name):
-                shutil.copy2(path, self.adapter_dir / path.name)
+    def adopt_adapter(self, checkpoint: Path, last: bool = False) -> None:
+        """The adapter as ``save_model`` wrote it into ``checkpoint``, kept as the run's adapter (``last``:
+        as the last adapter, beside a better-scoring one)."""
+        def copy(folder: Path) -> None:
+            folder.mkdir()
+            for path in checkpoint.iterdir():
+                if path.is_file() and not STATE.fullmatch(path.name):
+                    shutil.copy2(path, folder / path.name)
+
+        self._replace_folder(self.last_adapter_dir if last else self.adapter_dir, copy)
 
     def status(self) -> dict[str, Any]:
         """status.json, checked, with an active status whose trainer is gone (killed, or on a VM since

@@ -30,14 +30,40 @@ _BAR_STYLE = {"completed": "success", "failed": "danger", "stopped": "warning"}
 
 
 def progress_line(latest: dict[str, Any]) -> str:
-    """``step 12/80  epoch 0.60  loss 1.2340  eval 1.3000  lr 1.9e-04  412 tok/s  mem 1.2 GB  ETA 1m05s``."""
+    """``step 12/80  epoch 0.60  loss 1.2340  eval 1.3000  json_fields 0.850  lr 1.9e-04  412 tok/s  mem 1.2 GB
+    ETA 1m05s`` (the validation score once there is one)."""
     parts = [f"step {latest['step']}/{latest['max_steps']}", f"epoch {latest.get('epoch', 0.0):.2f}"]
-    for key, label, fmt in (("loss", "loss", ".4f"), ("eval_loss", "eval", ".4f"), ("lr", "lr", ".1e")):
+    for key, label, fmt in (("loss", "loss", ".4f"), ("eval_loss", "eval", ".4f"),
+                            ("score", latest.get("metric", ""), ".3f"), ("lr", "lr", ".1e")):
         if latest.get(key) is not None:
             parts.append(f"{label} {latest[key]:{fmt}}")
     parts += [f"{latest.get('tokens_per_s', 0.0):.0f} tok/s", f"mem {latest.get('memory_gb', 0.0):.1f} GB",
               f"ETA {duration(latest.get('eta_s'))}"]
     return "  ".join(parts)
+
+
+def validation_line(event: dict[str, Any]) -> str:
+    """``validation at step 36: json_fields 0.850 (best 0.850 at step 36; 4.1 s); e.g. 'prompt' -> 'answer'``."""
+    sample = event["samples"][0] if event.get("samples") else None
+    shown = f"; e.g. {_short(sample['prompt'])!r} -> {_short(sample['answer'])!r}" if sample else ""
+    return (f"validation at step {event['step']}: {event['metric']} {event['score']:.3f} (best "
+            f"{event['best_score']:.3f} at step {event['best_step']}; {event['seconds']:.1f} s){shown}")
+
+
+def samples_html(event: dict[str, Any]) -> str:
+    """The validation's sample answers beside their references: what the score is made of."""
+    cell = "padding:2px 6px;border:1px solid #8884;text-align:left;vertical-align:top"
+    rows = "".join(f"<tr><td style='{cell}'>{escape(_short(s['prompt']))}</td><td style='{cell}'>"
+                   f"{escape(_short(s['answer']))}</td><td style='{cell}'>{escape(_short(s['reference']))}</td></tr>"
+                   for s in event.get("samples", []))
+    head = "".join(f"<th style='{cell}'>{h}</th>" for h in ("prompt", "answer", "reference"))
+    return (f"<details open><summary>validation answers at step {event['step']} ({escape(event['metric'])} "
+            f"{event['score']:.3f})</summary><table style='border-collapse:collapse;font-size:90%'>"
+            f"<tr>{head}</tr>{rows}</table></details>")
+
+
+def _short(text: str, most: int = 160) -> str:
+    return text if len(text) <= most else text[:most - 1] + "…"
 
 
 class Dashboard:
@@ -55,6 +81,8 @@ class Dashboard:
         self.widgets = widgets_available() if widgets is None else widgets
         self.start: dict[str, Any] = {"run": run_name, "time": time.time()}
         self.records: list[dict[str, Any]] = []
+        self.validations: list[dict[str, Any]] = []
+        """Validation events: the score on the task's metric and sample answers, at some steps."""
         self.end: dict[str, Any] | None = None
         self.redraws = 0
         self._latest: dict[str, Any] = {}  # newest non-None value per key: eval and train logs interleave
@@ -82,6 +110,16 @@ class Dashboard:
             if not self.ui:  # attached after the start event
                 self._show_widgets()
             self._update_widgets()
+        elif kind == "validation":
+            self.validations.append(event)
+            self._latest.update(metric=event["metric"], score=event["score"])
+            if not self.widgets:
+                log.info("%s: %s", self.run_name, validation_line(event))
+                return
+            if not self.ui:
+                self._show_widgets()
+            self.ui["samples"].value = samples_html(event)
+            self._update_widgets()
         elif kind == "end":
             self._finish(event)
 
@@ -93,7 +131,7 @@ class Dashboard:
         """The same record as text: the end message and the summary ("" before the end)."""
         if self.end is None:
             return ""
-        summary = ", ".join(f"{k} {v}" for k, v in summary_rows(self.start, self.records, self.end)[1:])
+        summary = ", ".join(f"{k} {v}" for k, v in summary_rows(self.start, self.records, self.end, self.validations)[1:])
         return f"{self.run_name}: {self.end['message']} ({summary})"
 
     # widgets
@@ -111,9 +149,9 @@ class Dashboard:
         stop.on_click(self._stop_clicked)
         self.ui = {"header": w.HTML(head), "bar": bar, "stop": stop,
                     "stats": w.HTML("<span style='font-family:monospace'>starting…</span>"),
-                    "plot": w.Image(format="png")}
+                    "plot": w.Image(format="png"), "samples": w.HTML("")}
         self.ui["row"] = w.HBox([bar, stop])
-        self.ui["box"] = w.VBox([self.ui["header"], self.ui["row"], self.ui["stats"], self.ui["plot"]])
+        self.ui["box"] = w.VBox([self.ui["header"], self.ui["row"], self.ui["stats"], self.ui["plot"], self.ui["samples"]])
         text = (f"{self.run_name}: training{f' ({plan})' if plan else ''}; the live dashboard is a widget, and a "
                 "summary replaces it when training ends")
         self._handle = publish(widget_bundle(self.ui["box"], text), display_id=True)  # None outside IPython
@@ -146,8 +184,8 @@ class Dashboard:
             if self.end is not None:
                 return
             self._last_draw = time.monotonic()
-            records = list(self.records)
-        png = figure_png(loss_figure(records, self.run_name))
+            records, validations = list(self.records), list(self.validations)
+        png = figure_png(loss_figure(records, self.run_name, validations))
         with self._lock:
             self.redraws += 1
             if self.end is None:
@@ -161,13 +199,14 @@ class Dashboard:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-        png = figure_png(loss_figure(self.records, self.run_name))
+        png = figure_png(loss_figure(self.records, self.run_name, self.validations))
         with self._lock:
             self.redraws += 1
         self._static = (f"<div><p><b>{escape(self.run_name)}</b>: {escape(end['message'])}</p>"
-                        f"{summary_html(self.start, self.records, end)}"
+                        f"{summary_html(self.start, self.records, end, self.validations)}"
                         f"<img src='data:image/png;base64,{base64.b64encode(png).decode()}'"
-                        f" alt='loss curves of {escape(self.run_name, quote=True)}'/></div>")
+                        f" alt='loss curves of {escape(self.run_name, quote=True)}'/>"
+                        f"{samples_html(self.validations[-1]) if self.validations else ''}</div>")
         if self.widgets:
             self._show_static(end)
         else:

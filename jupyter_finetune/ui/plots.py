@@ -8,8 +8,9 @@ from typing import Any
 from matplotlib.figure import Figure
 
 
-def loss_figure(records: list[dict[str, Any]], title: str = "") -> Figure:
-    """Train and eval loss against step on one small axes.
+def loss_figure(records: list[dict[str, Any]], title: str = "", validations: list[dict[str, Any]] = ()) -> Figure:
+    """Train and eval loss against step on one small axes, and the validation score (0-1) on a second
+    axis at the right.
 
     Colours come from the active matplotlib style and the background stays opaque, so the PNG
     reads the same on a light or a dark notebook theme.
@@ -27,8 +28,17 @@ def loss_figure(records: list[dict[str, Any]], title: str = "") -> Figure:
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title.replace("$", r"\$"), fontsize=10)  # a run name is not mathtext
-    if train or evals:
-        ax.legend(loc="upper right", fontsize=8)
+    handles = ax.get_legend_handles_labels()
+    if validations:
+        score = ax.twinx()
+        score.plot([v["step"] for v in validations], [v["score"] for v in validations], "s--", color="C2",
+                   markersize=4, linewidth=1.0, label=f"validation {validations[-1]['metric']}")
+        score.set_ylim(0, 1.02)
+        score.set_ylabel(validations[-1]["metric"])
+        more = score.get_legend_handles_labels()
+        handles = (handles[0] + more[0], handles[1] + more[1])
+    if handles[0]:
+        ax.legend(*handles, loc="upper right", fontsize=8)
     return fig
 
 
