@@ -201,3 +201,15 @@ def test_the_length_rule_is_printed_with_its_reason(tickets, tmp_path):
     assert "so that the model sees each example" in job.note and "stops early" in job.note
     assert job.note in settings_text(job) and job.run.settings().length == job.note
     assert job.config.epochs == choose_length(len(job.split.train), job.split.train_tokens, 4, 1).epochs
+
+
+def test_a_failing_validation_costs_the_validation_not_the_training(tickets, tmp_path):
+    def broken(rows):
+        def validate(model, tokenizer):
+            raise ValueError("metric 'mine' returned None")
+        return validate
+
+    job, result = _train(tickets, tmp_path / "runs", broken, steps=6)
+    assert result.status == "completed" and result.step == 6
+    assert "validation failed at step" in result.message and "metric 'mine' returned None" in result.message
+    assert (job.run.adapter_dir / "adapter_model.safetensors").exists() and job.run.kept_adapter() is None

@@ -267,7 +267,8 @@ class TrainJob:
         why = (f"stopped at step {self._step} on request" if status == "stopped" else
                self.validation.stopped_early if self.validation and self.validation.stopped_early else
                f"completed all {trainer.state.max_steps} steps")
-        self._finish(status, f"{why}; {self._keep_adapters(trainer)}", self.run.adapter_dir)
+        failed = f"; {self.validation.failed}" if self.validation and self.validation.failed else ""
+        self._finish(status, f"{why}; {self._keep_adapters(trainer)}{failed}", self.run.adapter_dir)
 
     def _keep_adapters(self, trainer: Any) -> str:
         """The best-scoring adapter stays as adapter/, the last one beside it; says which is which."""

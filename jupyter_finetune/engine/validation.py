@@ -18,6 +18,7 @@ from typing import Any, Callable, ContextManager
 
 from transformers import TrainerCallback
 
+from ..models.oom import free_memory
 from ..runs import Run
 from ..runs.records import KeptAdapter
 from .events import Event, Listener
@@ -77,6 +78,8 @@ class ValidationCallback(TrainerCallback):
         self.since_best = 0
         self.validations = 0
         self.stopped_early: str | None = None
+        self.failed: str | None = None
+        """Why validation stopped for the rest of the run, if it failed."""
         self._last_step: int | None = None
         self._train_s = 0.0
         self._train_steps = 0
@@ -92,6 +95,8 @@ class ValidationCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         self._train_s += time.perf_counter() - self._step_began
         self._train_steps += 1
+        if self.failed:
+            return
         last = state.global_step >= state.max_steps  # the Trainer has already set should_training_stop
         if control.should_training_stop and not last:  # a stop request: the user asked for the adapter now
             return
@@ -102,9 +107,15 @@ class ValidationCallback(TrainerCallback):
     def on_evaluate(self, args, state, control, model=None, **kwargs):
         if self._asked_at is None:  # an evaluation this callback did not ask for
             return
-        with self.generating(model):
-            result = self.plan.validate(model, self.tokenizer)
         step = state.global_step
+        try:
+            with self.generating(model):
+                result = self.plan.validate(model, self.tokenizer)
+        except Exception as exc:  # a scorer that fails (a user metric, memory) must not cost the training
+            self.failed = f"validation failed at step {step} ({type(exc).__name__}: {exc}), so training went on without it"
+            self._asked_at = None
+            free_memory()
+            return
         self.validations += 1
         improved = self.best is None or result.score > self.best.score
         self.since_best = 0 if improved else self.since_best + 1
