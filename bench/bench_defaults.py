@@ -9,7 +9,10 @@ call's wall time. Targets: the defaults within 0.02 of the best grid point and w
 Results are written after every run, so a bench cut short keeps what it measured.
 
     python bench/bench_defaults.py [--tasks facts,rewrite,extract] [--rows 125] [--runs DIR]
-                                   [--out bench/results/defaults-cpu2.json]
+                                   [--out bench/results/defaults-cpu2.json] [--redo RUN,...]
+
+``--redo facts-defaults`` trains and scores that run again and puts it in place of its entry in the
+results already in ``--out`` (for a run whose time another process on the machine disturbed).
 """
 
 from __future__ import annotations
@@ -85,18 +88,30 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=125, help="Rows of each task file used (a fifth held out).")
     parser.add_argument("--runs", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "defaults-cpu2.json")
+    parser.add_argument("--redo", default="", help="Runs to measure again in the results already in --out.")
     args = parser.parse_args()
     runs = args.runs or Path(tempfile.mkdtemp(prefix="bench-defaults-"))
-    result = {"device": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "model": "smollm2-135m",
-              "grid": GRID, "targets": {"score_gap": SCORE_GAP, "time_ratio": TIME_RATIO}, "tasks": {}}
+    redo = set(filter(None, args.redo.split(",")))
+    result = json.loads(args.out.read_text()) if redo else {
+        "device": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "model": "smollm2-135m",
+        "grid": GRID, "targets": {"score_gap": SCORE_GAP, "time_ratio": TIME_RATIO}, "tasks": {}}
     for task in args.tasks.split(","):
-        rows = [json.loads(line) for line in (ROOT / "bench" / "tasks" / f"{task}.jsonl").read_text().splitlines()]
-        data = ft.api.load_data(task, rows[:args.rows], split=0.2)
-        entry = result["tasks"][task] = {"train_rows": len(data.train), "test_rows": len(data.test), "runs": []}
         plans = [("defaults", {})] + [(f"lr{g['lr']:g}-ep{g['epochs']}", {**g, "batch_size": 8, "validation": 0.0})
                                       for g in GRID]
-        for label, settings in plans:
-            entry["runs"].append(run_one(data, f"{task}-{label}", runs, settings))
+        if redo and not any(f"{task}-{label}" in redo for label, _ in plans):
+            continue
+        rows = [json.loads(line) for line in (ROOT / "bench" / "tasks" / f"{task}.jsonl").read_text().splitlines()]
+        data = ft.api.load_data(task, rows[:args.rows], split=0.2)
+        entry = result["tasks"].setdefault(task, {"train_rows": len(data.train), "test_rows": len(data.test), "runs": []})
+        for i, (label, settings) in enumerate(plans):
+            name = f"{task}-{label}"
+            if redo and name not in redo:
+                continue
+            measured = run_one(data, name, runs, settings)
+            if redo:
+                entry["runs"][i] = {**measured, "redone": True}
+            else:
+                entry["runs"].append(measured)
             if len(entry["runs"]) == len(plans):
                 entry["vs_best"] = compare(entry["runs"])
             report(result, args.out)

@@ -116,7 +116,7 @@ def test_early_stopping_stops_and_the_summary_says_why(tickets, tmp_path, every_
     result = job.train()
     assert len(scripted.weights) == 3 and result.step < 60 and result.status == "completed"
     first = job.run.kept_adapter().step
-    why = f"stopped early at step {result.step}: exact did not improve on 0.500 (step {first}) for 2 validations"
+    why = f"stopped early at step {result.step}: exact did not improve on 0.500 (reached at step {first}) for 2 validations"
     assert result.message.startswith(why)
     assert why in dashboard.static_text() and "best validation exact 0.500" in dashboard.static_text()
     assert _same(load_file(job.run.adapter_dir / "adapter_model.safetensors"), scripted.weights[0])

@@ -76,6 +76,8 @@ class ValidationCallback(TrainerCallback):
         self.every = plan.every
         self.best = run.kept_adapter()  # a resumed run goes on comparing with the best kept before
         self.since_best = 0
+        self.reached = self.best.step if self.best else 0
+        """The step where the best score was first reached (a tie since moves ``best`` to a later step)."""
         self.validations = 0
         self.stopped_early: str | None = None
         self.failed: str | None = None
@@ -119,6 +121,8 @@ class ValidationCallback(TrainerCallback):
         self.validations += 1
         improved = self.best is None or result.score > self.best.score
         self.since_best = 0 if improved else self.since_best + 1
+        if improved:
+            self.reached = step
         if improved or result.score == self.best.score:  # a tie keeps the later, longer-trained adapter
             self.best = KeptAdapter(step, result.metric, result.score)
             self.run.keep_best_adapter(self.save, self.best)
@@ -133,7 +137,7 @@ class ValidationCallback(TrainerCallback):
         patience = self.plan.patience
         if patience is not None and self.since_best >= patience and step < state.max_steps:
             self.stopped_early = (f"stopped early at step {step}: {result.metric} did not improve on "
-                                  f"{self.best.score:.3f} (step {self.best.step}) for {patience} validations")
+                                  f"{self.best.score:.3f} (reached at step {self.reached}) for {patience} validations")
             control.should_training_stop = True
 
     def _emit(self, event: Event) -> None:
