@@ -10,7 +10,7 @@ from transformers import TrainerCallback
 from jupyter_finetune import api
 from jupyter_finetune.data import prepare, read_records
 from jupyter_finetune.engine import ConfigError
-from jupyter_finetune.engine.length import MOST_EPOCHS, TOKENS_SEEN, choose_length
+from jupyter_finetune.data.length import MOST_EPOCHS, TOKENS_SEEN, choose_length
 from jupyter_finetune.engine.prepare import prepare_training
 from jupyter_finetune.engine import validation
 from jupyter_finetune.engine.validation import ValidationScore

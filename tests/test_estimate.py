@@ -8,6 +8,7 @@ import pytest
 
 from helpers import good_rows
 from jupyter_finetune import api
+from jupyter_finetune.data.length import choose_length
 from jupyter_finetune.models import ALIASES
 from jupyter_finetune.models.memory import GIB
 
@@ -29,7 +30,9 @@ def test_data_report_and_plan_give_the_same_time_on_the_kernels_gpu(tiny_model_d
     s = plan.schedule
     assert plan.gpu.name == ds.cost.local_device == "T4" and ds.cost.epochs == s.epochs
     assert ds.cost.local_seconds == pytest.approx(s.seconds_per_epoch * s.epochs)
-    assert "for 3 epochs on T4" in repr(ds)
+    kept = ds.validation_split(0.1, 64)  # the rows %ft_train keeps beside its validation slice
+    assert s.examples == len(kept.train) and s.epochs == choose_length(len(kept.train), kept.train_tokens, 8, 1).epochs
+    assert f"for {s.epochs} epochs on T4" in repr(ds)
 
 
 def test_cpu_time_for_smollm2_is_the_lora_speed_measured_on_two_cores():

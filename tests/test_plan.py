@@ -213,9 +213,9 @@ def test_plan_magic_with_data_adds_time_and_cost(shell, tiny_model_dir):
     with capture_output():
         shell.run_cell_magic("ft_data", f"tickets --model {tiny_model_dir} --max-length 256", jsonl(good_rows(60)))
     _, text, _ = run_cell(shell, "%ft_plan --data tickets --gpu l4")
-    ds = shell.user_ns["tickets"]
-    assert f"{len(ds.train):,} training examples" in text
-    assert f"tokens{' ' * 2}" in text and f"{ds.stats.total:,}" in text
+    kept = shell.user_ns["tickets"].validation_split(0.1, 64)  # what %ft_train trains on beside its validation rows
+    assert f"{len(kept.train):,} training examples" in text
+    assert f"tokens{' ' * 2}" in text and f"{kept.train_tokens:,}" in text
     assert "OpenAI gpt-4o-mini" in text and "Recommended for L4: batch 16" in text
 
 

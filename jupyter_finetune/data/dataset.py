@@ -14,6 +14,7 @@ from ..errors import InvalidValue
 from . import checks
 from .estimate import CostEstimate, estimate
 from .formats import FORMATS, Example, detect_format, normalise, unknown_format_problem
+from .length import MOST_VALIDATION_ROWS, VALIDATION, choose_length
 from .length_bound import refuse_huge
 from .problems import DataError, Problem, errors
 from .readers import RawRow
@@ -42,6 +43,7 @@ class ValidationSplit:
 
     train: list[Example]
     validation: list[Example]
+    train_lengths: Lengths
     train_tokens: int
     """Tokens per pass over ``train`` (cut at max length), what the training length rule weighs."""
 
@@ -79,7 +81,10 @@ class FtDataset:
 
     @cached_property
     def cost(self) -> CostEstimate:
-        return estimate(self.stats.total, self.parameters)
+        """At the length %ft_train would choose: the rule on the rows left after the validation slice."""
+        split = self.validation_split(VALIDATION, MOST_VALIDATION_ROWS)
+        length = choose_length(len(split.train), split.train_tokens, 1, 1)
+        return estimate(split.train_tokens, self.parameters, length.epochs)
 
     def jsonl(self) -> str:
         """OpenAI chat JSONL, train rows then test rows, each tagged with its split and source row."""
@@ -116,10 +121,11 @@ class FtDataset:
         """
         want = min(most, round(len(self.train) * fraction))
         if want < 2 or len(self.train) - want < 8 or self.format == "text":
-            return ValidationSplit(self.train, [], self.stats.total)
+            return ValidationSplit(self.train, [], self.train_lengths, self.stats.total)
         kept, held = split_indices([checks.near_key(ex) for ex in self.train], want / len(self.train), self.seed)
-        tokens = TokenStats.of(_pick(self.train_lengths, kept), self.max_length).total
-        return ValidationSplit([self.train[i] for i in kept], [self.train[i] for i in held], tokens)
+        lengths = _pick(self.train_lengths, kept)
+        return ValidationSplit([self.train[i] for i in kept], [self.train[i] for i in held], lengths,
+                               TokenStats.of(lengths, self.max_length).total)
 
     def to_hf(self, split: str | list[Example] = "train") -> Any:
         """A datasets.Dataset in TRL's conversational prompt/completion form (loss on the answer), of a

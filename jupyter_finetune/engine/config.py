@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from ..data.length import EXAMPLES_SEEN, MOST_VALIDATION_ROWS, VALIDATION, steps_per_epoch
 from ..errors import FinetuneError
+
+__all__ = ["MOST_VALIDATION_ROWS", "PRESETS", "ConfigError", "TrainConfig", "build_config", "steps_per_epoch"]
 
 QUANTS = ("none", "4bit", "8bit")
 BACKENDS = ("auto", "hf", "unsloth")
@@ -23,10 +25,10 @@ class TrainConfig:
     """Alias, local folder, .gguf file or hub id (downloaded once when online)."""
     epochs: float | None = None
     """Passes over the training split; ignored when ``steps`` is set. None (with no ``steps``): chosen
-    from the data when training is prepared (engine.length), and saved as chosen."""
+    from the data when training is prepared (data.length), and saved as chosen."""
     steps: int | None = None
     """Optimizer steps; overrides ``epochs``."""
-    examples_seen: int = 800
+    examples_seen: int = EXAMPLES_SEEN
     """Examples (each counted once per pass) that a length chosen from the data aims to show."""
     batch_size: int = 8
     """Examples per device step."""
@@ -60,7 +62,7 @@ class TrainConfig:
     """Metrics every N optimizer steps."""
     report_to: tuple[str, ...] = field(default_factory=tuple)
     """Also log to tensorboard, mlflow and/or wandb."""
-    validation: float = 0.1
+    validation: float = VALIDATION
     """Fraction of the training split set aside to score generations during training (at most
     MOST_VALIDATION_ROWS rows; none when that leaves fewer than 2); 0 turns validation off."""
     early_stopping: bool | None = None
@@ -110,13 +112,13 @@ class TrainConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {"examples_seen": 400, "rank": 8, "alpha": 16, "lr": 3e-4},
-    "balanced": {"examples_seen": 800, "rank": 16, "alpha": 32, "lr": 3e-4},
-    "thorough": {"examples_seen": 1600, "rank": 32, "alpha": 64, "lr": 2e-4, "warmup_ratio": 0.1},
+    "quick": {"examples_seen": EXAMPLES_SEEN // 2, "rank": 8, "alpha": 16, "lr": 3e-4},
+    "balanced": {"examples_seen": EXAMPLES_SEEN, "rank": 16, "alpha": 32, "lr": 3e-4},
+    "thorough": {"examples_seen": EXAMPLES_SEEN * 2, "rank": 32, "alpha": 64, "lr": 2e-4, "warmup_ratio": 0.1},
 }
-"""Each preset's training length comes from the data unless given (engine.length); bench/bench_defaults.py
+"""Each preset's training length comes from the data unless given (data.length); bench/bench_defaults.py
 measures them against a grid of hand-set ones (bench/results/defaults-cpu2.json)."""
-MOST_VALIDATION_ROWS = 64
+
 
 
 def build_config(preset: str = "balanced", **overrides: Any) -> TrainConfig:
@@ -134,6 +136,3 @@ def build_config(preset: str = "balanced", **overrides: Any) -> TrainConfig:
     return replace(TrainConfig(), **values)
 
 
-def steps_per_epoch(examples: int, batch_size: int, grad_accum: int) -> int:
-    """Optimizer steps in one pass over ``examples`` (a last, partial batch is a step too)."""
-    return max(1, math.ceil(examples / (batch_size * grad_accum)))

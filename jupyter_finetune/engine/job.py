@@ -61,7 +61,7 @@ def sft_config(dataset: FtDataset, config: TrainConfig, output_dir: Path, split:
     from trl import SFTConfig
 
     cuda = cuda_available()
-    split = split or ValidationSplit(dataset.train, [], 0)
+    split = split or ValidationSplit(dataset.train, [], dataset.train_lengths, 0)
     per_epoch = steps_per_epoch(len(split.train), config.batch_size, config.grad_accum)
     # transformers 5.24 renamed the field; Unsloth's pins (transformers<=5.17) know only the old name
     renamed = "activation_checkpointing" in {f.name for f in dataclasses.fields(SFTConfig)}
@@ -89,7 +89,7 @@ class TrainJob:
                  note: str | None = None, split: ValidationSplit | None = None,
                  validator: Callable[[list[Any]], Any] | None = None):
         self.run, self.dataset, self.config = run, dataset, config
-        self.split = split or ValidationSplit(dataset.train, [], dataset.stats.total)
+        self.split = split or ValidationSplit(dataset.train, [], dataset.train_lengths, dataset.stats.total)
         """The rows trained on and the validation slice carved from them (the test split is never read)."""
         self.make_validator = validator
         self.validation: ValidationCallback | None = None

@@ -12,8 +12,8 @@ from ..data.tokens import Lengths, TokenStats
 from ..models.gpus import Gpu, GpuTable
 from ..models.memory import GIB, GPU_16BIT, MemoryBreakdown, ModelShape, estimate_memory
 from ..models.speed import MFU, flops_per_token, gpu_compute
-from .config import TrainConfig, build_config, steps_per_epoch
-from .length import choose_length
+from .config import MOST_VALIDATION_ROWS, TrainConfig, build_config, steps_per_epoch
+from ..data.length import choose_length
 
 if TYPE_CHECKING:
     from ..data import FtDataset
@@ -272,5 +272,7 @@ def plan_training(model: str | None = None, data: FtDataset | None = None, *, gp
     table = gpu_table()
     chosen = table.get(gpu) if gpu else kernel_gpu(table) or table.get(DEFAULT_GPU)
     return build_plan(model, ModelShape.from_config(load_config(model)), config, method, chosen, table,
-                      data.train_lengths if data is not None else None, fixed_length="max_length" in given,
+                      # the rows training keeps after setting the validation slice aside
+                      data.validation_split(config.validation, MOST_VALIDATION_ROWS).train_lengths
+                      if data is not None else None, fixed_length="max_length" in given,
                       fixed_batch="batch_size" in given, fixed_quant="quant" in given)

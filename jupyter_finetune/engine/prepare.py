@@ -11,6 +11,7 @@ from typing import Any, Callable
 from ..data import FtDataset, restore
 from ..data.dataset import ValidationSplit
 from ..data.formats import Example
+from ..data.length import choose_length
 from ..models import load_config, load_tokenizer, resolve_model, saved_quantization
 from ..models.size import parameter_count
 from ..runs import RunSettings, RunStore
@@ -18,7 +19,6 @@ from ..runs.store import ACTIVE
 from .backends import select_backend
 from .config import MOST_VALIDATION_ROWS, ConfigError, TrainConfig, build_config
 from .job import TrainJob
-from .length import choose_length
 from .validation import Validator
 
 MakeValidator = Callable[[list[Example]], Validator]
@@ -57,7 +57,7 @@ def prepare_training(store: RunStore, data: FtDataset | None = None, *, name: st
 def with_length(config: TrainConfig, split: ValidationSplit) -> tuple[TrainConfig, str]:
     """The settings with the training length and early stopping decided, and a sentence saying how.
 
-    Without --epochs or --steps the length comes from the data (engine.length), and early stopping is
+    Without --epochs or --steps the length comes from the data (data.length), and early stopping is
     on unless turned off; asked for without a validation slice, early stopping is refused here,
     before anything loads."""
     chosen = config.epochs is None and config.steps is None

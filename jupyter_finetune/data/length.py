@@ -6,6 +6,9 @@ target is higher than OpenAI's (100 examples, 3 passes of anything larger): LoRA
 learns a format from ~100 rows in 5-6 passes (bench/results/defaults-cpu2.json), and early stopping
 on the validation score (engine.validation) ends a run that has stopped improving. Long examples
 carry more tokens per pass, so a token budget lowers the passes for them, never below one.
+
+It lives with the data because the data report prices the same length that %ft_plan and %ft_train
+choose; the validation slice's size is here for the same reason (training counts without it).
 """
 
 from __future__ import annotations
@@ -13,8 +16,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .config import steps_per_epoch
 
+EXAMPLES_SEEN = 800
+"""The balanced preset's target (engine.config.PRESETS: quick half of it, thorough twice)."""
+VALIDATION = 0.1
+"""The share of the training rows set aside to validate on, by default (TrainConfig.validation)."""
+MOST_VALIDATION_ROWS = 64
 LEAST_EPOCHS = 1
 MOST_EPOCHS = 20
 TOKENS_SEEN = 4_000_000
@@ -30,8 +37,13 @@ class TrainingLength:
     reason: str
 
 
+def steps_per_epoch(examples: int, batch_size: int, grad_accum: int) -> int:
+    """Optimizer steps in one pass over ``examples`` (a last, partial batch is a step too)."""
+    return max(1, math.ceil(examples / (batch_size * grad_accum)))
+
+
 def choose_length(examples: int, tokens_per_epoch: int, batch_size: int, grad_accum: int,
-                  target: int = 800) -> TrainingLength:
+                  target: int = EXAMPLES_SEEN) -> TrainingLength:
     """Passes so that about ``target`` examples are seen (TrainConfig.examples_seen), in [LEAST_EPOCHS,
     MOST_EPOCHS], then lowered (to one at least) while they would exceed TOKENS_SEEN training tokens."""
     wanted = math.ceil(target / max(examples, 1))
