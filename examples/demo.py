@@ -27,7 +27,7 @@ def output_text(output: dict) -> str:
         return ""  # live widgets; their static record follows as HTML
     if "text/html" in data:
         text = re.sub(r"<(style|script)[^>]*>.*?</\1>", "", data["text/html"], flags=re.S)
-        text = re.sub(r"</(tr|p|h4|div|summary)>", "\n", text)
+        text = re.sub(r"</(tr|p|h4|div|summary)>|<br\s*/?>", "\n", text)
         text = re.sub(r"</t[dh]>", "  ", text)
         text = re.sub(r"<[^>]+>", "", text)
         lines = [line.strip() for line in text.splitlines() if line.strip() and "data:image" not in line]
