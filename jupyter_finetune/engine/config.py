@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from ..data.length import EXAMPLES_SEEN, MOST_VALIDATION_ROWS, VALIDATION, steps_per_epoch
+from ..data.length import EXAMPLES_SEEN, VALIDATION, steps_per_epoch
 from ..errors import FinetuneError
 
-__all__ = ["MOST_VALIDATION_ROWS", "PRESETS", "ConfigError", "TrainConfig", "build_config", "steps_per_epoch"]
+__all__ = ["PRESETS", "ConfigError", "TrainConfig", "build_config", "steps_per_epoch"]
 
 QUANTS = ("none", "4bit", "8bit")
 BACKENDS = ("auto", "hf", "unsloth")

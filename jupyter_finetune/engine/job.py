@@ -36,7 +36,7 @@ from .backends import Backend, cuda_available
 from .callbacks import CHECKPOINT_EVERY_S, CheckpointTimer, EventCallback
 from .config import TrainConfig, steps_per_epoch
 from .events import Event, Listener
-from .validation import ValidationCallback, ValidationPlan, validation_every
+from .validation import MakeValidator, ValidationCallback, ValidationPlan, validation_every
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def sft_config(dataset: FtDataset, config: TrainConfig, output_dir: Path, split:
     from trl import SFTConfig
 
     cuda = cuda_available()
-    split = split or ValidationSplit(dataset.train, [], dataset.train_lengths, 0)
+    split = split or dataset.validation_split(0, 0)
     per_epoch = steps_per_epoch(len(split.train), config.batch_size, config.grad_accum)
     # transformers 5.24 renamed the field; Unsloth's pins (transformers<=5.17) know only the old name
     renamed = "activation_checkpointing" in {f.name for f in dataclasses.fields(SFTConfig)}
@@ -87,9 +87,9 @@ class TrainJob:
     def __init__(self, run: Run, dataset: FtDataset, config: TrainConfig, model_path: Path, backend: Backend,
                  listeners: list[Listener], resume: ResumePoint | None = None, callbacks: list[Any] | None = None,
                  note: str | None = None, split: ValidationSplit | None = None,
-                 validator: Callable[[list[Any]], Any] | None = None):
+                 validator: MakeValidator | None = None):
         self.run, self.dataset, self.config = run, dataset, config
-        self.split = split or ValidationSplit(dataset.train, [], dataset.train_lengths, dataset.stats.total)
+        self.split = split or dataset.validation_split(0, 0)
         """The rows trained on and the validation slice carved from them (the test split is never read)."""
         self.make_validator = validator
         self.validation: ValidationCallback | None = None
@@ -313,7 +313,7 @@ class TrainJob:
         trainer.remove_callback(PrinterCallback)  # our listeners report progress
         if plan:
             self.validation = ValidationCallback(plan, self.run, tokenizer, self.backend.generating,
-                                                 lambda path: trainer.save_model(str(path)), self.listeners)
+                                                 lambda path: trainer.save_model(str(path)), self._emit)
             trainer.add_callback(self.validation)
         return trainer
 
@@ -323,8 +323,8 @@ class TrainJob:
         c = self.config
         per_epoch = steps_per_epoch(len(self.split.train), c.batch_size, c.grad_accum)
         max_steps = c.steps or math.ceil(per_epoch * (c.epochs or 1))
-        return ValidationPlan(self.make_validator(self.split.validation), len(self.split.validation),
-                              validation_every(per_epoch, max_steps), c.patience if c.early_stopping else None)
+        return ValidationPlan(self.make_validator(self.split.validation), validation_every(per_epoch, max_steps),
+                              c.patience if c.early_stopping else None)
 
     def _oom_message(self, exc: BaseException) -> str:
         c = self.config

@@ -8,12 +8,12 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from ..data.estimate import openai_usd, price_table
+from ..data.length import MOST_VALIDATION_ROWS, choose_length
 from ..data.tokens import Lengths, TokenStats
 from ..models.gpus import Gpu, GpuTable
 from ..models.memory import GIB, GPU_16BIT, MemoryBreakdown, ModelShape, estimate_memory
 from ..models.speed import MFU, flops_per_token, gpu_compute
-from .config import MOST_VALIDATION_ROWS, TrainConfig, build_config, steps_per_epoch
-from ..data.length import choose_length
+from .config import TrainConfig, build_config, steps_per_epoch
 
 if TYPE_CHECKING:
     from ..data import FtDataset

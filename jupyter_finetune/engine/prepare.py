@@ -6,23 +6,19 @@ Returns a TrainJob that is not started yet, so a caller can attach listeners (a 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 from ..data import FtDataset, restore
 from ..data.dataset import ValidationSplit
-from ..data.formats import Example
-from ..data.length import choose_length
+from ..data.length import MOST_VALIDATION_ROWS, choose_length
 from ..models import load_config, load_tokenizer, resolve_model, saved_quantization
 from ..models.size import parameter_count
 from ..runs import RunSettings, RunStore
 from ..runs.store import ACTIVE
 from .backends import select_backend
-from .config import MOST_VALIDATION_ROWS, ConfigError, TrainConfig, build_config
+from .config import ConfigError, TrainConfig, build_config
 from .job import TrainJob
-from .validation import Validator
-
-MakeValidator = Callable[[list[Example]], Validator]
-"""What scores generations on a validation slice (evaluation.validation.slice_validator)."""
+from .validation import MakeValidator
 
 
 def prepare_training(store: RunStore, data: FtDataset | None = None, *, name: str | None = None,

@@ -21,7 +21,8 @@ from transformers import TrainerCallback
 from ..models.oom import free_memory
 from ..runs import Run
 from ..runs.records import KeptAdapter
-from .events import Event, Listener
+from ..data.formats import Example
+from .events import Event
 
 BUDGET = 0.10
 """The share of training time validation may take; the interval widens to keep it there."""
@@ -41,6 +42,8 @@ class ValidationScore:
 
 Validator = Callable[[Any, Any], ValidationScore]
 """(model, tokenizer) -> the score of the validation slice it was made for."""
+MakeValidator = Callable[[list[Example]], Validator]
+"""What makes the Validator of a validation slice (evaluation.validation.slice_validator)."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,6 @@ class ValidationPlan:
     """What a job validates with: the slice's scorer, how often at first, and whether it may stop early."""
 
     validate: Validator
-    rows: int
     every: int
     """Optimizer steps between validations at the start (validation_every)."""
     patience: int | None
@@ -70,9 +72,9 @@ class ValidationCallback(TrainerCallback):
     """
 
     def __init__(self, plan: ValidationPlan, run: Run, tokenizer: Any, generating: Callable[[Any], ContextManager[Any]],
-                 save: Callable[[Any], None], listeners: list[Listener]):
+                 save: Callable[[Any], None], emit: Callable[[Event], None]):
         self.plan, self.run, self.tokenizer = plan, run, tokenizer
-        self.generating, self.save, self.listeners = generating, save, listeners
+        self.generating, self.save, self.emit = generating, save, emit
         self.every = plan.every
         self.best = run.kept_adapter()  # a resumed run goes on comparing with the best kept before
         self.since_best = 0
@@ -82,7 +84,7 @@ class ValidationCallback(TrainerCallback):
         self.stopped_early: str | None = None
         self.failed: str | None = None
         """Why validation stopped for the rest of the run, if it failed."""
-        self._last_step: int | None = None
+        self._last_step = 0
         self._train_s = 0.0
         self._train_steps = 0
         self._step_began = 0.0
@@ -102,7 +104,7 @@ class ValidationCallback(TrainerCallback):
         last = state.global_step >= state.max_steps  # the Trainer has already set should_training_stop
         if control.should_training_stop and not last:  # a stop request: the user asked for the adapter now
             return
-        if last or state.global_step - (self._last_step or 0) >= self.every:
+        if last or state.global_step - self._last_step >= self.every:
             control.should_evaluate = True
             self._asked_at = time.perf_counter()
 
@@ -131,7 +133,7 @@ class ValidationCallback(TrainerCallback):
         if self._train_steps:
             step_s = self._train_s / self._train_steps
             self.every = max(self.every, math.ceil(spent / (BUDGET * step_s)))
-        self._emit({"event": "validation", "step": step, "metric": result.metric, "score": result.score,
+        self.emit({"event": "validation", "step": step, "metric": result.metric, "score": result.score,
                     "best_score": self.best.score, "best_step": self.best.step, "samples": list(result.samples),
                     "seconds": spent, "next_in": self.every, "time": time.time()})
         patience = self.plan.patience
@@ -139,7 +141,3 @@ class ValidationCallback(TrainerCallback):
             self.stopped_early = (f"stopped early at step {step}: {result.metric} did not improve on "
                                   f"{self.best.score:.3f} (reached at step {self.reached}) for {patience} validations")
             control.should_training_stop = True
-
-    def _emit(self, event: Event) -> None:
-        for listener in self.listeners:
-            listener(event)

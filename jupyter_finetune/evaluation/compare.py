@@ -111,6 +111,11 @@ def held_out(data: FtDataset, split: str, limit: int | None) -> list[Example]:
     return rows[:limit] if limit else rows
 
 
+def metric_rows(rows: list[Example]) -> list[dict[str, Any]]:
+    """What a user metric gets as its ``row`` argument for each example."""
+    return [{"row": ex.row, "messages": ex.messages} for ex in rows]
+
+
 def answer_budget(tokenizer: Any, rows: list[Example]) -> int:
     """New tokens to allow: the longest reference answer plus a margin, so a longer answer shows as wrong."""
     longest = max(len(tokenizer(ex.messages[-1]["content"], add_special_tokens=False)["input_ids"]) for ex in rows)

@@ -51,7 +51,7 @@ def evaluate_run(run: Run, data: FtDataset | None = None, *, split: str = "test"
     outputs = cmp.generate_outputs(partial(load_run, run), rows, data.train, settings, systems=systems,
                                    batch_size=batch_size, reuse=reuse,
                                    keep=partial(report.save_partial, run, data.version, adapter))
-    comparison = cmp.score_outputs(outputs, chosen, [{"row": ex.row, "messages": ex.messages} for ex in rows])
+    comparison = cmp.score_outputs(outputs, chosen, cmp.metric_rows(rows))
     verdict = decide(comparison, Threshold.parse(str(threshold), comparison.metrics[0]) if threshold is not None else None)
     if forgetting:
         loaded = load_run(run)

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..data.formats import Example
 from ..engine.validation import ValidationScore, Validator
-from .compare import answer_budget
+from .compare import answer_budget, metric_rows
 from .generate import generate_timed
 from .metrics import default_metrics, resolve_metric, score
 
@@ -26,8 +26,8 @@ def slice_validator(rows: list[Example]) -> Validator:
 
     def validate(model: Any, tokenizer: Any) -> ValidationScore:
         generation = generate_timed(model, tokenizer, prompts, max_new_tokens=answer_budget(tokenizer, rows))
-        scores = [score(name, metric, answer, ref, {"row": ex.row, "messages": ex.messages})
-                  for answer, ref, ex in zip(generation.answers, references, rows)]
+        scores = [score(name, metric, answer, ref, row)
+                  for answer, ref, row in zip(generation.answers, references, metric_rows(rows))]
         samples = tuple({"prompt": next((m["content"] for m in reversed(p) if m["role"] == "user"), ""),
                          "answer": answer, "reference": ref}
                         for p, answer, ref in list(zip(prompts, generation.answers, references))[:SAMPLES])
