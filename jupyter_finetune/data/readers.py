@@ -69,11 +69,11 @@ def read_path(path: Path) -> list[RawRow]:
     if path.is_dir():
         raise InvalidValue(f"{path}: a folder, not a file — give the path of a {'/'.join(SUFFIXES)} file")
     if suffix in (".jsonl", ".json"):
-        return read_text(_decoded(path))
+        return read_text(decoded_text(path))
     if suffix == ".csv":
         import pandas as pd
 
-        return read_records(pd.read_csv(io.StringIO(_decoded(path)), dtype=str, keep_default_na=False))
+        return read_records(pd.read_csv(io.StringIO(decoded_text(path)), dtype=str, keep_default_na=False))
     if suffix == ".parquet":
         import pandas as pd
 
@@ -81,7 +81,7 @@ def read_path(path: Path) -> list[RawRow]:
     raise InvalidValue(f"{path}: unsupported file type {suffix!r}. Use one of {', '.join(SUFFIXES)}.")
 
 
-def _decoded(path: Path) -> str:
+def decoded_text(path: Path) -> str:
     """The file as UTF-8 text (a leading BOM dropped), or an error saying what it holds instead."""
     with reworded(path, "cannot read it"):
         data = path.read_bytes()
