@@ -129,24 +129,31 @@ def stop(name: str | None = None) -> list[str]:
     return names
 
 
-def evaluate(run: str, data: Any = None, *, split: str = "test", against: tuple[str, ...] | str = ("base", "fewshot"),
-             shots: int = 3, metrics: tuple[Any, ...] | str | None = None, threshold: str | float | None = None,
-             max_new_tokens: int | None = None, batch_size: int | None = None, limit: int | None = None,
-             forgetting: bool = False, regenerate: bool = False, runs_dir: str | Path | None = None) -> Any:
-    """Fine-tuned vs base zero-shot vs base few-shot on held-out rows, with a verdict (an EvalReport).
+def evaluate(run: str, data: Any = None, *, split: str = "test", against: tuple[str, ...] | str | None = None,
+             shots: int = 3, docs: str | Path | None = None, passages: int = 3,
+             metrics: tuple[Any, ...] | str | None = None, threshold: str | float | None = None,
+             requests_per_day: int = 1000, payback_days: int = 30, max_new_tokens: int | None = None,
+             batch_size: int | None = None, limit: int | None = None, forgetting: bool = False,
+             regenerate: bool = False, runs_dir: str | Path | None = None) -> Any:
+    """Fine-tuned vs prompting (base, fewshot, retrieval), RAG and both on held-out rows, with a
+    recommendation and its break-even (an EvalReport).
 
-    ``data`` defaults to the run's own copy (its test split); ``against="none"`` evaluates the
-    fine-tuned model alone. ``metrics`` default to JSON metrics when the answers are JSON, else
-    exact/f1/rougeL; ``max_new_tokens`` to the longest reference answer plus a margin; ``batch_size``
-    to what free memory holds. The model loads through the run's own backend, device and precision, and
-    stays loaded for ``chat`` of the same run. Answers are kept with the run and reused when asked again
-    with the same adapter and settings.
+    ``data`` defaults to the run's own copy (its test split); ``against`` to base, fewshot and
+    retrieval, plus rag when ``docs`` (a folder of .md/.txt/.html/.pdf files or a JSONL of passages)
+    is given; ``"none"`` evaluates the fine-tuned model alone. ``threshold`` is the bar; the
+    recommendation weighs the systems that pass by training cost and prompt tokens at
+    ``requests_per_day`` over ``payback_days``. ``metrics`` default to JSON metrics when the answers
+    are JSON, else exact/f1/rougeL; ``max_new_tokens`` to the longest reference answer plus a margin;
+    ``batch_size`` to what free memory holds. The model loads through the run's own backend, device and
+    precision, and stays loaded for ``chat`` of the same run. Answers are kept with the run and reused
+    when asked again with the same adapter and settings.
     """
     from .evaluation.run_eval import evaluate_run
     from .runs import RunStore
 
-    return evaluate_run(RunStore.at(runs_dir).get(run), data, split=split, against=against, shots=shots,
-                        metrics=metrics, threshold=threshold, max_new_tokens=max_new_tokens, batch_size=batch_size,
+    return evaluate_run(RunStore.at(runs_dir).get(run), data, split=split, against=against, shots=shots, docs=docs,
+                        passages=passages, metrics=metrics, threshold=threshold, requests_per_day=requests_per_day,
+                        payback_days=payback_days, max_new_tokens=max_new_tokens, batch_size=batch_size,
                         limit=limit, forgetting=forgetting, regenerate=regenerate)
 
 

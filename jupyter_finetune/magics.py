@@ -225,10 +225,19 @@ class FinetuneMagics(Magics):
     @magic_arguments()
     @argument("run", help="The run to evaluate.")
     @argument("--data", metavar="NAME[:test]", help="A data set of this notebook and its split (default: the run's own).")
-    @argument("--against", default="base,fewshot", help="Systems beside fine-tuned: base, fewshot, or none.")
-    @argument("--shots", type=int, default=3, help="Training examples in the few-shot prompt (default 3).")
-    @argument("--metric", help="exact,json_valid,json_fields,f1,rougeL or module:function (default: by answer type).")
-    @argument("--threshold", help="The bar, e.g. json_fields>=0.9 (or 0.9 for the first metric).")
+    @argument("--against", help="Systems beside fine-tuned: base, fewshot, retrieval, rag, fine-tuned+rag, or none "
+                                "(default: base,fewshot,retrieval, and rag with --docs).")
+    @argument("--shots", type=int, default=3, help="Training examples in the fewshot and retrieval prompts (default 3).")
+    @argument("--docs", metavar="PATH", help="Documents for rag: a folder of .md/.txt/.html/.pdf files or a JSONL of passages.")
+    @argument("--passages", type=int, default=3, help="Passages retrieved per question for rag (default 3).")
+    @argument("--metric", help="exact,contains,json_valid,json_fields,f1,rougeL or module:function "
+                               "(default: by answer type).")
+    @argument("--threshold", help="The bar, e.g. json_fields>=0.9 (or 0.9 for the first metric; default: within "
+                                  "0.05 of the best system).")
+    @argument("--requests-per-day", type=int, default=1000, help="Expected traffic, for the break-even (default 1000).")
+    @argument("--payback-days", type=int, default=30,
+              help="Fine-tuning must pay its training back within this many days to beat a prompt that passes "
+                   "(default 30).")
     @argument("--max-new-tokens", type=int, help="Default: the longest reference answer + 16.")
     @argument("--batch-size", type=int, help="Rows generated at once. Default: what free memory holds.")
     @argument("--limit", type=int, help="Evaluate on the first N held-out rows only.")
@@ -238,13 +247,15 @@ class FinetuneMagics(Magics):
     @line_magic
     @user_errors()
     def ft_eval(self, line: str) -> Any:
-        """Fine-tuned vs base zero-shot vs base few-shot on held-out rows, with a verdict."""
+        """Fine-tuned vs prompting, retrieval and RAG on held-out rows, with a recommendation and its break-even."""
         args = parse(self.ft_eval, line)
         name, split = api.data_spec(args.data) if args.data else (None, "test")
         data = None if name is None else self._data_set(
             name, f"--data {args.data!r}: give a data set of this notebook (made with %%ft_data {name})")
-        return api.evaluate(args.run, data, split=split, against=args.against, shots=args.shots,
-                            metrics=args.metric, threshold=args.threshold, max_new_tokens=args.max_new_tokens,
+        return api.evaluate(args.run, data, split=split, against=args.against, shots=args.shots, docs=args.docs,
+                            passages=args.passages, metrics=args.metric, threshold=args.threshold,
+                            requests_per_day=args.requests_per_day, payback_days=args.payback_days,
+                            max_new_tokens=args.max_new_tokens,
                             batch_size=args.batch_size, limit=args.limit, forgetting=args.forgetting,
                             regenerate=args.regenerate, runs_dir=self._runs_dir(args))
 

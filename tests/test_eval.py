@@ -16,6 +16,7 @@ from jupyter_finetune.evaluation.fewshot import pick_shots, with_shots
 from jupyter_finetune.evaluation.generate import Generation, generate_timed
 from jupyter_finetune.evaluation.loading import load_run
 from jupyter_finetune.evaluation.metrics import METRICS
+from jupyter_finetune.evaluation.decision import Costs
 from jupyter_finetune.evaluation.verdict import Threshold, decide
 from jupyter_finetune.runs import RunStore
 from jupyter_finetune.ui import eval_view
@@ -56,38 +57,43 @@ def _comparison(answers: dict[str, list[str]], refs: list[str], prompt_tokens: d
 REFS = ['{"a": 1, "b": 2}'] * 4
 
 
-def test_verdict_pass_and_beats_fewshot_in_plain_words():
+def test_verdict_scores_every_system_against_the_bar_and_recommends_with_the_break_even():
     c = _comparison({"fine-tuned": REFS, "base": ["no"] * 4, "fewshot": ['{"a": 1}', "x", "x", "x"]}, REFS,
                     {"fine-tuned": 40, "base": 40, "fewshot": 652})
-    v = decide(c, Threshold.parse("json_fields>=0.9", "json_fields"))
-    assert v.passes is True and v.beats_fewshot is True and v.tokens_saved == 612
-    assert v.text == ("fine-tuned passes json_fields>=0.9 (1.00); few-shot (3 examples) reaches 0.12 with 612 more "
-                      "prompt tokens per request; base zero-shot reaches 0.00")
+    v = decide(c, Threshold.parse("json_fields>=0.9", "json_fields"), Costs(0.01, 0.10))
+    assert v.passes is True and v.recommendation.outcome == "fine-tune"
+    # 612 tokens at $0.10 per 1M save $0.0000612 a request: $0.01 of training pays back after 164 requests.
+    assert v.recommendation.lines == (
+        "bar json_fields>=0.90: passes: fine-tuned 1.00; fails: fewshot 0.12, base 0.00",
+        "no system without fine-tuning passes (best: fewshot)",
+        "fine-tuned saves 612 prompt tokens ($0.000061) and +0.00 s per request against fewshot; fine-tuning pays "
+        "for itself after 170 requests (4 hours at 1,000/day) (though fewshot fails the bar)",
+        "recommendation: fine-tune (fine-tuned)")
+    assert v.recommendation.break_even.requests == 164 and v.text == "; ".join(v.recommendation.lines)
 
 
-def test_verdict_says_when_fewshot_is_enough_and_when_the_bar_is_missed():
+def test_verdict_says_when_prompting_is_enough_and_refuses_a_bar_it_cannot_judge():
     half = [REFS[0], REFS[0], "x", "x"]
     c = _comparison({"fine-tuned": half, "fewshot": REFS}, REFS, {"fine-tuned": 40, "fewshot": 300})
     v = decide(c, Threshold.parse("0.9", "json_fields"))
-    assert v.passes is False and v.beats_fewshot is False
-    assert v.text.startswith("fine-tuned fails json_fields>=0.9 (0.50)")
-    assert "fine-tuning may not be needed" in v.text
-    both = decide(_comparison({"fine-tuned": REFS, "fewshot": REFS[:3] + ["x"]}, REFS,
-                              {"fine-tuned": 40, "fewshot": 300}), Threshold.parse("exact>=0.7", "json_fields"))
-    assert both.passes and both.beats_fewshot and "few-shot also passes the threshold" in both.text
-    assert decide(c).passes is None and decide(c).text.startswith("fine-tuned reaches json_fields 0.50")
+    assert v.passes is False and v.recommendation.outcome == "prompting is enough"
+    assert v.text.startswith("bar json_fields>=0.90: passes: fewshot 1.00; fails: fine-tuned 0.50")
+    no_bar = decide(c)
+    assert no_bar.passes is None and "(no --threshold: within 0.05 of the best)" in no_bar.text
     with pytest.raises(ValueError, match="'f1' is not among the metrics scored.*add it with --metric"):
         decide(c, Threshold.parse("f1>=0.5", "json_fields"))
-    with pytest.raises(ValueError, match="write METRIC>=X"):
-        Threshold.parse("json_fields=>0.9", "json_fields")
+    for wrong in ("json_fields=>0.9", "json_fields<0.9"):
+        with pytest.raises(ValueError, match="write METRIC>=X"):
+            Threshold.parse(wrong, "json_fields")
 
 
-def test_evaluate_runs_three_systems_saves_answers_and_reuses_them(trained):
+def test_evaluate_runs_every_prompting_system_saves_answers_and_reuses_them(trained):
     data, runs = trained
     report = api.evaluate("t1", runs_dir=runs, threshold="json_fields>=0.5", max_new_tokens=8, limit=4)
     c = report.comparison
-    assert list(c.systems) == ["fine-tuned", "base", "fewshot"] and c.metrics == ("json_fields", "json_valid", "exact")
-    assert report.generated == ("fine-tuned", "base", "fewshot") and c.rows == 4
+    systems = ["fine-tuned", "base", "fewshot", "retrieval"]
+    assert list(c.systems) == systems and c.metrics == ("json_fields", "json_valid", "exact")
+    assert report.generated == tuple(systems) and c.rows == 4
     # the same rows and decoding as plain generate, with and without the adapter
     loaded = load_run(RunStore.at(runs).get("t1"))
     model, tokenizer = loaded.model, loaded.tokenizer
@@ -99,11 +105,17 @@ def test_evaluate_runs_three_systems_saves_answers_and_reuses_them(trained):
                                                                        max_new_tokens=8).answers
         shots = [ex for ex in data.train if ex.row in c.outputs.shot_rows]
         assert len(shots) == 3
+        by_row = {ex.row: ex for ex in data.train}
+        near = [[by_row[r] for r in rows] for rows in c.outputs.neighbours]  # training rows only, 3 a row
+        assert [len(n) for n in near] == [3] * 4 and not {r for rs in c.outputs.neighbours for r in rs} & set(c.outputs.rows)
+        assert c.outputs.generations["retrieval"].answers == generate_timed(
+            model, tokenizer, [with_shots(p, n) for p, n in zip(prompts, near)], max_new_tokens=8).answers
     few = c.systems["fewshot"]
     assert few.prompt_tokens > c.systems["base"].prompt_tokens + 3 * 10  # three examples in every prompt
     saved = json.loads(report.path.read_text())
     assert report.path == runs / "t1" / "eval" / f"{data.version}.json"
-    assert set(saved["systems"]) == {"fine-tuned", "base", "fewshot"} and len(saved["outputs"]["rows"]) == 4
+    assert set(saved["systems"]) == set(systems) and len(saved["outputs"]["rows"]) == 4
+    assert "$/1k requests" in c.table()[0] and "training: " in report.text() and "serving at $0.10 per 1M" in report.text()
     again = api.evaluate("t1", runs_dir=runs, metrics="exact,f1", max_new_tokens=8, limit=4)
     assert again.generated == () and again.comparison.metrics == ("exact", "f1")
     assert again.comparison.outputs.generations == c.outputs.generations
@@ -130,7 +142,7 @@ def test_per_example_view_filters_to_failures(trained):
     failing = [i for i, s in enumerate(scores) if s < 1]
     assert eval_view.selected_rows(report, "fine-tuned fails") == failing
     html = eval_view.static_html(report)
-    assert "Verdict:" in html and html.count("<tr>") == 1 + 3 + (1 + len(failing) if failing else 0)
+    assert "Verdict:" in html and html.count("<tr>") == 1 + 4 + (1 + len(failing) if failing else 0)
     widget = eval_view.browser(report)
     which, out = widget.children[1].children[0], widget.children[2]
     which.value = "fine-tuned fails"
@@ -163,7 +175,8 @@ def test_ft_eval_magic_shows_the_table_and_verdict_once(trained, shell):
     report, out, published = run_cell(shell, line)
     assert published == []  # nothing displayed beside the cell's value
     assert "system" in out and "rougeL" in out and "fine-tuned" in out and "base" in out
-    assert "verdict: fine-tuned " in out and "rougeL>=0.5" in out and out.strip() == report.text()
+    assert "verdict:\n  bar rougeL>=0.50: " in out and out.strip() == report.text()
+    assert report.verdict.recommendation.lines[-1] in out
     assert shell.display_formatter.format(report)[0]["text/html"] == eval_view.static_html(report)
     assert run_cell(shell, f"kept = {line}")[1:] == ("", [])
     assert shell.user_ns["kept"].verdict.metric == "rougeL"

@@ -20,6 +20,15 @@ class PriceTable:
 
 
 @dataclass(frozen=True)
+class ServingPrice:
+    """What a hosted provider charges per token to serve a model of some size (prompt and answer alike)."""
+
+    usd_per_million: float
+    as_of: str
+    basis: str
+
+
+@dataclass(frozen=True)
 class CostEstimate:
     """Training-token cost on OpenAI's price table, and local training time, for a number of epochs."""
 
@@ -36,6 +45,18 @@ def price_table() -> PriceTable:
     raw = json.loads(files(__package__).joinpath("prices.json").read_text())
     return PriceTable(raw["as_of"], raw["source"], raw["note"], raw["default_epochs"],
                       raw["openai_training_usd_per_million_tokens"])
+
+
+def serving_price(parameters: int | None) -> ServingPrice:
+    """The dated serving price for a model of ``parameters`` (the largest tier when unknown)."""
+    raw = json.loads(files(__package__).joinpath("prices.json").read_text())["serving"]
+    tiers = raw["usd_per_million_tokens"]
+    for tier in tiers:
+        limit = tier["up_to_billion_parameters"]
+        if parameters is not None and (limit is None or parameters <= limit * 1e9):
+            size = f"models up to {limit}B parameters" if limit else "the largest models"
+            return ServingPrice(tier["usd"], raw["as_of"], f"{raw['source']}, {size}")
+    return ServingPrice(tiers[-1]["usd"], raw["as_of"], f"{raw['source']}, the largest models (size unknown)")
 
 
 def openai_usd(tokens_per_epoch: int, epochs: float) -> dict[str, float]:

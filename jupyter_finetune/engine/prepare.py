@@ -12,6 +12,7 @@ from ..data import FtDataset, restore
 from ..data.dataset import ValidationSplit
 from ..data.length import MOST_VALIDATION_ROWS, choose_length
 from ..models import load_config, load_tokenizer, resolve_model, saved_quantization
+from ..models.gpus import kernel_device
 from ..models.size import parameter_count
 from ..runs import RunSettings, RunStore
 from ..runs.store import ACTIVE
@@ -45,7 +46,8 @@ def prepare_training(store: RunStore, data: FtDataset | None = None, *, name: st
         data = replace(data, renderer=type(data.renderer)(load_tokenizer(config.model)), model=config.model,
                        parameters=parameter_count(load_config(config.model)))
     run = store.create(name, overwrite=overwrite, prefix=data.name)
-    run.begin(RunSettings(config.to_dict(), preset, reason, str(model_path), length), data.manifest(), data.jsonl())
+    run.begin(RunSettings(config.to_dict(), preset, reason, str(model_path), length, kernel_device()), data.manifest(),
+              data.jsonl())
     return TrainJob(run, data, config, model_path, backend, [], callbacks=callbacks, split=split,
                     validator=validator, note=length)
 

@@ -1,4 +1,4 @@
-"""Fine-tuned vs base zero-shot vs base few-shot: the same rows, prompts and decoding for all.
+"""Fine-tuned vs prompting, RAG and both (evaluation/systems.py): the same rows and decoding for all.
 
 Generating is the slow part and is kept (``Outputs``, saved under the run) apart from scoring,
 so a new metric or threshold re-scores saved answers without generating again.
@@ -12,14 +12,13 @@ from typing import Any, Callable
 
 from ..errors import InvalidValue
 from ..data import FtDataset
+from ..data.documents import Documents
 from ..data.formats import Example
-from ..runs import FINE_TUNED, SystemResult
-from .fewshot import pick_shots, with_shots
+from ..runs import SystemResult
 from .generate import Generation, GenerationOutOfMemory, generate_timed
 from .loading import LoadedRun
 from .metrics import Metric, score
-
-SYSTEMS = (FINE_TUNED, "base", "fewshot")
+from .systems import ADAPTED, SYSTEMS, build_prompts, check_systems
 
 
 @dataclass(frozen=True)
@@ -35,6 +34,10 @@ class Outputs:
     """Each system's answers; one with fewer answers than rows was stopped (out of memory) and resumes."""
     loaded: dict[str, str] | None = None
     """How the model that generated them was loaded (``LoadDescription.to_dict``); None before any load."""
+    neighbours: list[list[int]] = field(default_factory=list)
+    """Per row, the training rows the retrieval system showed as examples (empty without it)."""
+    citations: list[list[str]] = field(default_factory=list)
+    """Per row, the ids of the passages the RAG systems were given (empty without them)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,6 +56,11 @@ class SystemScores:
     prompt_tokens: float
     latency_s: float
     tokens_per_s: float
+    answer_tokens: float = 0.0
+
+    def usd_per_1k(self, usd_per_million_tokens: float) -> float:
+        """What 1,000 requests cost where every token (prompt and answer) is billed at one price."""
+        return (self.prompt_tokens + self.answer_tokens) * usd_per_million_tokens / 1000
 
     def mean(self, metric: str) -> float:
         values = self.per_row[metric]
@@ -64,15 +72,21 @@ class Comparison:
     outputs: Outputs
     metrics: tuple[str, ...]
     systems: dict[str, SystemScores]
+    usd_per_million_tokens: float | None = None
+    """The serving price per token the cost column uses (None: no cost column)."""
 
     @property
     def rows(self) -> int:
         return len(self.outputs.rows)
 
     def table(self) -> list[dict[str, Any]]:
-        """One dict per system: its mean per metric, prompt tokens per request, latency, tokens/s."""
+        """One dict per system: its mean per metric, prompt tokens per request, latency, tokens/s and the
+        cost of 1,000 requests."""
+        price = self.usd_per_million_tokens
         return [{"system": name, **{m: s.mean(m) for m in self.metrics}, "prompt tokens": s.prompt_tokens,
-                 "s/request": s.latency_s, "tokens/s": s.tokens_per_s} for name, s in self.systems.items()]
+                 "s/request": s.latency_s, "tokens/s": s.tokens_per_s,
+                 **({"$/1k requests": s.usd_per_1k(price)} if price is not None else {})}
+                for name, s in self.systems.items()]
 
     def table_text(self) -> str:
         table = self.table()
@@ -95,6 +109,8 @@ def format_value(column: str, value: float) -> str:
         return f"{value:.0f}"
     if column == "tokens/s":
         return f"{value:.1f}"
+    if column == "$/1k requests":
+        return f"{value:.4f}" if value < 1 else f"{value:,.2f}"
     return f"{value:.3f}" if column == "s/request" else f"{value:.2f}"
 
 
@@ -123,34 +139,33 @@ def answer_budget(tokenizer: Any, rows: list[Example]) -> int:
 
 
 def generate_outputs(load: Callable[[], LoadedRun], rows: list[Example], train: list[Example],
-                     settings: dict[str, Any], *, systems: tuple[str, ...], batch_size: int | None = None,
-                     reuse: Outputs | None = None, keep: Callable[[Outputs], None] | None = None) -> Outputs:
+                     settings: dict[str, Any], *, systems: tuple[str, ...], docs: Documents | None = None,
+                     batch_size: int | None = None, reuse: Outputs | None = None,
+                     keep: Callable[[Outputs], None] | None = None) -> Outputs:
     """Answers of each system on ``rows``; systems already in ``reuse`` are not generated again, and one
     stopped part way is continued from its first missing row.
 
-    ``settings`` (shots, seed, max_new_tokens and what chose the rows) are kept with the answers;
-    ``load`` gives the run's model and is called only when something must be generated. ``keep`` is
-    handed the answers so far after each system, and before an out-of-memory error is raised, so
-    that no answer is generated twice.
+    ``settings`` (shots, passages, seed, max_new_tokens, the documents' version and what chose the rows)
+    are kept with the answers; ``load`` gives the run's model and is called only when something must be
+    generated. ``keep`` is handed the answers so far after each system, and before an out-of-memory error
+    is raised, so that no answer is generated twice.
     """
-    unknown = [s for s in systems if s not in SYSTEMS]
-    if unknown:
-        raise InvalidValue(f"unknown system(s) {', '.join(unknown)}: compare with {', '.join(SYSTEMS[1:])}")
-    shot_examples = pick_shots(train, settings["shots"], settings["seed"]) if "fewshot" in systems else []
-    prompts = [ex.messages[:-1] for ex in rows]
-    outputs = Outputs(dict(settings), [ex.row for ex in rows], prompts, [ex.messages[-1]["content"] for ex in rows],
-                      [ex.row for ex in shot_examples],
+    check_systems(systems, docs)
+    prompts = build_prompts(rows, train, systems, shots=settings["shots"], seed=settings["seed"], docs=docs,
+                            passages=settings.get("passages", 0))
+    outputs = Outputs(dict(settings), [ex.row for ex in rows], prompts.plain, [ex.messages[-1]["content"] for ex in rows],
+                      prompts.shot_rows,
                       {k: v for k, v in reuse.generations.items() if k in systems} if reuse else {},
-                      reuse.loaded if reuse else None)
+                      reuse.loaded if reuse else None, prompts.neighbours, prompts.citations)
     todo = [s for s in systems if s not in outputs.generations or len(outputs.generations[s].answers) < len(rows)]
     if not todo:
         return outputs
     loaded = load()
     outputs = replace(outputs, loaded=loaded.description.to_dict())
     for system in todo:
-        asked = [with_shots(p, shot_examples) for p in prompts] if system == "fewshot" else prompts
+        asked = prompts.asked(system)
         done = outputs.generations.get(system, Generation([], [], [], 0.0))
-        adapter = contextlib.nullcontext() if system == FINE_TUNED else loaded.model.disable_adapter()
+        adapter = contextlib.nullcontext() if system in ADAPTED else loaded.model.disable_adapter()
         try:
             with adapter:
                 more = generate_timed(loaded.model, loaded.tokenizer, asked[len(done.answers):],
@@ -166,7 +181,8 @@ def generate_outputs(load: Callable[[], LoadedRun], rows: list[Example], train: 
     return outputs
 
 
-def score_outputs(outputs: Outputs, metrics: dict[str, Metric], rows: list[dict[str, Any]]) -> Comparison:
+def score_outputs(outputs: Outputs, metrics: dict[str, Metric], rows: list[dict[str, Any]],
+                  usd_per_million_tokens: float | None = None) -> Comparison:
     """Per-row scores of every system; ``rows`` are the held-out examples handed to user metrics."""
     systems = {}
     for name in SYSTEMS:
@@ -176,5 +192,6 @@ def score_outputs(outputs: Outputs, metrics: dict[str, Metric], rows: list[dict[
         per_row = {m: [score(m, fn, a, r, row) for a, r, row in zip(gen.answers, outputs.references, rows)]
                    for m, fn in metrics.items()}
         n = len(gen.answers)
-        systems[name] = SystemScores(name, per_row, sum(gen.prompt_tokens) / n, gen.seconds / n, gen.tokens_per_s)
-    return Comparison(outputs, tuple(metrics), systems)
+        systems[name] = SystemScores(name, per_row, sum(gen.prompt_tokens) / n, gen.seconds / n, gen.tokens_per_s,
+                                     sum(gen.new_tokens) / n)
+    return Comparison(outputs, tuple(metrics), systems, usd_per_million_tokens)

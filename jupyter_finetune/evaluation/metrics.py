@@ -40,6 +40,16 @@ def exact(prediction: str, reference: str, row: Any = None) -> float:
     return float(prediction.strip() == reference.strip())
 
 
+def contains(prediction: str, reference: str, row: Any = None) -> float:
+    """1 when the reference's words appear in the answer, in order and together: a factual answer
+    ("45 days") scored whatever sentence it comes in, as in open-domain QA's answer recall."""
+    want = words(reference)
+    if not want:
+        return float(not words(prediction))
+    got = words(prediction)
+    return float(any(got[i:i + len(want)] == want for i in range(len(got) - len(want) + 1)))
+
+
 def json_valid(prediction: str, reference: str, row: Any = None) -> float:
     return float(_json(prediction) is not None)
 
@@ -86,8 +96,8 @@ def rouge_l(prediction: str, reference: str, row: Any = None) -> float:
     return _rouge_scorer().score(reference, prediction)["rougeL"].fmeasure
 
 
-METRICS: dict[str, Metric] = {"exact": exact, "json_valid": json_valid, "json_fields": json_fields,
-                              "f1": f1, "rougeL": rouge_l}
+METRICS: dict[str, Metric] = {"exact": exact, "contains": contains, "json_valid": json_valid,
+                              "json_fields": json_fields, "f1": f1, "rougeL": rouge_l}
 
 
 def resolve_metric(spec: str | Metric) -> tuple[str, Metric]:

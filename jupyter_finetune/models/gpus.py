@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
@@ -31,6 +32,8 @@ class GpuTable:
     source: str
     note: str
     gpus: dict[str, Gpu]
+    cpu_usd_per_core_hour: float
+    """What an hour of one cloud vCPU costs: the price of training on a CPU."""
 
     def get(self, name: str) -> Gpu:
         """Case-insensitive, ignoring '-' and '_': ``a100-80``, ``A100_80`` and ``a10080`` all match."""
@@ -40,6 +43,15 @@ class GpuTable:
                 return gpu
         raise UnknownGpu(f"unknown GPU {name!r}: use one of {', '.join(self.gpus)}")
 
+    def usd_per_hour(self, device: str) -> float | None:
+        """The hourly price of a ``kernel_device`` name; None for a GPU the table does not know."""
+        if device.startswith(CPU):
+            cores = device.removeprefix(CPU).strip(", ").split(" ")[0]
+            return self.cpu_usd_per_core_hour * int(cores) if cores.isdigit() else None
+        try:
+            return self.get(device).usd_per_hour
+        except UnknownGpu:
+            return None
 
     def match(self, device_name: str, memory_bytes: int) -> Gpu | None:
         """The table's entry for a CUDA device name ("Tesla T4", "NVIDIA A100-SXM4-40GB",
@@ -58,7 +70,26 @@ def gpu_table() -> GpuTable:
     raw = json.loads(files(__package__).joinpath("gpus.json").read_text())
     gpus = {name: Gpu(name, round(g["memory_gib"] * GIB), g["bf16_tflops"], g["usd_per_hour"])
             for name, g in raw["gpus"].items()}
-    return GpuTable(raw["as_of"], raw["source"], raw["note"], gpus)
+    return GpuTable(raw["as_of"], raw["source"], raw["note"], gpus, raw["cpu"]["usd_per_core_hour"])
+
+
+CPU = "CPU"
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def kernel_device() -> str:
+    """Where this kernel trains, as a run records it: the table's name of its GPU ("T4"), the CUDA name of
+    a GPU the table does not know, or "CPU, N cores"."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return f"{CPU}, {cpu_cores()} cores"
+    gpu = kernel_gpu(gpu_table())
+    return gpu.name if gpu else torch.cuda.get_device_name(0)
 
 
 def kernel_gpu(table: GpuTable) -> Gpu | None:

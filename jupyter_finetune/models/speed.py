@@ -7,11 +7,10 @@ percent of the weights' share.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from .aliases import ALIASES
-from .gpus import Gpu, gpu_table, kernel_gpu
+from .gpus import Gpu, cpu_cores, gpu_table, kernel_gpu
 
 MFU = 0.35
 """Assumed model FLOPs utilisation on a GPU: a typical share of peak for single-GPU LoRA with HF + PEFT."""
@@ -59,7 +58,7 @@ def gpu_compute(gpu: Gpu) -> Compute:
 def cpu_compute(cores: int | None = None) -> Compute:
     """This process's CPU cores (those it may run on), or ``cores`` of the calibrated kind."""
     if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = cpu_cores()
     return Compute(f"CPU, {cores} cores", CPU_FLOPS_PER_CORE * cores)
 
 

@@ -31,6 +31,8 @@ class RunSettings:
     """The local folder the base weights were loaded from."""
     length: str = ""
     """How the training length was chosen ("" for runs saved before it was recorded)."""
+    device: str = ""
+    """Where it trained (``models.gpus.kernel_device``: "T4", "CPU, 2 cores"); "" for older runs."""
 
     @property
     def model(self) -> str:
@@ -48,7 +50,7 @@ class RunSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return {"train": dict(self.train), "preset": self.preset, "backend": self.backend,
-                "model_path": self.model_path, "length": self.length}
+                "model_path": self.model_path, "length": self.length, "device": self.device}
 
     @classmethod
     def from_dict(cls, saved: Any) -> "RunSettings":
@@ -58,7 +60,8 @@ class RunSettings:
         checked(train, "steps", WHOLE)
         checked(train, "epochs", NUMBER)
         return cls(dict(train), checked(saved, "preset", TEXT) or "?", checked(saved, "backend", TEXT) or "?",
-                   checked(saved, "model_path", TEXT) or model, checked(saved, "length", TEXT) or "")
+                   checked(saved, "model_path", TEXT) or model, checked(saved, "length", TEXT) or "",
+                   checked(saved, "device", TEXT) or "")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from html import escape
 from typing import Any
 
 from ..evaluation.compare import format_value
+from ..evaluation.systems import RETRIEVAL, WITH_DOCS
 
 _CELL = "padding:2px 8px;border-bottom:1px solid #8884;text-align:left;vertical-align:top"
 _PRE = "white-space:pre-wrap;font-family:monospace;font-size:90%;margin:0;max-width:28em"
@@ -32,12 +33,16 @@ def comparison_html(report: Any) -> str:
             cells.append(f"<td style='{_CELL}'>{f'<b>{text}</b>' if c in best and r[c] == best[c] else text}</td>")
         body += f"<tr>{''.join(cells)}</tr>"
     mark = {True: "&#10004; ", False: "&#10008; ", None: ""}[report.verdict.passes]
+    *reasons, last = report.verdict.recommendation.lines
+    verdict = (f"<p>{mark}<b>Verdict: {escape(last)}</b></p><ul style='margin-top:0'>"
+               + "".join(f"<li>{escape(line)}</li>" for line in reasons)
+               + "".join(f"<li style='color:#666'>{escape(line)}</li>" for line in report.cost_lines()) + "</ul>")
     extra = f"<p>{escape(report.forgetting.text())}</p>" if report.forgetting else ""
     if report.loaded:
         extra += f"<p style='color:#666'>loaded: {escape(report.loaded.text())}</p>"
     return (f"<div><p><b>{escape(report.run)}</b> on {escape(report.data)} v{escape(report.version)} "
             f"({report.comparison.rows} held-out rows)</p><table style='border-collapse:collapse'>"
-            f"<tr>{head}</tr>{body}</table><p>{mark}<b>Verdict:</b> {escape(report.verdict.text)}</p>{extra}</div>")
+            f"<tr>{head}</tr>{body}</table>{verdict}{extra}</div>")
 
 
 def selected_rows(report: Any, which: str) -> list[int]:
@@ -52,7 +57,8 @@ def selected_rows(report: Any, which: str) -> list[int]:
 
 
 def examples_html(report: Any, indices: list[int]) -> str:
-    """Input, reference, each system's answer and its score on the verdict's metric."""
+    """Input, reference, each system's answer and its score on the verdict's metric, with the passages a
+    RAG system was given and the training rows retrieval showed."""
     outputs, metric = report.comparison.outputs, report.verdict.metric
     systems = list(report.comparison.systems)
     head = "".join(f"<th style='{_CELL}'>{escape(h)}</th>" for h in ["row", "input", "reference", *systems])
@@ -62,9 +68,18 @@ def examples_html(report: Any, indices: list[int]) -> str:
         cells = [str(outputs.rows[i]), _pre(question), _pre(outputs.references[i])]
         for name in systems:
             value = report.comparison.systems[name].per_row[metric][i]
-            cells.append(f"{_pre(outputs.generations[name].answers[i])}<small>{escape(metric)} {value:.2f}</small>")
+            cells.append(f"{_pre(outputs.generations[name].answers[i])}<small>{escape(metric)} {value:.2f}"
+                         f"{_context(outputs, name, i)}</small>")
         body += "<tr>" + "".join(f"<td style='{_CELL}'>{c}</td>" for c in cells) + "</tr>"
     return f"<table style='border-collapse:collapse'><tr>{head}</tr>{body}</table>"
+
+
+def _context(outputs: Any, system: str, i: int) -> str:
+    if system in WITH_DOCS and outputs.citations:
+        return "<br>cites " + escape(", ".join(outputs.citations[i]))
+    if system == RETRIEVAL and outputs.neighbours:
+        return "<br>examples: rows " + ", ".join(str(r) for r in outputs.neighbours[i])
+    return ""
 
 
 def _pre(text: str) -> str:
