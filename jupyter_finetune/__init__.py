@@ -13,8 +13,9 @@ from importlib import import_module
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["DEFAULT_MODEL", "api", "chat", "chat_session", "compare_runs", "evaluate", "example_data", "export",
-           "load_data", "load_ipython_extension", "plan", "prepare_training", "runs", "stop", "train", "train_async"]
+__all__ = ["DEFAULT_MODEL", "api", "chat", "chat_session", "compare_runs", "eval_history", "evaluate", "example_data",
+           "export", "load_data", "load_ipython_extension", "plan", "prepare_training", "runs", "stop", "train",
+           "train_async"]
 
 
 class _StdoutUnlessConfigured(logging.StreamHandler):

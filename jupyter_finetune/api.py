@@ -26,8 +26,9 @@ from .models.aliases import DEFAULT_MODEL
 from .models.memory import METHODS
 
 __all__ = ["BACKENDS", "DEFAULT_MODEL", "EXPORT_KINDS", "FORMATS", "GGUF_QUANTS", "METHODS", "PRESETS", "QUANTS",
-           "SPLITS", "DataError", "FinetuneError", "chat", "chat_session", "compare_runs", "data_spec", "evaluate",
-           "example_data", "export", "load_data", "plan", "prepare_training", "runs", "stop", "train", "train_async"]
+           "SPLITS", "DataError", "FinetuneError", "chat", "chat_session", "compare_runs", "data_spec", "eval_history",
+           "evaluate", "example_data", "export", "load_data", "plan", "prepare_training", "runs", "stop", "train",
+           "train_async"]
 
 SPLITS = ("test", "train")
 
@@ -162,6 +163,19 @@ def runs(runs_dir: str | Path | None = None) -> list[Any]:
     from .runs import list_runs
 
     return list_runs(runs_dir)
+
+
+def eval_history(run: str, *, tolerance: float | None = None, metric: str | None = None,
+                 runs_dir: str | Path | None = None) -> Any:
+    """Every saved evaluation of ``run`` over time and data versions (a History), each compared with the
+    previous one of the same adapter: a fall of ``metric`` (default: the newest evaluation's first) for
+    fine-tuned by more than ``tolerance`` (default 0.05) is flagged; a retrained adapter starts afresh."""
+    from .evaluation.drift import DEFAULT_TOLERANCE, analyse
+    from .runs import RunStore
+
+    found = RunStore.at(runs_dir).get(run)
+    return analyse(found.name, found.evaluation_history(), metric=metric,
+                   tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance)
 
 
 def compare_runs(names: list[str], runs_dir: str | Path | None = None) -> Any:

@@ -261,6 +261,10 @@ class FinetuneMagics(Magics):
 
     @magic_arguments()
     @argument("names", nargs="*", metavar="RUN", help="Runs to compare: loss curves overlaid, settings side by side.")
+    @argument("--history", action="store_true",
+              help="RUN's saved evaluations over time and data versions, with drops flagged.")
+    @argument("--tolerance", type=float, help="With --history: how far a score may fall unflagged (default 0.05).")
+    @argument("--metric", help="With --history: the metric followed (default: the newest evaluation's first).")
     @argument("--runs-dir", help="Run store root for this call.")
     @line_magic
     @user_errors()
@@ -268,9 +272,15 @@ class FinetuneMagics(Magics):
         """Every run in the store, newest first; with RUN names, those runs compared.
 
         The comparison overlays their loss curves (train solid, eval dashed, one colour per run)
-        and highlights the settings that differ between them.
+        and highlights the settings that differ between them. ``%ft_runs RUN --history`` shows
+        every evaluation of RUN, each compared with the previous one of the same adapter.
         """
         args = parse(self.ft_runs, line)
+        if args.history or args.tolerance is not None or args.metric:
+            if not args.history or len(args.names) != 1:
+                raise UsageError("usage: %ft_runs RUN --history [--tolerance 0.05] [--metric M] (one run)")
+            return api.eval_history(args.names[0], tolerance=args.tolerance, metric=args.metric,
+                                    runs_dir=self._runs_dir(args))
         return api.compare_runs(args.names, self._runs_dir(args)) if args.names else api.runs(self._runs_dir(args))
 
     @magic_arguments()

@@ -74,10 +74,12 @@ def save_partial(run: Run, version: str, adapter: str, outputs: Outputs) -> Path
 
 
 def save(run: Run, version: str, adapter: str, comparison: Comparison, verdict: Verdict,
-         forgetting: Forgetting | None) -> Path:
-    """Keep the scores and verdict (what listings show) and every answer (what a re-score reuses)."""
-    summary = EvalSummary(version, comparison.metrics, comparison.summary(), verdict.text)
+         forgetting: Forgetting | None, data: str = "") -> Path:
+    """Keep the scores and verdict (what listings show) and every answer (what a re-score reuses), and add
+    the evaluation to the run's history (of data set ``data``, with the adapter's content hash)."""
+    summary = EvalSummary(version, comparison.metrics, comparison.summary(), verdict.text,
+                          adapter_hash=run.adapter_hash())
     return run.save_evaluation(summary, {
         "adapter": adapter, "per_row": {name: s.per_row for name, s in comparison.systems.items()},
         "forgetting": forgetting.to_dict() if forgetting else None, "outputs": comparison.outputs.to_dict(),
-    })
+    }, data)

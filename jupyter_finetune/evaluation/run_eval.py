@@ -85,7 +85,7 @@ def evaluate_run(run: Run, data: FtDataset | None = None, *, split: str = "test"
         checked = check_forgetting(loaded.model, loaded.tokenizer)
     else:
         checked = None
-    path = report.save(run, data.version, adapter, comparison, verdict, checked)
+    path = report.save(run, data.version, adapter, comparison, verdict, checked, data.name)
     generated = tuple(s for s in systems if reuse is None or s not in reuse.generations)
     return report.EvalReport(run.name, data.name, data.version, comparison, verdict, checked, path, generated,
                              trained, price)

@@ -10,11 +10,11 @@ import types
 from pathlib import Path
 
 from .damage import DamagedRun
-from .records import FINE_TUNED, DataManifest, EvalSummary, RunSettings, SystemResult
+from .records import FINE_TUNED, DataManifest, EvalRecord, EvalSummary, RunSettings, SystemResult
 from .store import DataRow, Run, RunExists, RunStore, runs_root
 
-__all__ = ["FINE_TUNED", "DamagedRun", "DataManifest", "DataRow", "EvalSummary", "Run", "RunExists", "RunSettings",
-           "RunStore", "SystemResult", "list_runs", "runs_root"]
+__all__ = ["FINE_TUNED", "DamagedRun", "DataManifest", "DataRow", "EvalRecord", "EvalSummary", "Run", "RunExists",
+           "RunSettings", "RunStore", "SystemResult", "list_runs", "runs_root"]
 
 
 def list_runs(runs_dir: str | Path | None = None) -> list:

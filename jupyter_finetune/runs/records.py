@@ -1,4 +1,4 @@
-"""The typed records a run folder holds: its settings, its data manifest and its evaluation summaries.
+"""The typed records a run folder holds: its settings, its data manifest, its evaluation summaries and history.
 
 Each record knows its JSON form (``to_dict``/``from_dict``), and nothing outside ``runs/`` spells
 those keys. ``from_dict`` reads what 0.1 wrote, so a run saved by an earlier version still opens;
@@ -9,6 +9,7 @@ field), so a file edited into another shape makes the run damaged, not a reader 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, ClassVar, Mapping
 
 from .damage import LIST, NUMBER, OBJECT, TEXT, WHOLE, check, whole_file
@@ -149,11 +150,20 @@ class SystemResult:
                    float(saved.get("tokens_per_s", 0.0)))
 
 
+def utc_now() -> str:
+    """When an evaluation completed, as records keep it: ISO 8601 in UTC, to the second."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _systems(saved: Any) -> dict[str, SystemResult]:
+    return {str(name): SystemResult.from_dict(s) for name, s in dict(saved).items() if isinstance(s, Mapping)}
+
+
 @dataclass(frozen=True)
 class EvalSummary:
     """The scores and verdict of one saved evaluation (``eval/<data-version>.json`` without the answers)."""
 
-    KEYS: ClassVar[tuple[str, ...]] = ("data_version", "metrics", "systems", "verdict")
+    KEYS: ClassVar[tuple[str, ...]] = ("data_version", "metrics", "systems", "verdict", "date", "adapter_hash")
     """Its keys in the saved file, beside the evaluation's own details."""
 
     data_version: str
@@ -162,6 +172,10 @@ class EvalSummary:
     verdict: str | None
     updated: float = field(default=0.0, compare=False)
     """When it was saved (the file's mtime)."""
+    date: str = ""
+    """When it completed (``utc_now``; "" in files saved before it was recorded)."""
+    adapter_hash: str = ""
+    """The content hash of the adapter it scored (``Run.adapter_hash``; "" before it was recorded)."""
 
     def scores(self, system: str = FINE_TUNED) -> dict[str, float]:
         found = self.systems.get(system)
@@ -169,11 +183,55 @@ class EvalSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {"data_version": self.data_version, "metrics": list(self.metrics),
-                "systems": {name: s.to_dict() for name, s in self.systems.items()}, "verdict": self.verdict}
+                "systems": {name: s.to_dict() for name, s in self.systems.items()}, "verdict": self.verdict,
+                "date": self.date, "adapter_hash": self.adapter_hash}
 
     @classmethod
     def from_dict(cls, saved: Mapping[str, Any], updated: float = 0.0) -> "EvalSummary":
-        systems = {str(name): SystemResult.from_dict(s) for name, s in dict(saved["systems"]).items()
-                   if isinstance(s, Mapping)}
+        systems = _systems(saved["systems"])
         metrics = tuple(saved.get("metrics") or next((tuple(s.scores) for s in systems.values()), ()))
-        return cls(str(saved["data_version"]), metrics, systems, saved.get("verdict"), updated)
+        return cls(str(saved["data_version"]), metrics, systems, saved.get("verdict"), updated,
+                   str(saved.get("date") or ""), str(saved.get("adapter_hash") or ""))
+
+
+@dataclass(frozen=True)
+class EvalRecord:
+    """One completed evaluation in a run's history, which keeps every one (a summary of the same data
+    version replaces the one before): when, on which data, with which adapter, and its scores."""
+
+    date: str
+    """ISO 8601 in UTC, to the second."""
+    data: str
+    """The data set's name ("" when not known)."""
+    data_version: str
+    adapter_hash: str
+    """The content hash of the adapter's weights: the same for a copy, another for a retrained adapter."""
+    metrics: tuple[str, ...]
+    systems: Mapping[str, SystemResult]
+    verdict: str | None
+
+    @classmethod
+    def of(cls, summary: EvalSummary, data: str) -> "EvalRecord":
+        return cls(summary.date, data, summary.data_version, summary.adapter_hash, summary.metrics, summary.systems,
+                   summary.verdict)
+
+    def score(self, metric: str, system: str = FINE_TUNED) -> float | None:
+        """The system's mean score on ``metric``; None when that system or metric was not scored."""
+        found = self.systems.get(system)
+        return found.scores.get(metric) if found else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"date": self.date, "data": self.data, "data_version": self.data_version,
+                "adapter_hash": self.adapter_hash, "metrics": list(self.metrics),
+                "systems": {name: s.to_dict() for name, s in self.systems.items()}, "verdict": self.verdict}
+
+    @classmethod
+    def from_dict(cls, saved: Any) -> "EvalRecord":
+        """Malformed (or KeyError, TypeError...) for a line in another shape: the history skips it."""
+        saved = whole_file(saved)
+        text = {key: checked(saved, key, TEXT, required=True) for key in ("date", "data_version", "adapter_hash")}
+        systems = _systems(checked(saved, "systems", OBJECT, required=True))
+        metrics = tuple(check(m, TEXT, "a metric") for m in checked(saved, "metrics", LIST) or ())
+        verdict = checked(saved, "verdict", TEXT)
+        return cls(text["date"], checked(saved, "data", TEXT) or "", text["data_version"], text["adapter_hash"],
+                   metrics or next((tuple(s.scores) for s in systems.values()), ()), systems, verdict)

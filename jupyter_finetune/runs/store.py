@@ -2,22 +2,25 @@
 
 A run folder holds ``config.json``, ``data.json`` and ``data.jsonl``, ``status.json``, ``metrics.jsonl``,
 ``adapter/`` (the best-scoring adapter when validation chose it, with ``kept.json``; else the last),
-``last-adapter/`` (the last one, when it is not the kept one), ``checkpoints/``, ``eval/`` and ``export/``.
+``last-adapter/`` (the last one, when it is not the kept one), ``checkpoints/``, ``eval/`` (a summary with the
+answers per data version, and ``history.jsonl``: every completed evaluation) and ``export/``.
 
 Every JSON file is written atomically (temp file + rename), and ``metrics.jsonl`` is appended and
-flushed at every log step, so a killed kernel leaves readable files behind. A run whose status
-says ``running`` but whose process is gone is reported as ``interrupted``. Reading is total: a file
-in the wrong shape, or one that links out of the run, raises DamagedRun naming the file and why.
+flushed at every log step (``eval/history.jsonl`` at every evaluation), so a killed kernel leaves readable
+files behind. A run whose status says ``running`` but whose process is gone is reported as ``interrupted``.
+Reading is total: a file in the wrong shape, or one that links out of the run, raises DamagedRun naming the
+file and why.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, TypeVar, get_args
 
@@ -25,12 +28,12 @@ from ..errors import FinetuneError, InvalidValue, NotFound, PathProblem, reworde
 from .checkpoints import STATE, ResumePoint, resume_point
 from .damage import LIST, NUMBER, OBJECT, TEXT, WHOLE, DamagedRun, Malformed, check, shown, whole_file
 from .damage import field as checked
-from .files import LeadsOutside, parse_json, stat_inside
+from .files import LeadsOutside, parse_json, stat_inside, unreadable
 from .history import Losses, Page
 from .metrics_log import MetricsLog
 from .liveness import Trainer, still_training
 from .readers import TAIL, FileReader
-from .records import DataManifest, EvalSummary, KeptAdapter, RunSettings
+from .records import DataManifest, EvalRecord, EvalSummary, KeptAdapter, RunSettings, utc_now
 
 Status = Literal["queued", "running", "completed", "stopped", "failed", "interrupted"]
 STATUSES = get_args(Status)
@@ -43,6 +46,8 @@ STATUS_FIELDS = {"status": TEXT, "step": WHOLE, "max_steps": WHOLE, "pid": WHOLE
 FILES = FileReader()
 _KEPT = "kept.json"
 """Inside ``adapter/``: the validation score that chose it (absent when no validation did)."""
+_EVAL_HISTORY = "eval/history.jsonl"
+"""Every completed evaluation, one EvalRecord a line, appended: a re-evaluation replaces its summary, not this."""
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _ROOT_OPTION = "--runs-dir, or $JUPYTER_FINETUNE_RUNS"
 """Where a user chooses another run store."""
@@ -127,6 +132,15 @@ def parse_rows(saved: Any) -> dict[str, Any]:
     return row
 
 
+def _history_record(line: bytes) -> EvalRecord | None:
+    """One line of the evaluation history; None for a line in another shape (torn by a kill, edited), which
+    the history skips."""
+    try:
+        return EvalRecord.from_dict(parse_json(line))
+    except (Malformed, KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
 def _evaluation(saved: Any) -> EvalSummary | None:
     """An evaluation's summary; None for a file in another shape (not one %ft_eval wrote), which listings skip."""
     try:
@@ -202,6 +216,19 @@ class Run:
         fresh.rename(folder)
         shutil.rmtree(old, ignore_errors=True)
 
+    def adapter_hash(self) -> str:
+        """The adapter's weights by content (sha256 of the ``adapter_model.*`` files, 12 hex digits): a copied
+        run keeps it, a retrained adapter changes it ("" without weights)."""
+        weights = sorted(self.adapter_dir.glob("adapter_model.*"))
+        if not weights:
+            return ""
+        digest = hashlib.sha256()
+        for path in weights:
+            with open(path, "rb") as f:
+                while block := f.read(1 << 20):
+                    digest.update(block)
+        return digest.hexdigest()[:12]
+
     def trained_adapter(self) -> Path:
         """The adapter folder, or an error saying how to get one (evaluation and chat need it)."""
         if not (self.adapter_dir / "adapter_config.json").exists():
@@ -254,13 +281,35 @@ class Run:
     def evaluation_file(self, data_version: str) -> Path:
         return self.path / f"eval/{data_version}.json"
 
-    def save_evaluation(self, summary: EvalSummary, details: dict[str, Any]) -> Path:
-        """One file per data version: the summary (scores, verdict) and the evaluation's own details."""
+    def save_evaluation(self, summary: EvalSummary, details: dict[str, Any], data: str = "") -> Path:
+        """One file per data version: the summary (scores, verdict) and the evaluation's own details; and one
+        more record in the evaluation history, of data set ``data``. Dated now unless the summary is."""
+        summary = summary if summary.date else replace(summary, date=utc_now())
         path = self.evaluation_file(summary.data_version)
         path.parent.mkdir(exist_ok=True)
         write_json(path, {**details, **summary.to_dict()})
         self._partial_file(summary.data_version).unlink(missing_ok=True)
+        self._append_history(EvalRecord.of(summary, data))
         return path
+
+    def _append_history(self, record: EvalRecord) -> None:
+        """A line cut by a kill is cut off first, so the new record starts a line of its own."""
+        path = self.path / _EVAL_HISTORY
+        if path.is_file():
+            _cut_torn_line(path)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record.to_dict(), default=float) + "\n")
+            f.flush()
+
+    def evaluation_history(self) -> list[EvalRecord]:
+        """Every completed evaluation, oldest first; lines in another shape (a torn last line) are skipped."""
+        if stat_inside(self.path, _EVAL_HISTORY) is None:
+            return []
+        try:
+            lines = (self.path / _EVAL_HISTORY).read_bytes().splitlines()
+        except OSError as e:
+            raise unreadable(self.path, _EVAL_HISTORY, e) from None
+        return [record for line in lines if line.strip() and (record := _history_record(line)) is not None]
 
     def _partial_file(self, data_version: str) -> Path:
         return self.path / f"eval/partial/{data_version}.json"
@@ -300,7 +349,7 @@ class Run:
         for mtime, name in reversed(files):
             summary = self._lenient(name, _evaluation)
             if summary is not None:
-                yield EvalSummary(summary.data_version, summary.metrics, summary.systems, summary.verdict, mtime)
+                yield replace(summary, updated=mtime)
 
     def export_dir(self, kind: str) -> Path:
         """Where an export of this kind goes when no other folder is given."""

@@ -1,6 +1,6 @@
 """How results display in IPython: the display protocol, as pandas uses it.
 
-A magic returns its result (FtDataset, Plan, EvalReport, RunTable, RunComparison, ExportResult,
+A magic returns its result (FtDataset, Plan, EvalReport, RunTable, RunComparison, History, ExportResult,
 ChatReply, TrainResult); the cell's display hook renders it once, ``x = %ft_eval ...`` renders
 nothing and keeps it, and ``x`` alone renders it again. Those classes live in lower layers, which
 must not import ui/ (tests/test_layers.py), so the two forms come from two places:
@@ -29,6 +29,7 @@ _HTML = {  # (module, class) -> (ui module, function returning the object's HTML
     ("jupyter_finetune.runs.summary", "RunTable"): ("runs_view", "table_html"),
     ("jupyter_finetune.runs.summary", "RunComparison"): ("runs_view", "comparison_html"),
     ("jupyter_finetune.evaluation.chat", "ChatReply"): ("chat", "reply_html"),
+    ("jupyter_finetune.evaluation.drift", "History"): ("history_view", "history_html"),
 }
 _BROWSERS = {  # (module, class) -> (ui module, function returning a widget or None, function returning its text)
     ("jupyter_finetune.data.dataset", "FtDataset"): ("data_report", "browser", "browser_text"),
