@@ -1,6 +1,8 @@
-"""`make demo`: run examples/quickstart.ipynb headless on the packaged SmolLM2 and print what it shows.
+"""`make demo`: run the two example notebooks headless on the packaged SmolLM2 and print what they show.
 
-The executed notebook is written to examples/quickstart.out.ipynb (ignored by git).
+quickstart.ipynb is a format task (support tickets to JSON), where the comparison recommends
+fine-tuning; rag_or_finetune.ipynb is a facts task (questions about a shop's help pages), where it
+recommends RAG. Each executed notebook is written beside it as NAME.out.ipynb (ignored by git).
 """
 
 from __future__ import annotations
@@ -27,16 +29,20 @@ def output_text(output: dict) -> str:
         return ""  # live widgets; their static record follows as HTML
     if "text/html" in data:
         text = re.sub(r"<(style|script)[^>]*>.*?</\1>", "", data["text/html"], flags=re.S)
-        text = re.sub(r"</(tr|p|h4|div|summary)>|<br\s*/?>", "\n", text)
+        text = re.sub(r"</(tr|p|h4|div|summary|li)>|<br\s*/?>", "\n", text)
         text = re.sub(r"</t[dh]>", "  ", text)
         text = re.sub(r"<[^>]+>", "", text)
         lines = [line.strip() for line in text.splitlines() if line.strip() and "data:image" not in line]
-        return html.unescape("\n".join(lines[:40])) + "\n"
+        return html.unescape("\n".join(lines[:60])) + "\n"
     return data.get("text/plain", "") + "\n" if "text/plain" in data else ""
 
 
-def main() -> int:
-    notebook = nbformat.read(HERE / "quickstart.ipynb", as_version=4)
+NOTEBOOKS = ("quickstart", "rag_or_finetune")
+
+
+def run(name: str) -> bool:
+    """Execute and print one notebook; False if a cell failed."""
+    notebook = nbformat.read(HERE / f"{name}.ipynb", as_version=4)
     start = time.perf_counter()
     client = NotebookClient(notebook, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(HERE)}})
     failed = None
@@ -49,12 +55,15 @@ def main() -> int:
             print(f">>> {cell.source}")
             for output in cell.get("outputs", []):
                 print(output_text(output), end="")
-    nbformat.write(notebook, HERE / "quickstart.out.ipynb")
-    print(f"\nquickstart ran in {time.perf_counter() - start:.0f} s; executed notebook: examples/quickstart.out.ipynb")
+    nbformat.write(notebook, HERE / f"{name}.out.ipynb")
+    print(f"\n{name} ran in {time.perf_counter() - start:.0f} s; executed notebook: examples/{name}.out.ipynb\n")
     if failed:
-        print(f"demo failed: {failed}", file=sys.stderr)
-        return 1
-    return 0
+        print(f"demo failed in {name}: {failed}", file=sys.stderr)
+    return failed is None
+
+
+def main() -> int:
+    return 0 if all([run(name) for name in NOTEBOOKS]) else 1
 
 
 if __name__ == "__main__":

@@ -206,3 +206,38 @@ def test_ft_eval_refuses_a_damaged_run_by_name_with_the_file_and_the_fix(trained
         assert {p: p.stat().st_mtime_ns for p in damaged.rglob("*")} == written  # nothing evaluated, nothing saved
     finally:
         shutil.rmtree(damaged)
+
+
+def test_rag_answers_with_passages_of_the_docs_and_cites_them_per_row(trained, tmp_path):
+    data, runs = trained
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "printers.md").write_text("# Printers\n\nA broken printer on any floor goes to the it team.\n\n"
+                                      "## Cases\n\nEvery case number is kept for a year.\n")
+    (docs / "hours.html").write_text("<h1>Hours</h1><p>The help desk opens at nine.</p>")
+    report = api.evaluate("t1", runs_dir=runs, docs=str(docs), max_new_tokens=6, limit=3)
+    c = report.comparison
+    assert list(c.systems) == ["fine-tuned", "base", "fewshot", "retrieval", "rag"]  # rag joins with --docs
+    assert [ids[0] for ids in c.outputs.citations] == ["printers.md#1"] * 3  # "printer ... floor" ranks first
+    assert all(set(ids) <= {"printers.md#1", "printers.md#2", "hours.html#1"} for ids in c.outputs.citations)
+    from jupyter_finetune.data.documents import read_documents
+    from jupyter_finetune.evaluation.retrieval import rag_prompt, retrieve_passages
+
+    loaded = load_run(RunStore.at(runs).get("t1"))
+    found = retrieve_passages(read_documents(docs), data.test[:3], 3)
+    asked = [rag_prompt(ex.messages[:-1], ps[::-1]) for ex, ps in zip(data.test[:3], found)]
+    assert "A broken printer on any floor goes to the it team." in asked[0][-1]["content"]
+    with loaded.model.disable_adapter():
+        assert c.outputs.generations["rag"].answers == generate_timed(loaded.model, loaded.tokenizer, asked,
+                                                                      max_new_tokens=6).answers
+    assert c.systems["rag"].prompt_tokens > c.systems["base"].prompt_tokens + 20
+    assert "cites printers.md#1" in eval_view.examples_html(report, [0])
+    both = api.evaluate("t1", runs_dir=runs, docs=str(docs), against="fine-tuned+rag", max_new_tokens=6, limit=3)
+    assert both.generated == ("fine-tuned+rag",)  # the other answers were kept; the adapter answers with passages
+    (docs / "hours.html").write_text("<h1>Hours</h1><p>The help desk opens at ten.</p>")  # new docs: new answers
+    assert api.evaluate("t1", runs_dir=runs, docs=str(docs), against="rag", max_new_tokens=6, limit=3).generated == (
+        "fine-tuned", "rag")
+    with pytest.raises(ValueError, match="--against rag retrieves passages from your documents: give them with --docs"):
+        api.evaluate("t1", runs_dir=runs, against="base,rag", limit=3)
+    with pytest.raises(ValueError, match="unknown system.*compare with base, fewshot, retrieval, rag, fine-tuned\\+rag"):
+        api.evaluate("t1", runs_dir=runs, against="gpt4", limit=3)

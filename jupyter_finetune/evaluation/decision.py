@@ -144,6 +144,11 @@ class Recommendation:
     def text(self) -> str:
         return "; ".join(self.lines)
 
+    @property
+    def headline(self) -> str:
+        """The recommendation alone: "fine-tune (fine-tuned)", "nothing passes: ..."."""
+        return f"{self.outcome} ({self.system})" if self.system else self.lines[-1]
+
 
 def recommend(figures: Mapping[str, SystemFigures], bar: Bar, costs: Costs, advice: str | None = None) -> Recommendation:
     """The recommendation for these systems' figures (see the module's docstring); ``advice`` (whether

@@ -32,10 +32,10 @@ def comparison_html(report: Any) -> str:
             text = format_value(c, r[c])
             cells.append(f"<td style='{_CELL}'>{f'<b>{text}</b>' if c in best and r[c] == best[c] else text}</td>")
         body += f"<tr>{''.join(cells)}</tr>"
-    mark = {True: "&#10004; ", False: "&#10008; ", None: ""}[report.verdict.passes]
-    *reasons, last = report.verdict.recommendation.lines
-    verdict = (f"<p>{mark}<b>Verdict: {escape(last)}</b></p><ul style='margin-top:0'>"
-               + "".join(f"<li>{escape(line)}</li>" for line in reasons)
+    found = report.verdict.recommendation
+    mark = "&#10004; " if found.system else "&#10008; "
+    verdict = (f"<p>{mark}<b>Verdict: {escape(found.headline)}</b></p><ul style='margin-top:0'>"
+               + "".join(f"<li>{escape(line)}</li>" for line in found.lines[:-1])
                + "".join(f"<li style='color:#666'>{escape(line)}</li>" for line in report.cost_lines()) + "</ul>")
     extra = f"<p>{escape(report.forgetting.text())}</p>" if report.forgetting else ""
     if report.loaded:
