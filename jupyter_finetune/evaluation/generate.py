@@ -92,7 +92,7 @@ def generate_timed(model: Any, tokenizer: Any, conversations: list[list[dict[str
                 if shared and prefix is None:
                     prefix = _kv_cache(model(input_ids=torch.tensor([prompts[0][:shared]], device=model.device),
                                              use_cache=True))
-                new = _generate_batch(model, rows, shared, prefix, tokenizer.pad_token_id, max_new_tokens)
+                new = _generate_batch(model, rows, shared, prefix, tokenizer.pad_token_id, max_new_tokens, stops)
             except Exception as e:
                 if not is_out_of_memory(e):
                     raise
@@ -107,7 +107,7 @@ def generate_timed(model: Any, tokenizer: Any, conversations: list[list[dict[str
                         "with the same options, which continues from the answers kept so far", done())
                 batch_size //= 2
                 continue
-            new_tokens += [_answer_length(row, stops) for row in new.tolist()]
+            new_tokens += [len(row) for row in new]
             answers += tokenizer.batch_decode(new, skip_special_tokens=True)
     return done()
 
@@ -127,8 +127,14 @@ def auto_batch_size(model: Any, tokens: int) -> int:
 
 
 def _generate_batch(model: Any, rows: list[list[int]], shared: int, prefix: Any, pad_id: int,
-                    max_new_tokens: int) -> Any:
-    """The new tokens of ``rows`` (a tensor, one row each, padded after a stop token)."""
+                    max_new_tokens: int, stops: set[int]) -> list[list[int]]:
+    """The new tokens of each of ``rows``, up to and including its stop token.
+
+    A row that stops leaves the batch: ``generate`` returns as soon as any row stops, the finished rows
+    are taken out of the tokens, mask and KV cache, and the rest go on from where they were. Otherwise
+    every row would decode until the longest answer ends, and on a CPU a step costs in proportion to
+    the rows in it (bench/bench_eval.py).
+    """
     import torch
 
     ids, mask = _layout(rows, shared, pad_id)
@@ -137,11 +143,50 @@ def _generate_batch(model: Any, rows: list[list[int]], shared: int, prefix: Any,
     if prefix is not None:
         cache = copy.deepcopy(prefix)
         cache.reorder_cache(torch.zeros(len(ids), dtype=torch.long, device=model.device))
-    with warnings.catch_warnings():  # newer transformers call it `cache`; older know only this name
-        warnings.filterwarnings("ignore", "`past_key_values` is deprecated", FutureWarning)
-        out = model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache,
-                             max_new_tokens=max_new_tokens, do_sample=False, use_cache=True, pad_token_id=pad_id)
-    return out[:, ids.shape[1]:]
+    stop_ids = torch.tensor(sorted(stops), device=model.device)
+    start = ids.shape[1]
+    active = list(range(len(rows)))
+    answers: list[list[int]] = [[] for _ in rows]
+    while active:
+        with warnings.catch_warnings():  # newer transformers call it `cache`; older know only this name
+            warnings.filterwarnings("ignore", "`past_key_values` is deprecated", FutureWarning)
+            out = model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache,
+                                 max_new_tokens=max_new_tokens - (ids.shape[1] - start), do_sample=False,
+                                 use_cache=True, pad_token_id=pad_id, eos_token_id=sorted(stops),
+                                 stopping_criteria=[_any_row_stops()(stop_ids)], return_dict_in_generate=True)
+        sequences = out.sequences
+        new = sequences[:, start:].tolist()
+        going = [i for i, tokens in enumerate(new) if len(tokens) < max_new_tokens and not stops & set(tokens)]
+        for i, row in enumerate(active):
+            answers[row] = new[i][:_answer_length(new[i], stops)]
+        if not going:
+            break
+        keep = torch.tensor(going, device=model.device)
+        cache = _kv_cache(out)
+        cache.batch_select_indices(keep)
+        grown = torch.ones((len(active), sequences.shape[1] - mask.shape[1]), dtype=mask.dtype, device=mask.device)
+        ids, mask = sequences[keep], torch.cat([mask, grown], dim=1)[keep]
+        active = [active[i] for i in going]
+    return answers
+
+
+@functools.cache
+def _any_row_stops() -> type:
+    """The stopping criterion class, made on first use (transformers is not imported with the package)."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class AnyRowStops(StoppingCriteria):
+        """The whole batch stops at the first step where any row emits a stop token."""
+
+        def __init__(self, stop_ids: torch.Tensor):
+            self.stop_ids = stop_ids
+
+        def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+            hit = bool(torch.isin(input_ids[:, -1], self.stop_ids).any())
+            return torch.full((input_ids.shape[0],), hit, dtype=torch.bool, device=input_ids.device)
+
+    return AnyRowStops
 
 
 def _layout(prompts: list[list[int]], shared: int, pad_id: int) -> tuple[Any, Any]:
