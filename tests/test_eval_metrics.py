@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_finetune.evaluation.metrics import exact, f1, json_fields, json_valid, resolve_metric, rouge_l, score
+from jupyter_finetune.evaluation.metrics import (contains, exact, f1, json_fields, json_valid, resolve_metric, rouge_l,
+                                                score)
 
 REF = '{"team": "it", "priority": "high", "product": "router"}'
 
@@ -74,5 +75,19 @@ def test_user_metric_from_a_module_gets_the_row(tmp_path, monkeypatch):
         score("broken", resolve_metric("my_metrics:broken")[1], "a", "b", row)
     with pytest.raises(ValueError, match="cannot load 'nothing' from module 'my_metrics'"):
         resolve_metric("my_metrics:nothing")
-    with pytest.raises(ValueError, match="unknown metric 'bleu': use exact, json_valid, json_fields, f1, rougeL"):
+    with pytest.raises(ValueError, match="unknown metric 'bleu': use exact, contains, json_valid, json_fields, f1, rougeL"):
         resolve_metric("bleu")
+
+
+@pytest.mark.parametrize("prediction, reference, expected", [
+    ("You can return it within 45 days of delivery.", "45 days", 1.0),
+    ("45 DAYS!", "45 days", 1.0),  # case and punctuation aside
+    ("Within 45 working days.", "45 days", 0.0),  # the words must come together
+    ("days: 45", "45 days", 0.0),  # and in order
+    ("It costs 6.90 euros.", "6.90 euros", 1.0),
+    ("It costs 16.90 euros.", "6.90 euros", 0.0),  # whole words, not a substring
+    ("", "", 1.0),
+    ("anything", "", 0.0),
+])
+def test_contains_finds_the_reference_words_together_in_the_answer(prediction, reference, expected):
+    assert contains(prediction, reference) == expected
