@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
+from typing import Any
 
 from ..models.speed import Compute, flops_per_token, local_compute
 
@@ -41,15 +42,21 @@ class CostEstimate:
 
 
 @lru_cache(maxsize=1)
+def _prices() -> dict[str, Any]:
+    """The dated price table shipped with the package (prices.json), read once."""
+    return json.loads(files(__package__).joinpath("prices.json").read_text())
+
+
+@lru_cache(maxsize=1)
 def price_table() -> PriceTable:
-    raw = json.loads(files(__package__).joinpath("prices.json").read_text())
+    raw = _prices()
     return PriceTable(raw["as_of"], raw["source"], raw["note"], raw["default_epochs"],
                       raw["openai_training_usd_per_million_tokens"])
 
 
 def serving_price(parameters: int | None) -> ServingPrice:
     """The dated serving price for a model of ``parameters`` (the largest tier when unknown)."""
-    raw = json.loads(files(__package__).joinpath("prices.json").read_text())["serving"]
+    raw = _prices()["serving"]
     tiers = raw["usd_per_million_tokens"]
     for tier in tiers:
         limit = tier["up_to_billion_parameters"]

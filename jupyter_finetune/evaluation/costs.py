@@ -59,9 +59,9 @@ def training_seconds(records: list[dict[str, Any]], status: dict[str, Any]) -> f
     return total or None
 
 
-def training_cost(run: Run) -> TrainingCost:
-    """The run's training, priced where it ran and at the hosted fine-tuning price for its tokens."""
-    records = run.metrics()
+def training_cost(run: Run, records: list[dict[str, Any]]) -> TrainingCost:
+    """The run's training (``records``: its ``Run.metrics()``), priced where it ran and at the hosted
+    fine-tuning price for its tokens."""
     seconds = training_seconds(records, run.status())
     epochs = max((float(r["epoch"]) for r in records if isinstance(r.get("epoch"), (int, float))), default=0.0)
     tokens = round(run.manifest().train_tokens * epochs)

@@ -59,6 +59,10 @@ class Costs:
     requests_per_day: int = REQUESTS_PER_DAY
     payback_days: int = PAYBACK_DAYS
 
+    def usd(self, tokens: float) -> float:
+        """What serving ``tokens`` costs."""
+        return tokens * self.usd_per_million_tokens / 1e6
+
 
 @dataclass(frozen=True)
 class BreakEven:
@@ -93,7 +97,7 @@ class BreakEven:
 
 def break_even(system: str, against: str, tokens_saved: float, latency_saved_s: float, costs: Costs) -> BreakEven:
     """Training cost divided by the saving per request, rounded up to whole requests."""
-    saving = tokens_saved * costs.usd_per_million_tokens / 1e6
+    saving = costs.usd(tokens_saved)
     requests = math.ceil(costs.training_usd / saving) if saving > 0 else None
     return BreakEven(system, against, tokens_saved, latency_saved_s, saving, costs.training_usd, requests,
                      costs.requests_per_day)
@@ -169,9 +173,8 @@ def recommend(figures: Mapping[str, SystemFigures], bar: Bar, costs: Costs, advi
 
     def total(system: str) -> tuple[float, int, float]:
         trained = costs.training_usd if system in ADAPTED else 0.0
-        serving = figures[system].prompt_tokens * costs.usd_per_million_tokens / 1e6
-        usd = trained + serving * costs.requests_per_day * costs.payback_days
-        return round(usd, 12), SIMPLICITY.index(APPROACH[system]), -figures[system].score
+        serving = costs.usd(figures[system].prompt_tokens) * costs.requests_per_day * costs.payback_days
+        return round(trained + serving, 12), SIMPLICITY.index(APPROACH[system]), -figures[system].score
 
     chosen = min(passing, key=total)
     untrained = [s for s in passing if s not in ADAPTED]

@@ -76,10 +76,11 @@ def evaluate_run(run: Run, data: FtDataset | None = None, *, split: str = "test"
                                    keep=partial(report.save_partial, run, data.version, adapter))
     price = serving_price(parameter_count(load_config(model)))
     comparison = cmp.score_outputs(outputs, chosen, cmp.metric_rows(rows), price.usd_per_million)
-    trained = training_cost(run)
+    records = run.metrics()
+    trained = training_cost(run, records)
     costs = Costs(trained.basis_usd, price.usd_per_million, requests_per_day, payback_days)
     verdict = decide(comparison, Threshold.parse(str(threshold), comparison.metrics[0]) if threshold is not None
-                     else None, costs, learning_trend(run.metrics()).text)
+                     else None, costs, learning_trend(records).text)
     if forgetting:
         loaded = load_run(run)
         checked = check_forgetting(loaded.model, loaded.tokenizer)

@@ -45,7 +45,10 @@ class Verdict:
     passes: bool | None
     """Whether fine-tuned meets the bar (None when it was given no threshold)."""
     recommendation: Recommendation
-    text: str
+
+    @property
+    def text(self) -> str:
+        return self.recommendation.text
 
 
 def decide(comparison: Comparison, threshold: Threshold | None = None, costs: Costs | None = None,
@@ -65,4 +68,4 @@ def decide(comparison: Comparison, threshold: Threshold | None = None, costs: Co
         costs = Costs(0.0, comparison.usd_per_million_tokens or 0.0)
     found = recommend(figures, bar, costs, advice)
     passes = bar.passes(figures[FINE_TUNED].score) if threshold and FINE_TUNED in figures else None
-    return Verdict(metric, passes, found, found.text)
+    return Verdict(metric, passes, found)

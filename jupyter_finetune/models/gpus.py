@@ -81,13 +81,18 @@ def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def cpu_device(cores: int) -> str:
+    """How a CPU is named where training runs: "CPU, 2 cores" (``GpuTable.usd_per_hour`` reads it back)."""
+    return f"{CPU}, {cores} cores"
+
+
 def kernel_device() -> str:
     """Where this kernel trains, as a run records it: the table's name of its GPU ("T4"), the CUDA name of
     a GPU the table does not know, or "CPU, N cores"."""
     import torch
 
     if not torch.cuda.is_available():
-        return f"{CPU}, {cpu_cores()} cores"
+        return cpu_device(cpu_cores())
     gpu = kernel_gpu(gpu_table())
     return gpu.name if gpu else torch.cuda.get_device_name(0)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .aliases import ALIASES
-from .gpus import Gpu, cpu_cores, gpu_table, kernel_gpu
+from .gpus import Gpu, cpu_cores, cpu_device, gpu_table, kernel_gpu
 
 MFU = 0.35
 """Assumed model FLOPs utilisation on a GPU: a typical share of peak for single-GPU LoRA with HF + PEFT."""
@@ -59,7 +59,7 @@ def cpu_compute(cores: int | None = None) -> Compute:
     """This process's CPU cores (those it may run on), or ``cores`` of the calibrated kind."""
     if cores is None:
         cores = cpu_cores()
-    return Compute(f"CPU, {cores} cores", CPU_FLOPS_PER_CORE * cores)
+    return Compute(cpu_device(cores), CPU_FLOPS_PER_CORE * cores)
 
 
 def local_compute() -> Compute | None:

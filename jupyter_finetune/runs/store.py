@@ -96,6 +96,13 @@ def unless_missing(read: Callable[[], T]) -> T | None:
         return None
 
 
+def _append_line(path: Path, record: dict[str, Any]) -> None:
+    """One JSON line at the end of a log, flushed: a kill leaves at most that line torn."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, default=float) + "\n")
+        f.flush()
+
+
 def _cut_torn_line(path: Path, chunk: int = 1 << 16) -> None:
     """Cut a last line that has no end (a write killed midway), reading only the file's tail."""
     with open(path, "r+b") as f:
@@ -297,9 +304,7 @@ class Run:
         path = self.path / _EVAL_HISTORY
         if path.is_file():
             _cut_torn_line(path)
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record.to_dict(), default=float) + "\n")
-            f.flush()
+        _append_line(path, record.to_dict())
 
     def evaluation_history(self) -> list[EvalRecord]:
         """Every completed evaluation, oldest first; lines in another shape (a torn last line) are skipped."""
@@ -432,9 +437,7 @@ class Run:
         return (self.status().get("attempt") or (1 if logged else 0)) + 1
 
     def append_metrics(self, record: dict[str, Any]) -> None:
-        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, default=float) + "\n")
-            f.flush()
+        _append_line(self.path / "metrics.jsonl", record)
 
     def metrics(self, after_step: int = -1) -> list[dict[str, Any]]:
         """The history's records (runs/history.py: what an earlier attempt logged past where a later one
