@@ -12,6 +12,7 @@ __all__ = ["PRESETS", "ConfigError", "TrainConfig", "build_config", "steps_per_e
 
 QUANTS = ("none", "4bit", "8bit")
 BACKENDS = ("auto", "hf", "unsloth")
+STRATEGIES = ("ddp", "fsdp")
 REPORTERS = ("tensorboard", "mlflow", "wandb")
 
 
@@ -70,10 +71,17 @@ class TrainConfig:
     training length was chosen from the data, off when epochs or steps were given."""
     patience: int = 3
     """Validations without a better score before early stopping ends training."""
+    gpus: int = 1
+    """Data-parallel processes, one per GPU, launched with accelerate (engine.launch). Each takes
+    ``batch_size * grad_accum`` examples per optimizer step, so the global batch grows with them. On a
+    machine without a GPU they are CPU processes (gloo): the multi-process path, not a speed-up."""
+    strategy: str = "ddp"
+    """With several GPUs: ddp (a whole copy of the model on each) or fsdp (weights sharded across them)."""
 
     def __post_init__(self) -> None:
         problems = []
-        for name in ("examples_seen", "batch_size", "grad_accum", "rank", "alpha", "max_length", "save_steps", "logging_steps", "patience"):
+        for name in ("examples_seen", "batch_size", "grad_accum", "rank", "alpha", "max_length", "save_steps",
+                     "logging_steps", "patience", "gpus"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1 (got {getattr(self, name)})")
         if self.steps is not None and self.steps < 1:
@@ -88,7 +96,8 @@ class TrainConfig:
             problems.append(f"validation must be a fraction in [0, 0.5] of the training rows (got {self.validation})")
         if not 0 <= self.warmup_ratio < 1:
             problems.append(f"warmup_ratio must be in [0, 1) (got {self.warmup_ratio})")
-        for name, value, allowed in (("quant", self.quant, QUANTS), ("backend", self.backend, BACKENDS)):
+        for name, value, allowed in (("quant", self.quant, QUANTS), ("backend", self.backend, BACKENDS),
+                                     ("strategy", self.strategy, STRATEGIES)):
             if value not in allowed:
                 problems.append(f"{name} {value!r} is not one of {', '.join(allowed)}")
         problems += [f"report_to {r!r} is not one of {', '.join(REPORTERS)}" for r in self.report_to if r not in REPORTERS]
