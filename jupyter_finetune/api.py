@@ -27,8 +27,8 @@ from .models.memory import METHODS
 
 __all__ = ["BACKENDS", "DEFAULT_MODEL", "EXPORT_KINDS", "FORMATS", "GGUF_QUANTS", "METHODS", "PRESETS", "QUANTS",
            "SPLITS", "DataError", "FinetuneError", "chat", "chat_session", "compare_runs", "data_spec", "eval_history",
-           "evaluate", "example_data", "export", "load_data", "plan", "prepare_training", "runs", "stop", "train",
-           "train_async"]
+           "evaluate", "example_data", "export", "join_training", "load_data", "plan", "prepare_training", "runs", "stop",
+           "train", "train_async"]
 
 SPLITS = ("test", "train")
 
@@ -105,7 +105,8 @@ def train(data: Any = None, *, background: bool = False, **options: Any) -> Any:
     from .ui.training import show_job
 
     job = prepare_training(data, **options)
-    show_job(job)
+    if job.main:  # in a multi-process launch, rank 0 reports for all
+        show_job(job)
     return job.start() if background else job.train()
 
 
@@ -117,6 +118,16 @@ async def train_async(data: Any = None, **options: Any) -> Any:
     job = prepare_training(data, **options)
     show_job(job)
     return await job.train_async(while_waiting=dispatch_waiting_comms)
+
+
+def join_training(run: str, *, runs_dir: str | Path | None = None) -> Any:
+    """Train this worker process's share of ``run``, prepared by ``train(..., gpus=N)``: what each process that
+    ``accelerate launch`` starts does (``python -m jupyter_finetune.worker``). Rank 0 writes the run store."""
+    from .engine.prepare import join_training as join
+    from .evaluation.validation import slice_validator
+    from .runs import RunStore
+
+    return join(RunStore.at(runs_dir), run, validator=slice_validator).train()
 
 
 def stop(name: str | None = None) -> list[str]:

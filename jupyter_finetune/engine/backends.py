@@ -103,22 +103,32 @@ def lora_config(config: TrainConfig) -> Any:
                       target_modules=targets, task_type="CAUSAL_LM")
 
 
-def from_pretrained_kwargs(quant: str) -> tuple[dict[str, Any], str]:
+def from_pretrained_kwargs(quant: str, strategy: str = "ddp") -> tuple[dict[str, Any], str]:
     """transformers ``from_pretrained`` arguments for the base weights, and that precision in words: 16-bit
-    on the GPU (bitsandbytes 4/8-bit for ``quant``), fp32 on CPU. Training and inference load alike."""
+    on the GPU (bitsandbytes 4/8-bit for ``quant``), fp32 on CPU. Training and inference load alike.
+
+    One of several processes (engine.launch) loads a whole copy on its own GPU under DDP, as accelerate
+    and peft document for QLoRA; under FSDP the plugin places the weights, and 4-bit weights are stored in
+    the compute dtype so that FSDP can shard them with the rest."""
     import torch
+
+    from .launch import Launch
 
     if not cuda_available():
         return {"dtype": torch.float32}, "fp32"
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    kwargs: dict[str, Any] = {"dtype": dtype, "device_map": {"": 0}}
+    launch = Launch.current()
+    sharded = launch is not None and strategy == "fsdp"
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if not sharded:
+        kwargs["device_map"] = {"": launch.local_rank if launch else 0}
     precision = str(dtype).removeprefix("torch.")
     if quant != "none":
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = (
             BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=dtype)
+                               bnb_4bit_compute_dtype=dtype, **({"bnb_4bit_quant_storage": dtype} if sharded else {}))
             if quant == "4bit" else BitsAndBytesConfig(load_in_8bit=True))
         precision = f"{quant} base, {precision} LoRA"
     return kwargs, precision
@@ -144,7 +154,7 @@ class HFBackend:
     def load(self, model_path: Path, config: TrainConfig) -> Loaded:
         from transformers import AutoModelForCausalLM
 
-        kwargs, precision = from_pretrained_kwargs(config.quant)
+        kwargs, precision = from_pretrained_kwargs(config.quant, config.strategy)
         model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
         if config.quant != "none":
             from peft import prepare_model_for_kbit_training
@@ -270,6 +280,8 @@ def select_backend(config: TrainConfig, *, training: bool = True) -> tuple[Backe
     if config.quant != "none" and not cuda:
         raise ConfigError(f"--quant {config.quant} needs an NVIDIA GPU (bitsandbytes); this kernel has none. "
                           "Use --quant none on CPU.")
+    if training and config.gpus > 1:
+        return _data_parallel(config, cuda)
     if config.quant != "none" and importlib.util.find_spec("bitsandbytes") is None:
         raise ConfigError(f"--quant {config.quant} needs bitsandbytes: {GPU_INSTALL} "
                           f"(or {UNSLOTH_INSTALL}), then restart the kernel")
@@ -291,6 +303,33 @@ def select_backend(config: TrainConfig, *, training: bool = True) -> tuple[Backe
             return UnslothBackend(), f"unsloth: CUDA GPU with unsloth installed, {_weights(config)}"
         return HFBackend(), f"hf: unsloth is installed but cannot run ({'; '.join(why_not)}), {_weights(config)}"
     return HFBackend(), f"hf: CUDA GPU, {_weights(config)}"
+
+
+def _data_parallel(config: TrainConfig, cuda: bool) -> tuple[Backend, str]:
+    """hf for several processes, after refusing what cannot run: more GPUs than visible, unsloth (one GPU
+    only in this package: its multi-GPU mode is not verified with our launch), 8-bit weights under FSDP."""
+    import torch
+
+    from .launch import Launch
+
+    n, strategy = config.gpus, config.strategy
+    visible = torch.cuda.device_count() if cuda else 0
+    if cuda and n > visible and Launch.current() is None:  # launched: the launcher has placed its processes
+        raise ConfigError(f"--gpus {n}, but this kernel sees {visible} GPU{'s' * (visible != 1)}: use --gpus "
+                          f"{visible} (or --gpus all), or run the exported script (%ft_export RUN --to script) "
+                          "on a machine with more")
+    if config.backend == "unsloth":
+        raise ConfigError(f"--backend unsloth trains on one GPU here; with --gpus {n} use --backend hf (or auto), "
+                          "which trains through accelerate, or --gpus 1 to keep unsloth")
+    if config.quant == "8bit" and strategy == "fsdp":
+        raise ConfigError("--quant 8bit cannot be sharded by FSDP (bitsandbytes 8-bit weights): use --quant 4bit "
+                          "(QLoRA under FSDP) or --strategy ddp")
+    how = "DDP, a whole copy on each" if strategy == "ddp" else "FSDP, weights sharded across them"
+    if not cuda:
+        _check_trl_on_cpu()
+        return HFBackend(), (f"hf: no CUDA GPU, so {n} CPU processes (gloo) through accelerate ({how}): this "
+                             "checks the multi-process path, it is no faster than one process")
+    return HFBackend(), f"hf: {n} GPUs data-parallel through accelerate ({how}), {_weights(config)}"
 
 
 def select_inference_backend(config: TrainConfig, trained_with: str) -> tuple[Backend, TrainConfig, str]:

@@ -9,6 +9,9 @@ the job on a worker thread instead, for ``--background``. A stop request (button
 the notebook's interrupt) ends training at the next step end, after which the adapter so far is
 saved. Out-of-memory frees memory, keeps the kernel usable and marks the run failed with the
 settings to lower.
+
+A job can also be one rank of a data-parallel launch (engine.launch): every rank trains, rank 0 alone
+writes the run store and reports, and the ranks agree on every stop (engine.ranks).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from .backends import Backend, cuda_available
 from .callbacks import CHECKPOINT_EVERY_S, CheckpointTimer, EventCallback
 from .config import TrainConfig, steps_per_epoch
 from .events import Event, Listener
+from .launch import Launch
+from .ranks import AgreeOnControl, SupervisorLink
 from .validation import MakeValidator, ValidationCallback, ValidationPlan, validation_every
 
 
@@ -54,7 +59,7 @@ class TrainResult:
 
 
 def sft_config(dataset: FtDataset, config: TrainConfig, output_dir: Path, split: ValidationSplit | None = None,
-               validated: bool = False) -> Any:
+               validated: bool = False, launched: bool = False) -> Any:
     """The TRL SFTConfig for these settings: completion-only loss; the validation slice's loss once per
     epoch, or when ``validated`` at each validation (engine.validation asks for those evaluations)."""
     import torch
@@ -78,6 +83,7 @@ def sft_config(dataset: FtDataset, config: TrainConfig, output_dir: Path, split:
         **checkpointing,  # TRL's own default is on
         bf16=cuda and torch.cuda.is_bf16_supported(), fp16=cuda and not torch.cuda.is_bf16_supported(),
         use_cpu=not cuda, report_to=list(config.report_to), disable_tqdm=True, dataloader_num_workers=0,
+        **({"ddp_find_unused_parameters": False} if launched else {}),  # every LoRA weight takes part in each step
     )
 
 
@@ -87,8 +93,12 @@ class TrainJob:
     def __init__(self, run: Run, dataset: FtDataset, config: TrainConfig, model_path: Path, backend: Backend,
                  listeners: list[Listener], resume: ResumePoint | None = None, callbacks: list[Any] | None = None,
                  note: str | None = None, split: ValidationSplit | None = None,
-                 validator: MakeValidator | None = None):
+                 validator: MakeValidator | None = None, launch: Launch | None = None):
         self.run, self.dataset, self.config = run, dataset, config
+        self.launch = launch
+        """This process's rank when it is one of several; None when it trains alone."""
+        self.main = launch is None or launch.main
+        """Whether this process writes the run store and reports (rank 0, or a job alone)."""
         self.split = split or dataset.validation_split(0, 0)
         """The rows trained on and the validation slice carved from them (the test split is never read)."""
         self.make_validator = validator
@@ -98,9 +108,10 @@ class TrainJob:
         """What a resume must tell the user first (the checkpoint it starts from, any it passed over)."""
         self.attempt = 0
         self._status_lock = threading.Lock()  # the heartbeat thread writes status.json too
-        self.listeners = [self._record, *listeners]
+        self.listeners = [self._record, *listeners] if self.main else list(listeners)
         self.extra_callbacks = callbacks or []
         self.stop_requested = threading.Event()
+        self.stop_reason = "on request"
         self.result: TrainResult | None = None
         self._step = resume.step if resume else 0
         self._finished = threading.Event()
@@ -147,6 +158,10 @@ class TrainJob:
     def stop(self) -> None:
         self.stop_requested.set()
 
+    def _stop_because(self, reason: str) -> None:
+        self.stop_reason = reason
+        self.stop_requested.set()
+
     def __repr__(self) -> str:
         """What ``%ft_train --background`` shows: the run, and how to reach its result."""
         state = repr(self.result) if self.result else "training; .wait() returns its TrainResult, .stop() ends it"
@@ -190,6 +205,8 @@ class TrainJob:
 
     def _begin(self) -> None:
         """A new attempt at this run: numbered, so that its records are told apart from a killed one's."""
+        if not self.main:
+            return
         self.attempt = self.run.begin_attempt()
         with self._status_lock:
             self.run.set_status("running", step=self._step, attempt=self.attempt)
@@ -223,6 +240,9 @@ class TrainJob:
     def _heartbeat(self) -> Iterator[None]:
         """Refreshes the run's heartbeat from a thread of its own, so a reader on another machine sharing
         the store can tell this process is alive through minutes without a log step."""
+        if not self.main:
+            yield
+            return
         done = threading.Event()
 
         def beat() -> None:
@@ -244,12 +264,18 @@ class TrainJob:
             return
         except Exception as exc:  # every failure must end as a readable run status, never a lost run
             message = self._oom_message(exc) if is_out_of_memory(exc) else f"{type(exc).__name__}: {exc}"
-            self.run.write_error(traceback.format_exc())
+            if self.launch:
+                self.run.write_worker_error(self.launch.rank, message, traceback.format_exc())
+            if self.main:
+                self.run.write_error(traceback.format_exc())
         free_memory()  # outside the except block: the traceback no longer pins the model
         self._finish("failed", message, None)
 
     def _fit(self) -> None:
         if self.resume and self.resume.finished:  # the Trainer would train one step past the end
+            if not self.main:
+                self._finish("completed", "", self.run.adapter_dir)
+                return
             kept = self.run.kept_adapter()
             last = kept is not None and kept.step != self._step  # a better-scoring adapter stays in adapter/
             if kept is None or last:  # else adapter/ already holds this step's adapter, chosen by its score
@@ -264,7 +290,7 @@ class TrainJob:
         trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
         self._step = trainer.state.global_step
         status = "stopped" if self.stop_requested.is_set() else "completed"
-        why = (f"stopped at step {self._step} on request" if status == "stopped" else
+        why = (f"stopped at step {self._step} {self.stop_reason}" if status == "stopped" else
                self.validation.stopped_early if self.validation and self.validation.stopped_early else
                f"completed all {trainer.state.max_steps} steps")
         failed = f"; {self.validation.failed}" if self.validation and self.validation.failed else ""
@@ -274,8 +300,9 @@ class TrainJob:
         """The best-scoring adapter stays as adapter/, the last one beside it; says which is which."""
         best = self.validation.best if self.validation else None
         if best is None:
-            trainer.save_model(str(self.run.adapter_dir))
-            self.run.drop_last_adapter()
+            trainer.save_model(str(self.run.adapter_dir))  # on every rank: FSDP gathers the weights to save them
+            if self.main:
+                self.run.drop_last_adapter()
             return f"adapter saved to {self.run.adapter_dir}"
         scored = f"{best.metric} {best.score:.3f}, the best of {self.validation.validations} validations"
         if best.step == self._step:
@@ -286,8 +313,9 @@ class TrainJob:
                 f"(step {self._step}) is in {self.run.last_adapter_dir}")
 
     def _finish(self, status: str, message: str, adapter: Path | None) -> None:
-        with self._status_lock:
-            self.run.set_status(status, step=self._step, message=message)
+        if self.main:
+            with self._status_lock:
+                self.run.set_status(status, step=self._step, message=message)
         self.result = TrainResult(self.run.name, status, self._step, message, adapter)
         self._emit({"event": "end", "status": status, "step": self._step, "message": message, "time": time.time()})
 
@@ -302,23 +330,33 @@ class TrainJob:
         callback = EventCallback(self.run.name, self.listeners, self.stop_requested, self.config.to_dict(),
                                  between_steps=self._between_steps)
         timer = [] if self.config.save_steps else [CheckpointTimer(CHECKPOINT_EVERY_S)]
+        link = [SupervisorLink(self.run, self._stop_because)] if self.launch and self.main else []
         split, plan = self.split, self._validation_plan()
+        args = sft_config(self.dataset, self.config, self.run.checkpoints_dir, split, self._validates(), bool(self.launch))
         trainer = SFTTrainer(
-            model=loaded.model, args=sft_config(self.dataset, self.config, self.run.checkpoints_dir, split, bool(plan)),
+            model=loaded.model, args=args,
             train_dataset=self.dataset.to_hf(split.train),
             eval_dataset=self.dataset.to_hf(split.validation) if split.validation else None,
             processing_class=tokenizer, peft_config=loaded.peft_config,
-            callbacks=[*self.extra_callbacks, *timer, callback],
+            callbacks=[*self.extra_callbacks, *link, *timer, callback],
         )
         trainer.remove_callback(PrinterCallback)  # our listeners report progress
         if plan:
             self.validation = ValidationCallback(plan, self.run, tokenizer, self.backend.generating,
                                                  lambda path: trainer.save_model(str(path)), self._emit)
             trainer.add_callback(self.validation)
+        if self.launch:
+            trainer.add_callback(AgreeOnControl())  # last: it spreads what the callbacks before it decided
         return trainer
 
+    def _validates(self) -> bool:
+        """Whether answers are scored during training. The same on every rank (it sets the Trainer's own
+        evaluation schedule); off under FSDP, where one rank alone cannot run the sharded model."""
+        return bool(self.make_validator and self.split.validation) and not (self.launch and self.config.strategy == "fsdp")
+
     def _validation_plan(self) -> ValidationPlan | None:
-        if not (self.make_validator and self.split.validation):
+        """The scoring plan of the rank that scores (rank 0); the others follow its decisions (engine.ranks)."""
+        if not (self._validates() and self.main):
             return None
         c = self.config
         per_epoch = steps_per_epoch(len(self.split.train), c.batch_size, c.grad_accum)

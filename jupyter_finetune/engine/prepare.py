@@ -1,6 +1,10 @@
 """Everything before a run's first step: settings checked, backend chosen, run folder written.
 
-Returns a TrainJob that is not started yet, so a caller can attach listeners (a dashboard) first.
+Returns a TrainJob that is not started yet, so a caller can attach listeners (a dashboard) first:
+one that trains in this process, or with ``gpus`` > 1 a WorkerJob that launches worker processes
+(engine.supervise), each of which joins the prepared run (``join_training``). Inside a launch (a
+script started by ``accelerate launch`` or torchrun), every process calls ``prepare_training`` alike:
+rank 0 makes the run, and each rank returns its own part of it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from ..runs.store import ACTIVE
 from .backends import select_backend
 from .config import ConfigError, TrainConfig, build_config
 from .job import TrainJob
+from .launch import Launch
+from .supervise import WorkerJob
 from .validation import MakeValidator
 
 
@@ -30,8 +36,20 @@ def prepare_training(store: RunStore, data: FtDataset | None = None, *, name: st
     continued from its last checkpoint with its own settings (and its own copy of the data when
     ``data`` is None). ``validator`` scores generations on the validation slice during training;
     without it the slice gives the eval loss only."""
+    launch = Launch.current()
+    if launch is not None and not launch.main:  # rank 0 makes the run; the others join it
+        return join_training(store, _shared(None), data, callbacks, validator)
     if resume is not None:
-        return _resumed(store, resume, data, settings, callbacks, validator)
+        job = _resumed(store, resume, data, settings, callbacks, validator)
+    else:
+        job = _new(store, data, name, preset, overwrite, callbacks, validator, settings)
+    if launch is not None:
+        _shared(job.run.name)
+    return job
+
+
+def _new(store: RunStore, data: FtDataset | None, name: str | None, preset: str, overwrite: bool,
+         callbacks: list[Any] | None, validator: MakeValidator | None, settings: dict[str, Any]) -> TrainJob:
     if data is None:
         raise ConfigError("give the data to train on: a data set made by %ft_data / load_data")
     if settings.get("max_length") is None:
@@ -48,8 +66,41 @@ def prepare_training(store: RunStore, data: FtDataset | None = None, *, name: st
     run = store.create(name, overwrite=overwrite, prefix=data.name)
     run.begin(RunSettings(config.to_dict(), preset, reason, str(model_path), length, kernel_device()), data.manifest(),
               data.jsonl())
-    return TrainJob(run, data, config, model_path, backend, [], callbacks=callbacks, split=split,
-                    validator=validator, note=length)
+    return _job_class(config)(run, data, config, model_path, backend, [], callbacks=callbacks, split=split,
+                              validator=validator, note=length, launch=Launch.current())
+
+
+def _job_class(config: TrainConfig) -> type[TrainJob]:
+    """Several GPUs from a notebook or a plain script: worker processes; one, or already launched: this one."""
+    return WorkerJob if config.gpus > 1 and Launch.current() is None else TrainJob
+
+
+def _shared(name: str | None) -> str:
+    """Rank 0's run name, on every rank of a launch, once rank 0 has written the run."""
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    from .backends import cuda_available
+
+    state = PartialState(cpu=not cuda_available())  # the process group the Trainer will use too
+    shared = broadcast_object_list([name])
+    state.wait_for_everyone()
+    return shared[0]
+
+
+def join_training(store: RunStore, name: str, data: FtDataset | None = None, callbacks: list[Any] | None = None,
+                  validator: MakeValidator | None = None) -> TrainJob:
+    """This process's part of a run prepared by rank 0 or by the notebook (%ft_train --gpus N), continued
+    from its last checkpoint when it has one; the run's own settings and, unless given, its copy of the data."""
+    run = store.get(name)
+    config = TrainConfig.from_dict(run.settings().train)
+    if data is None:
+        data = restore(run.manifest(), run.data_rows(), load_tokenizer(config.model))
+    backend, _ = select_backend(config)
+    point = run.resume_point()
+    return TrainJob(run, data, config, resolve_model(config.model).path, backend, [], resume=point,
+                    callbacks=callbacks, split=data.validation_split(config.validation, MOST_VALIDATION_ROWS),
+                    validator=validator, launch=Launch.current())
 
 
 def with_length(config: TrainConfig, split: ValidationSplit) -> tuple[TrainConfig, str]:
@@ -101,9 +152,10 @@ def _resumed(store: RunStore, name: str, data: FtDataset | None, settings: dict[
                           f"(or omit it: the run keeps a copy), or start a new run")
     backend, _ = select_backend(config)
     point = run.resume_point()
-    return TrainJob(run, data, config, resolve_model(config.model).path, backend, [], resume=point,
-                    callbacks=callbacks, note=point.note(status.get("step") or 0),
-                    split=data.validation_split(config.validation, MOST_VALIDATION_ROWS), validator=validator)
+    return _job_class(config)(run, data, config, resolve_model(config.model).path, backend, [], resume=point,
+                              callbacks=callbacks, note=point.note(status.get("step") or 0),
+                              split=data.validation_split(config.validation, MOST_VALIDATION_ROWS),
+                              validator=validator, launch=Launch.current())
 
 
 def with_saved_quantization(model: str, settings: dict[str, Any]) -> dict[str, Any]:

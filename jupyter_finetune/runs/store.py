@@ -3,7 +3,9 @@
 A run folder holds ``config.json``, ``data.json`` and ``data.jsonl``, ``status.json``, ``metrics.jsonl``,
 ``adapter/`` (the best-scoring adapter when validation chose it, with ``kept.json``; else the last),
 ``last-adapter/`` (the last one, when it is not the kept one), ``checkpoints/``, ``eval/`` (a summary with the
-answers per data version, and ``history.jsonl``: every completed evaluation) and ``export/``.
+answers per data version, and ``history.jsonl``: every completed evaluation) and ``export/``. A run on
+several processes also has ``accelerate.json`` (how they were launched), ``workers.log`` (what they printed),
+``stop-request`` while they are asked to stop, and ``worker-N.error`` for a worker that failed.
 
 Every JSON file is written atomically (temp file + rename), and ``metrics.jsonl`` is appended and
 flushed at every log step (``eval/history.jsonl`` at every evaluation), so a killed kernel leaves readable
@@ -48,6 +50,9 @@ _KEPT = "kept.json"
 """Inside ``adapter/``: the validation score that chose it (absent when no validation did)."""
 _EVAL_HISTORY = "eval/history.jsonl"
 """Every completed evaluation, one EvalRecord a line, appended: a re-evaluation replaces its summary, not this."""
+_STOP = "stop-request"
+"""Present while the run's workers are asked to stop (the kernel cannot signal a step end across processes)."""
+_WORKER_ERROR = "worker-{rank}.error"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _ROOT_OPTION = "--runs-dir, or $JUPYTER_FINETUNE_RUNS"
 """Where a user chooses another run store."""
@@ -284,6 +289,39 @@ class Run:
     def write_error(self, text: str) -> None:
         """The traceback of a failed run, kept beside its status for whoever debugs it."""
         write_text_atomic(self.path / "error.txt", text)
+
+    @property
+    def launch_config_file(self) -> Path:
+        """accelerate's config for this run's data-parallel workers (engine.launch)."""
+        return self.path / "accelerate.json"
+
+    @property
+    def workers_log(self) -> Path:
+        """What the launcher and its workers printed: the place to look when a worker died without a word."""
+        return self.path / "workers.log"
+
+    def request_stop(self) -> None:
+        """Asks the run's worker processes (another process group, maybe another machine) to stop at the next step."""
+        write_text_atomic(self.path / _STOP, f"{time.time()}\n")
+
+    def stop_requested(self) -> bool:
+        return (self.path / _STOP).exists()
+
+    def clear_worker_records(self) -> None:
+        """A new launch: no stop request or worker failures of an earlier one."""
+        (self.path / _STOP).unlink(missing_ok=True)
+        for old in self.path.glob(_WORKER_ERROR.format(rank="*")):
+            old.unlink()
+
+    def write_worker_error(self, rank: int, message: str, text: str) -> None:
+        """Why worker ``rank`` failed: its one-line message, then its traceback."""
+        write_text_atomic(self.path / _WORKER_ERROR.format(rank=rank), f"{message}\n{text}")
+
+    def worker_errors(self) -> dict[int, str]:
+        """Each failed worker's one-line message, by rank, oldest failure first."""
+        found = sorted(self.path.glob(_WORKER_ERROR.format(rank="*")), key=lambda path: path.stat().st_mtime)
+        return {int(path.stem.rpartition("-")[2]): path.read_text(errors="replace").partition("\n")[0]
+                for path in found}
 
     def evaluation_file(self, data_version: str) -> Path:
         return self.path / f"eval/{data_version}.json"
