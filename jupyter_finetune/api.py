@@ -18,7 +18,7 @@ from .data import DEFAULT_MAX_LENGTH
 # the choices each option takes, and the errors a user can fix (FinetuneError; a DataError also lists
 # its problems; path_problem words an OSError the user can fix). None of these imports torch.
 from .data import FORMATS, DataError
-from .engine.config import BACKENDS, PRESETS, QUANTS
+from .engine.config import BACKENDS, PRESETS, QUANTS, STRATEGIES
 from .errors import FinetuneError, InvalidValue, path_problem
 from .export.result import KINDS as EXPORT_KINDS
 from .export.result import QUANTS as GGUF_QUANTS
@@ -26,7 +26,7 @@ from .models.aliases import DEFAULT_MODEL
 from .models.memory import METHODS
 
 __all__ = ["BACKENDS", "DEFAULT_MODEL", "EXPORT_KINDS", "FORMATS", "GGUF_QUANTS", "METHODS", "PRESETS", "QUANTS",
-           "SPLITS", "DataError", "FinetuneError", "chat", "chat_session", "compare_runs", "data_spec", "eval_history",
+           "SPLITS", "STRATEGIES", "DataError", "FinetuneError", "chat", "chat_session", "compare_runs", "data_spec", "eval_history",
            "evaluate", "example_data", "export", "join_training", "load_data", "plan", "prepare_training", "runs", "stop",
            "train", "train_async"]
 

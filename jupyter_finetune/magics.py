@@ -148,6 +148,10 @@ class FinetuneMagics(Magics):
               help="Stop once the validation score stops improving (default: on when no --epochs/--steps).")
     @argument("--no-early-stopping", dest="early_stopping", action="store_false")
     @argument("--patience", type=int, help="Validations without a better score before stopping (default 3).")
+    @argument("--gpus", metavar="N|all",
+              help="Data-parallel worker processes, one per GPU, launched by accelerate (default 1).")
+    @argument("--strategy", choices=api.STRATEGIES,
+              help="With --gpus: ddp (a whole copy on each GPU; default) or fsdp (weights sharded across them).")
     @argument("--background", action="store_true", help="Return at once; the dashboard keeps updating.")
     @argument("--resume", metavar="RUN", help="Continue RUN from its last checkpoint.")
     @argument("--overwrite", action="store_true", help="Replace an existing run of the same name.")
@@ -180,7 +184,7 @@ class FinetuneMagics(Magics):
         settings = {k: getattr(args, k) for k in ("model", "epochs", "steps", "batch_size", "grad_accum", "lr", "rank",
                                                   "alpha", "dropout", "target_modules", "max_length", "seed", "quant",
                                                   "backend", "report_to", "gradient_checkpointing", "save_steps",
-                                                  "validation", "early_stopping", "patience")}
+                                                  "validation", "early_stopping", "patience", "gpus", "strategy")}
         return data, dict(name=args.name, preset=args.preset, resume=args.resume, overwrite=args.overwrite,
                           runs_dir=self._runs_dir(args), background=args.background, **settings)
 

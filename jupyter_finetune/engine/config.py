@@ -100,6 +100,8 @@ class TrainConfig:
                                      ("strategy", self.strategy, STRATEGIES)):
             if value not in allowed:
                 problems.append(f"{name} {value!r} is not one of {', '.join(allowed)}")
+        if self.strategy == "fsdp" and self.gpus is not None and self.gpus < 2:
+            problems.append("strategy fsdp shards the model across GPUs: give gpus 2 or more (or leave strategy out)")
         problems += [f"report_to {r!r} is not one of {', '.join(REPORTERS)}" for r in self.report_to if r not in REPORTERS]
         if problems:
             raise ConfigError("invalid training settings:\n  - " + "\n  - ".join(problems))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 
 FSDP_CONFIG = {
     # accelerate's FSDP plugin as peft documents it for LoRA/QLoRA: one unit per decoder layer, weights
@@ -50,6 +50,23 @@ class Launch:
         if world < 2:
             return None
         return cls(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def worker_count(value: int | str | None) -> int | None:
+    """``--gpus``: a number, or ``all`` for every GPU this kernel sees (None: not given)."""
+    if value is None or isinstance(value, int):
+        return value
+    if value.strip().isdigit():
+        return int(value)
+    if value.strip() != "all":
+        raise ConfigError(f"--gpus {value!r}: give a number of GPUs, e.g. --gpus 2, or all")
+    import torch
+
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if not visible:
+        raise ConfigError("--gpus all: this kernel sees no GPU; leave --gpus out to train here, or give a number "
+                          "to check the multi-process path with that many CPU processes")
+    return visible
 
 
 def accelerate_config(processes: int, strategy: str, machines: int = 1) -> dict[str, Any]:

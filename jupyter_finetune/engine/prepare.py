@@ -9,6 +9,7 @@ rank 0 makes the run, and each rank returns its own part of it.
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import replace
 from typing import Any
 
@@ -23,7 +24,7 @@ from ..runs.store import ACTIVE
 from .backends import select_backend
 from .config import ConfigError, TrainConfig, build_config
 from .job import TrainJob
-from .launch import Launch
+from .launch import Launch, worker_count
 from .supervise import WorkerJob
 from .validation import MakeValidator
 
@@ -54,6 +55,7 @@ def _new(store: RunStore, data: FtDataset | None, name: str | None, preset: str,
         raise ConfigError("give the data to train on: a data set made by %ft_data / load_data")
     if settings.get("max_length") is None:
         settings["max_length"] = data.max_length
+    settings["gpus"] = worker_count(settings.get("gpus"))
     model = settings.pop("model", None) or data.model
     config = build_config(preset, model=model, **with_saved_quantization(model, settings))
     split = data.validation_split(config.validation, MOST_VALIDATION_ROWS)
@@ -92,15 +94,18 @@ def join_training(store: RunStore, name: str, data: FtDataset | None = None, cal
                   validator: MakeValidator | None = None) -> TrainJob:
     """This process's part of a run prepared by rank 0 or by the notebook (%ft_train --gpus N), continued
     from its last checkpoint when it has one; the run's own settings and, unless given, its copy of the data."""
-    run = store.get(name)
-    config = TrainConfig.from_dict(run.settings().train)
-    if data is None:
-        data = restore(run.manifest(), run.data_rows(), load_tokenizer(config.model))
-    backend, _ = select_backend(config)
-    point = run.resume_point()
-    return TrainJob(run, data, config, resolve_model(config.model).path, backend, [], resume=point,
-                    callbacks=callbacks, split=data.validation_split(config.validation, MOST_VALIDATION_ROWS),
-                    validator=validator, launch=Launch.current())
+    run, launch = store.get(name), Launch.current()
+    try:
+        config = TrainConfig.from_dict(run.settings().train)
+        if data is None:
+            data = restore(run.manifest(), run.data_rows(), load_tokenizer(config.model))
+        backend, _ = select_backend(config)
+        return TrainJob(run, data, config, resolve_model(config.model).path, backend, [], resume=run.resume_point(),
+                        callbacks=callbacks, split=data.validation_split(config.validation, MOST_VALIDATION_ROWS),
+                        validator=validator, launch=launch)
+    except Exception as exc:  # the kernel reports a worker's failure in the worker's words
+        run.write_worker_error(launch.rank if launch else 0, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        raise
 
 
 def with_length(config: TrainConfig, split: ValidationSplit) -> tuple[TrainConfig, str]:

@@ -112,17 +112,17 @@ class WorkerJob(TrainJob):
             self._finish("failed", self._failure(returncode), None)
 
     def _failure(self, returncode: int) -> str:
-        """The first failed worker's own message; else torchrun's account of it; else the launcher's exit code."""
+        """The worker that failed first, as torchrun observed it, in its own words where it left them (the
+        others' errors are mostly their broken connections to it); else the launcher's exit code."""
         n, log = self.config.gpus, self.run.workers_log
         errors = self.run.worker_errors()
-        if errors:
-            rank, message = next(iter(errors.items()))
-            return f"worker {rank} of {n} failed: {message}; the others were stopped (output: {log})"
-        text = log.read_text(errors="replace") if log.exists() else ""
-        found = _ROOT_CAUSE.search(text)
+        found = _ROOT_CAUSE.search(log.read_text(errors="replace") if log.exists() else "")
+        first = int(found.group(1)) if found else next(iter(errors), None)
+        if first in errors:
+            return f"worker {first} of {n} failed: {errors[first]}; the others were stopped (output: {log})"
         if found:
-            rank, code, why = found.groups()
-            return (f"worker {rank} of {n} died (exit code {code}: {why.strip()}); the others were stopped "
+            _, code, why = found.groups()
+            return (f"worker {first} of {n} died (exit code {code}: {why.strip()}); the others were stopped "
                     f"(output: {log})")
         if returncode == 0:
             return f"the workers exited without finishing the run (output: {log})"
