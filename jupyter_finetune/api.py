@@ -220,12 +220,15 @@ def chat(run: str, message: str, *, system: str | None = None, runs_dir: str | P
 
 def export(run: str, to: str = "adapter", *, quant: str | None = None, out: str | Path | None = None,
            overwrite: bool = False, runs_dir: str | Path | None = None) -> Any:
-    """Write a trained run as its adapter (with a model card), merged safetensors, a GGUF file or an Ollama folder.
+    """Write a trained run as its adapter (with a model card), merged safetensors, a GGUF file or an Ollama folder;
+    or any prepared run as a script folder that trains it again elsewhere (train.py, its data, accelerate's
+    config, a SLURM file and a README with the commands).
 
-    ``to`` is adapter, merged, gguf or ollama; ``quant`` (f16, q8_0, q4_k_m, q5_k_m or q6_k; default f16 for
+    ``to`` is adapter, merged, gguf, ollama or script; ``quant`` (f16, q8_0, q4_k_m, q5_k_m or q6_k; default f16 for
     gguf, q4_k_m for ollama) applies to gguf and ollama.
     Exports go into the run's own export folder unless ``out`` is given, and are recorded with the
-    run. Returns an ExportResult (files, notes, and for ollama the ``ollama create`` command).
+    run. Returns an ExportResult (files, notes, and the command to run next: ``ollama create`` for ollama,
+    ``accelerate launch`` for script).
     Raises ExportExists for an existing target unless ``overwrite``, and ExportError (a ValueError)
     for what this run or model cannot be exported as, before weights load.
     """

@@ -288,7 +288,7 @@ class FinetuneMagics(Magics):
         return api.compare_runs(args.names, self._runs_dir(args)) if args.names else api.runs(self._runs_dir(args))
 
     @magic_arguments()
-    @argument("run", help="A trained run (it needs its adapter).")
+    @argument("run", help="A trained run (it needs its adapter; --to script needs only its settings and data).")
     @argument("--message", help="Send this one message and show both answers (the form for a plain terminal).")
     @argument("--system", help="System prompt (default: the one most training rows share; '' for none).")
     @argument("--max-new-tokens", type=int, help="Longest answer in tokens (default 128).")
@@ -321,9 +321,10 @@ class FinetuneMagics(Magics):
         return text
 
     @magic_arguments()
-    @argument("run", help="A trained run (it needs its adapter).")
+    @argument("run", help="A trained run (it needs its adapter; --to script needs only its settings and data).")
     @argument("--to", default="adapter", choices=api.EXPORT_KINDS,
-              help="adapter (with a model card), merged safetensors, a GGUF file, or a folder for ollama create.")
+              help="adapter (with a model card), merged safetensors, a GGUF file, a folder for ollama create, or "
+                   "a script folder that trains the run again elsewhere (accelerate, torchrun, SLURM).")
     @argument("--quant", choices=api.GGUF_QUANTS,
               help="GGUF weights, for gguf and ollama (default f16 for gguf, q4_k_m for ollama).")
     @argument("--out", metavar="DIR", help="Where to write (default: ft_runs/RUN/export/KIND).")

@@ -1,4 +1,5 @@
-"""Export a run: its adapter with a model card, merged safetensors, a GGUF file, or an Ollama folder.
+"""Export a run: its adapter with a model card, merged safetensors, a GGUF file, an Ollama folder, or a
+script folder that trains it again on other machines (accelerate, torchrun, SLURM).
 
 The package itself is callable, so that ``jupyter_finetune.export("tickets-v1", "gguf")`` works
 while ``jupyter_finetune.export`` stays an ordinary package for imports and dotted paths.

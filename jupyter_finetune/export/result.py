@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import FinetuneError
 
-KINDS = ("adapter", "merged", "gguf", "ollama")
+KINDS = ("adapter", "merged", "gguf", "ollama", "script")
 QUANTS = ("f16", "q8_0", "q4_k_m", "q5_k_m", "q6_k")
 DEFAULT_QUANT = {"gguf": "f16", "ollama": "q4_k_m"}
 """What --quant is when not given: a lossless file for gguf (to quantize further), the size Ollama users pull."""
@@ -36,14 +36,14 @@ class ExportResult:
     run: str
     kind: str
     path: Path
-    """The folder (adapter, merged, ollama) or the .gguf file (gguf)."""
+    """The folder (adapter, merged, ollama, script) or the .gguf file (gguf)."""
     files: tuple[ExportedFile, ...]
     quant: str | None = None
-    """One of QUANTS for gguf and ollama; None for adapter and merged."""
+    """One of QUANTS for gguf and ollama; None for the other kinds."""
     notes: tuple[str, ...] = ()
     """Things the user should know, e.g. which base weights a quantized run was merged into."""
     command: str | None = None
-    """The shell command that finishes the job (ollama create), if there is one."""
+    """The shell command that finishes the job (ollama create, accelerate launch), if there is one."""
     created: float = field(default=0.0, compare=False)
 
     @property

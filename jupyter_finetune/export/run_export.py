@@ -1,4 +1,5 @@
-"""One export of a run: checks first (kind, quant, target, architecture, chat template), then weights."""
+"""One export of a run: checks first (kind, quant, target, architecture, chat template), then weights (or, for a
+script, the run's settings and data)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .merge import merged_dtype, merged_weights, save_merged
 from .ollama import Modelfile, create_command, shared_system_prompt, stop_sequences
 from .ollama_template import chat_layout
 from .result import DEFAULT_QUANT, KINDS, QUANTS, ExportError, ExportResult
+from .script import ScriptSource, write_script
 from .source import RunSource
 from .targets import MARKER, claim, gguf_name, listing, publish, staging, target_path
 
@@ -28,7 +30,7 @@ _NOT_COPIED = ("training_args.bin", "README.md")
 
 def export_run(run: Run, kind: str = "adapter", *, quant: str | None = None, out: str | Path | None = None,
                overwrite: bool = False) -> ExportResult:
-    """Write the run as ``kind`` (adapter, merged, gguf, ollama) and record it in the run store.
+    """Write the run as ``kind`` (adapter, merged, gguf, ollama, script) and record it in the run store.
 
     ``quant`` None: f16 for gguf, q4_k_m for ollama (DEFAULT_QUANT)."""
     if kind not in KINDS:
@@ -36,7 +38,7 @@ def export_run(run: Run, kind: str = "adapter", *, quant: str | None = None, out
     quant = quant or DEFAULT_QUANT.get(kind, "f16")
     if quant not in QUANTS:
         raise ExportError(f"--quant {quant!r}: use one of {', '.join(QUANTS)} (quantize further with llama.cpp)")
-    source = RunSource.of(run)
+    source = ScriptSource.of(run) if kind == "script" else RunSource.of(run)
     target = target_path(run, kind, quant, out)
     claim(target, overwrite)
     if kind in ("gguf", "ollama"):
@@ -101,6 +103,10 @@ def _ollama(source: RunSource, folder: Path, quant: str, target: Path) -> tuple[
     return notes, create_command(source.run.name, target)
 
 
+def _script(source: ScriptSource, folder: Path, quant: str, target: Path) -> tuple[tuple[str, ...], str]:
+    return write_script(source, folder, target)
+
+
 def _write_gguf(source: RunSource, tokenizer: Any, path: Path, quant: str) -> None:
     """The vocabulary is read (and may be refused) before the weights load."""
     config = getattr(source.base_config, "text_config", source.base_config)  # multimodal: its language model
@@ -116,4 +122,5 @@ def _quantized_note(source: RunSource) -> tuple[str, ...]:
             "weights",)
 
 
-_WRITERS = {"adapter": _adapter, "merged": _merged, "gguf": _gguf, "ollama": _ollama}
+_WRITERS: dict[str, Any] = {"adapter": _adapter, "merged": _merged, "gguf": _gguf, "ollama": _ollama,
+                             "script": _script}

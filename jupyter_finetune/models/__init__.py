@@ -2,7 +2,7 @@
 
 from .aliases import ALIASES, DEFAULT_MODEL, ModelNotFound
 from .cache import cache_dir
-from .resolve import ResolvedModel, load_config, load_tokenizer, resolve_model, saved_quantization
+from .resolve import ResolvedModel, load_config, load_tokenizer, resolve_model, saved_quantization, spec_kind
 
 __all__ = ["ALIASES", "DEFAULT_MODEL", "ModelNotFound", "ResolvedModel", "cache_dir", "load_config", "load_tokenizer",
-           "resolve_model", "saved_quantization"]
+           "resolve_model", "saved_quantization", "spec_kind"]

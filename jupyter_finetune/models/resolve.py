@@ -50,6 +50,17 @@ def resolve_model(spec: str) -> ResolvedModel:
                         "a .gguf file, or a hub id (owner/name)")
 
 
+def spec_kind(spec: str) -> Literal["alias", "folder", "gguf", "hub"]:
+    """What ``spec`` names, as ``resolve_model`` would take it here, without loading or downloading anything:
+    for saying where a model comes from on another machine (export.script)."""
+    if spec in ALIASES:
+        return "alias"
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf" and not path.is_dir():
+        return "gguf"
+    return "folder" if path.exists() or not _HUB_ID.fullmatch(spec) else "hub"
+
+
 def _checked_folder(folder: Path) -> Path:
     """Refuse a folder that transformers could not load, naming every missing piece at once."""
     missing = [] if (folder / "config.json").is_file() else ["config.json"]
