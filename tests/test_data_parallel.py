@@ -159,6 +159,21 @@ def test_the_magic_trains_on_two_processes_and_refuses_what_cannot_run(shell, sh
     assert "completed at step 2" in out and "2 CPU processes" in run.settings().backend
     for line, says in (("--gpus all", "sees no GPU"), ("--gpus two", "give a number of GPUs"),
                        ("--strategy fsdp", "give gpus 2 or more"),
-                       ("--gpus 2 --backend unsloth", "unsloth trains on one GPU here")):
+                       ("--gpus 2 --backend unsloth", "unsloth trains on one GPU here"),
+                       ("--gpus 2 --strategy fsdp", "CPU processes cannot shard")):
         with pytest.raises(UsageError, match=says):  # a UsageError: one message, no traceback
             shell.run_line_magic("ft_train", f"tickets --steps 2 {line}")
+
+
+def test_validation_scores_on_rank_0_and_every_process_follows_its_early_stop(tickets, tmp_path):
+    events = []
+    job = api.prepare_training(tickets, runs_dir=tmp_path / "runs", name="v", gpus=2, steps=300,
+                               **{**SETTINGS, "validation": 0.2, "early_stopping": True, "patience": 1, "lr": 1e-6})
+    job.listeners.append(events.append)
+    result = job.train()
+    validations = [e for e in events if e["event"] == "validation"]
+    assert result.status == "completed" and len(validations) >= 2, (result, validations)
+    # lr 1e-6: the score cannot improve, so the second validation stops the run (its interval widens to keep
+    # validation within 10% of the training time, which on this tiny model puts it well before step 300)
+    assert "stopped early" in result.message and result.step < 300
+    assert job.run.kept_adapter() is not None and not _alive(job.pids)

@@ -325,6 +325,9 @@ def _data_parallel(config: TrainConfig, cuda: bool) -> tuple[Backend, str]:
         raise ConfigError("--quant 8bit cannot be sharded by FSDP (bitsandbytes 8-bit weights): use --quant 4bit "
                           "(QLoRA under FSDP) or --strategy ddp")
     how = "DDP, a whole copy on each" if strategy == "ddp" else "FSDP, weights sharded across them"
+    if not cuda and strategy == "fsdp":  # accelerate would quietly train CPU processes as DDP
+        raise ConfigError("--strategy fsdp shards the model across GPUs, and this kernel has none: accelerate's CPU "
+                          "processes cannot shard; use --strategy ddp here")
     if not cuda:
         _check_trl_on_cpu()
         return HFBackend(), (f"hf: no CUDA GPU, so {n} CPU processes (gloo) through accelerate ({how}): this "

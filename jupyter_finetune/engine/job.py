@@ -39,7 +39,7 @@ from .backends import Backend, cuda_available
 from .callbacks import CHECKPOINT_EVERY_S, CheckpointTimer, EventCallback
 from .config import TrainConfig, steps_per_epoch
 from .events import Event, Listener
-from .launch import Launch
+from .launch import FSDP_CONFIG, Launch
 from .ranks import AgreeOnControl, SupervisorLink
 from .validation import MakeValidator, ValidationCallback, ValidationPlan, validation_every
 
@@ -83,8 +83,15 @@ def sft_config(dataset: FtDataset, config: TrainConfig, output_dir: Path, split:
         **checkpointing,  # TRL's own default is on
         bf16=cuda and torch.cuda.is_bf16_supported(), fp16=cuda and not torch.cuda.is_bf16_supported(),
         use_cpu=not cuda, report_to=list(config.report_to), disable_tqdm=True, dataloader_num_workers=0,
-        **({"ddp_find_unused_parameters": False} if launched else {}),  # every LoRA weight takes part in each step
+        **_parallel(config) if launched else {},
     )
+
+
+def _parallel(config: TrainConfig) -> dict[str, Any]:
+    """The Trainer's own data-parallel settings, so that a bare torchrun launch trains as accelerate's config says."""
+    if config.strategy == "fsdp":
+        return {"fsdp": "full_shard auto_wrap", "fsdp_config": dict(FSDP_CONFIG)}
+    return {"ddp_find_unused_parameters": False}  # every LoRA weight takes part in each step
 
 
 class TrainJob:
