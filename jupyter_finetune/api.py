@@ -26,9 +26,9 @@ from .models.aliases import DEFAULT_MODEL
 from .models.memory import METHODS
 
 __all__ = ["BACKENDS", "DEFAULT_MODEL", "EXPORT_KINDS", "FORMATS", "GGUF_QUANTS", "METHODS", "PRESETS", "QUANTS",
-           "SPLITS", "STRATEGIES", "DataError", "FinetuneError", "chat", "chat_session", "compare_runs", "data_spec", "eval_history",
-           "evaluate", "example_data", "export", "load_data", "plan", "prepare_training", "runs", "stop", "train",
-           "train_async"]
+           "SPLITS", "STRATEGIES", "DataError", "FinetuneError", "chat", "chat_session", "compare_runs", "data_spec",
+           "eval_history", "evaluate", "example_data", "export", "load_data", "plan", "prepare_training", "runs",
+           "stop", "train", "train_async"]
 
 SPLITS = ("test", "train")
 

@@ -262,7 +262,8 @@ def test_per_gpu_memory_for_8b_at_two_gpus_ddp_a_whole_copy_each_fsdp_sharded():
         one.weights // 2, one.lora // 2, one.gradients // 2, one.optimizer // 2)
     assert fsdp.gathered == root * 2 + 2 * (block * 2 + lora // 32)
     assert (fsdp.activations, fsdp.logits, fsdp.recomputed) == (one.activations, one.logits, one.recomputed)
-    assert fsdp.total < 0.75 * ddp.total and fsdp.total < 0.95 * 15 * GIB < one.total  # 12.8 GiB fits a T4; 17.8 GiB not
+    # 12.8 GiB per GPU fits a T4; 17.8 GiB on one does not
+    assert fsdp.total < 0.75 * ddp.total and fsdp.total < 0.95 * 15 * GIB < one.total
     with pytest.raises(ValueError, match="8-bit cannot be sharded"):
         estimate_memory(shape, **step, quant="8bit", gpus=2, sharded=True)
 
