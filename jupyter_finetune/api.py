@@ -26,9 +26,9 @@ from .models.aliases import DEFAULT_MODEL
 from .models.memory import METHODS
 
 __all__ = ["BACKENDS", "DEFAULT_MODEL", "EXPORT_KINDS", "FORMATS", "GGUF_QUANTS", "METHODS", "PRESETS", "QUANTS",
-           "SPLITS", "STRATEGIES", "DataError", "FinetuneError", "chat", "chat_session", "compare_runs", "data_spec", "eval_history",
-           "evaluate", "example_data", "export", "join_training", "load_data", "plan", "prepare_training", "runs", "stop",
-           "train", "train_async"]
+           "SPLITS", "STRATEGIES", "DataError", "FinetuneError", "chat", "chat_session", "compare_runs", "data_spec",
+           "eval_history", "evaluate", "example_data", "export", "join_training", "load_data", "plan",
+           "prepare_training", "runs", "stop", "train", "train_async"]
 
 SPLITS = ("test", "train")
 
@@ -66,17 +66,22 @@ def load_data(name: str, source: Any, *, format: str = "auto", split: float | An
 
 
 def plan(model: str | None = None, data: Any = None, *, gpu: str | None = None, method: str = "lora",
-         preset: str = "balanced", **settings: Any) -> Any:
+         preset: str = "balanced", gpus: int | str | None = None, strategy: str | None = None,
+         **settings: Any) -> Any:
     """Peak GPU memory by component, which GPUs it fits, time and cost per epoch, and settings that fit.
 
     Reads only the model's config (no weights). ``settings`` are TrainConfig fields (batch_size,
     max_length, rank, quant, gradient_checkpointing, ...) filled from ``preset`` as %ft_train fills
     them; max length defaults to the data's. Without ``data`` there is no time or cost. The
-    recommendation is for ``gpu`` (default: this kernel's GPU, else a T4).
+    recommendation is for ``gpu`` (default: this kernel's GPU, else a T4). ``gpus`` (a number, or
+    "all" for every GPU this kernel sees) plans data-parallel training with ``strategy`` ddp (a whole
+    copy per GPU) or fsdp (sharded): memory is then per GPU, time for them all together. Without
+    ``gpus``, the recommendation may use every GPU this kernel sees (Kaggle's two T4s) where it pays.
     """
     from .engine.plan import plan_training
 
-    return plan_training(model, data, gpu=gpu, method=method, preset=preset, **settings)
+    return plan_training(model, data, gpu=gpu, method=method, preset=preset, gpus=gpus, strategy=strategy,
+                         **settings)
 
 
 def prepare_training(data: Any = None, *, name: str | None = None, preset: str = "balanced",

@@ -205,6 +205,10 @@ class FinetuneMagics(Magics):
     @argument("--gradient-checkpointing", action="store_true", default=None)
     @argument("--preset", default="balanced", choices=list(api.PRESETS))
     @argument("--gpu", help="GPU to recommend settings for (default: this kernel's, else T4): T4, L4, A10G, A100-80, H100, ...")
+    @argument("--gpus", metavar="N|all", help="Plan data-parallel training on N of them (all: every GPU this kernel "
+                                               "sees); default: one, with advice on using all this kernel sees.")
+    @argument("--strategy", choices=api.STRATEGIES,
+              help="With --gpus: ddp (a whole copy per GPU, the default) or fsdp (weights sharded across them).")
     @line_magic
     @user_errors()
     def ft_plan(self, line: str) -> Any:
@@ -213,7 +217,7 @@ class FinetuneMagics(Magics):
         data = None if args.data is None else self._data_set(args.data)
         return api.plan(args.model, data, gpu=args.gpu, method=args.method, preset=args.preset, quant=args.quant,
                         batch_size=args.batch_size, max_length=args.max_length, rank=args.rank,
-                        gradient_checkpointing=args.gradient_checkpointing)
+                        gradient_checkpointing=args.gradient_checkpointing, gpus=args.gpus, strategy=args.strategy)
 
     @magic_arguments()
     @argument("run", nargs="?", help="The run to stop (default: every run training in this kernel).")

@@ -14,7 +14,7 @@ from jupyter_finetune.engine import build_config
 from jupyter_finetune.engine.plan import build_plan, candidate_lengths
 from jupyter_finetune.models.gpus import GIB, UnknownGpu, gpu_table
 from jupyter_finetune.models.memory import CPU_FP32, CUDA_OVERHEAD_BYTES, GPU_16BIT, ModelShape, estimate_memory
-from jupyter_finetune.models.speed import MFU
+from jupyter_finetune.models.speed import DDP_EFFICIENCY_NVLINK, DDP_EFFICIENCY_PCIE, FSDP_EFFICIENCY_PCIE, MFU
 
 # hidden 64, intermediate 128, 2 layers, 4 heads of 16, 2 KV heads, vocab 1000, untied lm_head
 H, I, L, Q, KV, V, R = 64, 128, 2, 64, 32, 1000, 8
@@ -145,10 +145,13 @@ def test_cpu_estimate_is_within_15_percent_of_a_measured_lora_step(tmp_path, che
         f"estimated {step / 2**20:.1f} MiB for the step, measured {measured['peak'] / 2**20:.1f} MiB")
 
 
+LLAMA_8B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192)
+"""Llama-3-8B's shape (untied lm_head)."""
+
+
 def test_8b_model_needs_4bit_and_checkpointing_on_a_t4():
-    shape = ModelShape.from_config(tiny_config(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                                               num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
-                                               max_position_embeddings=8192))
+    shape = ModelShape.from_config(tiny_config(**LLAMA_8B))
     table = gpu_table()
     plan = build_plan("llama-3-8b", shape, build_config("balanced", max_length=1024), "lora", table.get("T4"), table,
                       fixed_length=True)
@@ -239,3 +242,133 @@ def test_plan_renders_as_html(tiny_model_dir):
 
     html = api.plan(str(tiny_model_dir), gpu="H100", batch_size=2)._repr_html_()
     assert html.count("<table") == 2 and "LoRA parameters" in html and "Recommended for H100: batch 2" in html
+
+
+def test_per_gpu_memory_for_8b_at_two_gpus_ddp_a_whole_copy_each_fsdp_sharded():
+    """DDP: everything of one GPU plus buckets the size of the trainable gradients. FSDP: weights, adapters,
+    gradients and optimizer states halved, plus the root unit (embeddings, lm_head, final norm) and two
+    decoder blocks unsharded at once; activations and logits per GPU as on one."""
+    shape = ModelShape.from_config(tiny_config(**LLAMA_8B))
+    step = dict(batch_size=1, max_length=1024, rank=16, checkpointing=True)
+    one = estimate_memory(shape, **step)
+    ddp = estimate_memory(shape, **step, gpus=2)
+    fsdp = estimate_memory(shape, **step, gpus=2, sharded=True)
+    block = 218_103_808 + 2 * 4096  # q k v o gate up down, two norms
+    root = 2 * 128256 * 4096 + 4096  # embeddings, lm_head, final norm
+    assert (shape.layer_parameters, shape.root_parameters) == (block, root)
+    lora = shape.lora_parameters(16) * 4
+    assert ddp.buckets == one.gradients == lora and ddp.total == one.total + lora >= one.total
+    assert (fsdp.weights, fsdp.lora, fsdp.gradients, fsdp.optimizer) == (
+        one.weights // 2, one.lora // 2, one.gradients // 2, one.optimizer // 2)
+    assert fsdp.gathered == root * 2 + 2 * (block * 2 + lora // 32)
+    assert (fsdp.activations, fsdp.logits, fsdp.recomputed) == (one.activations, one.logits, one.recomputed)
+    # 12.8 GiB per GPU fits a T4; 17.8 GiB on one does not
+    assert fsdp.total < 0.75 * ddp.total and fsdp.total < 0.95 * 15 * GIB < one.total
+    with pytest.raises(ValueError, match="8-bit cannot be sharded"):
+        estimate_memory(shape, **step, quant="8bit", gpus=2, sharded=True)
+
+
+LONG_JOB = Lengths([400] * 2000, [100] * 2000)  # 2,000 examples of 400 tokens: about half an hour for 8B on a T4
+
+
+def plan_8b(gpu: str, lengths: Lengths | None = LONG_JOB, available: int = 1, **settings):
+    table = gpu_table()
+    config = build_config("balanced", max_length=512, epochs=1, **settings)
+    return build_plan("llama-3-8b", ModelShape.from_config(tiny_config(**LLAMA_8B)), config, "lora", table.get(gpu),
+                      table, lengths, fixed_length=True, fixed_quant="quant" in settings,
+                      fixed_gpus="gpus" in settings, fixed_strategy="strategy" in settings, available=available)
+
+
+@pytest.mark.parametrize("gpu, strategy, efficiency", [("T4", "ddp", DDP_EFFICIENCY_PCIE),
+                                                       ("H100", "ddp", DDP_EFFICIENCY_NVLINK),
+                                                       ("T4", "fsdp", FSDP_EFFICIENCY_PCIE)])
+def test_two_gpus_halve_the_steps_and_take_one_gpus_time_over_two_times_the_efficiency(gpu, strategy, efficiency):
+    plan = plan_8b(gpu, quant="4bit", gradient_checkpointing=True, batch_size=4, gpus=2, strategy=strategy)
+    alone = plan_8b(gpu, quant="4bit", gradient_checkpointing=True, batch_size=4).schedule
+    s = plan.schedule
+    assert (alone.steps_per_epoch, s.steps_per_epoch) == (500, 250)  # 2,000 examples, 4 a step on each GPU
+    assert s.one_gpu_seconds_per_epoch == alone.seconds_per_epoch
+    assert s.seconds_per_epoch == pytest.approx(alone.seconds_per_epoch / (2 * efficiency))
+    assert 0.5 < s.seconds_per_epoch / alone.seconds_per_epoch < 0.85
+    assert s.gpu_usd == pytest.approx(2 * plan.gpu.usd_per_hour * s.seconds_per_epoch / 3600)
+    assert f"time on 2 {gpu}s ({strategy.upper()}, {efficiency:.0%} scaling efficiency assumed)" in plan.text()
+
+
+def test_kaggle_two_t4s_recommend_ddp_on_both_when_it_pays():
+    """The kernel sees two T4s and no --gpus was given: 8B QLoRA takes about half an hour on one."""
+    plan = plan_8b("T4", available=2)
+    chosen = plan.recommendation.settings
+    assert (chosen.gpus, chosen.strategy, chosen.quant, chosen.checkpointing) == (2, "ddp", "4bit", True)
+    assert plan.recommendation.schedule.one_gpu_seconds > 20 * 60
+    assert "2 T4s pay: an epoch takes " in plan.advice() and plan.advice().endswith("--gpus 2 --strategy ddp")
+    assert "2 GPUs with DDP: " in plan._repr_html_() and "per GPU, fits a T4" in plan.advice()
+    assert plan_8b("T4").recommendation.settings.gpus == 1  # one GPU to use: no advice about two
+    assert "--gpus" not in plan_8b("T4").advice()
+
+
+def test_a_tiny_job_stays_on_one_t4_even_when_two_are_there(shape):
+    table = gpu_table()
+    plan = build_plan("tiny", shape, build_config("balanced", max_length=256), "lora", table.get("T4"), table,
+                      Lengths([100] * 60, [50] * 60), available=2)
+    assert plan.recommendation.settings.gpus == 1
+    assert "One T4 is enough: the training takes " in plan.advice() and "--gpus 2" not in plan.advice()
+
+
+def test_fsdp_when_no_setting_fits_one_gpu_but_sharded_it_does():
+    """8B in 16 bits (--quant none given) fits no T4 alone; split over two with FSDP it does, DDP it does not."""
+    plan = plan_8b("T4", available=2, quant="none")
+    chosen = plan.recommendation.settings
+    assert (chosen.gpus, chosen.strategy, chosen.quant) == (2, "fsdp", "none") and plan.recommendation.sharded_to_fit
+    assert "It fits no single T4 in any setting searched, but sharded over 2 with FSDP it does: train with " \
+           "--gpus 2 --strategy fsdp (" in plan.advice()
+    assert plan_8b("T4", quant="none").recommendation is None  # one T4, nothing fits: no FSDP to fall back on
+
+
+def test_kernel_with_two_t4s_is_planned_for_both(tiny_model_dir, monkeypatch):
+    """What the kernel sees (torch.cuda.device_count) is what the recommendation may use; --gpus all is all of it."""
+    import torch
+
+    from test_estimate import _kernel_gpu
+
+    _kernel_gpu(monkeypatch, "Tesla T4", 15.6)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    from jupyter_finetune import api
+
+    plan = api.plan(str(tiny_model_dir))
+    assert (plan.gpu.name, plan.available, plan.settings.gpus) == ("T4", 2, 1)
+    assert "Give --data to see whether training on 2 T4s pays" in plan.advice()
+    assert api.plan(str(tiny_model_dir), gpus="all").settings.gpus == 2
+    assert api.plan(str(tiny_model_dir), gpu="H100").available == 1  # not this kernel's GPU
+
+
+def test_plan_magic_with_two_gpus_and_fsdp_shows_memory_per_gpu(shell, tiny_model_dir):
+    with capture_output():
+        shell.run_cell_magic("ft_data", f"tickets --model {tiny_model_dir} --max-length 256", jsonl(good_rows(60)))
+    _, text, _ = run_cell(shell, "%ft_plan --data tickets --gpu T4 --gpus 2 --strategy fsdp --batch-size 4")
+    assert "; per GPU of 2 with FSDP\n" in text and "Fits (total per GPU at most 95%" in text
+    for row in ("FSDP gathered weights", "total with DDP instead", "time on 1 T4",
+                f"time on 2 T4s (FSDP, {FSDP_EFFICIENCY_PCIE:.0%} scaling efficiency assumed)", "2 x T4 at $0.35/h"):
+        assert f"\n{row} " in text
+    assert "Recommended for T4: batch 4, max length 128, 16-bit, 2 GPUs with FSDP: " in text  # 128: the longest row
+    assert "One T4 is enough" in text
+
+
+def test_plan_magic_gpus_all_without_a_gpu_plans_one_and_says_so(shell, tiny_model_dir):
+    _, text, _ = run_cell(shell, f"%ft_plan --model {tiny_model_dir} --gpus all")
+    assert "This kernel sees no GPU, so --gpus all is planned as one." in text and "DDP" not in text
+    with pytest.raises(UsageError, match="--gpus 'two': give a number of GPUs or all"):
+        shell.run_line_magic("ft_plan", f"--model {tiny_model_dir} --gpus two")
+
+
+def test_plan_magic_for_8b_on_two_t4s_with_fsdp_in_16_bit(shell, tiny_model_dir, tmp_path):
+    """A real 8B config (no weights) through the magic: it fits two T4s only sharded."""
+    import shutil
+
+    folder = tmp_path / "llama-8b"
+    shutil.copytree(tiny_model_dir, folder, ignore=shutil.ignore_patterns("*.safetensors", "config.json"))
+    tiny_config(**LLAMA_8B).save_pretrained(folder)
+    _, text, _ = run_cell(shell, f"%ft_plan --model {folder} --gpu T4 --gpus 2 --strategy fsdp --quant none "
+                                 "--max-length 1024")
+    assert "8,030,261,248 parameters" in text and "per GPU of 2 with FSDP" in text
+    assert "16-bit, gradient checkpointing, 2 GPUs with FSDP: " in text
+    assert "It fits no single T4 in any setting searched, but sharded over 2 with FSDP it does" in text

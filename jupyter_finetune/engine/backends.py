@@ -308,12 +308,11 @@ def select_backend(config: TrainConfig, *, training: bool = True) -> tuple[Backe
 def _data_parallel(config: TrainConfig, cuda: bool) -> tuple[Backend, str]:
     """hf for several processes, after refusing what cannot run: more GPUs than visible, unsloth (one GPU
     only in this package: its multi-GPU mode is not verified with our launch), 8-bit weights under FSDP."""
-    import torch
-
+    from ..models.gpus import visible_gpus
     from .launch import Launch
 
     n, strategy = config.gpus, config.strategy
-    visible = torch.cuda.device_count() if cuda else 0
+    visible = visible_gpus()
     if cuda and n > visible and Launch.current() is None:  # launched: the launcher has placed its processes
         raise ConfigError(f"--gpus {n}, but this kernel sees {visible} GPU{'s' * (visible != 1)}: use --gpus "
                           f"{visible} (or --gpus all), or run the exported script (%ft_export RUN --to script) "

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..models.gpus import ALL_GPUS, gpu_count
 from .config import ConfigError, TrainConfig
 
 FSDP_CONFIG = {
@@ -53,20 +54,14 @@ class Launch:
 
 
 def worker_count(value: int | str | None) -> int | None:
-    """``--gpus``: a number, or ``all`` for every GPU this kernel sees (None: not given)."""
-    if value is None or isinstance(value, int):
-        return value
-    if value.strip().isdigit():
-        return int(value)
-    if value.strip() != "all":
-        raise ConfigError(f"--gpus {value!r}: give a number of GPUs, e.g. --gpus 2, or all")
-    import torch
-
-    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if not visible:
+    """``--gpus`` for training: a number, or ``all`` for every GPU this kernel sees (None: not given)."""
+    if value is None:
+        return None
+    count = gpu_count(value)
+    if count == 0 and value == ALL_GPUS:
         raise ConfigError("--gpus all: this kernel sees no GPU; leave --gpus out to train here, or give a number "
                           "to check the multi-process path with that many CPU processes")
-    return visible
+    return count
 
 
 def accelerate_config(processes: int, strategy: str, machines: int = 1) -> dict[str, Any]:

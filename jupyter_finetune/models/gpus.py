@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
 
-from ..errors import FinetuneError
+from ..errors import FinetuneError, InvalidValue
 from .memory import GIB
 
 
@@ -24,6 +24,8 @@ class Gpu:
     bf16_tflops: float
     """Dense bf16 tensor-core peak (fp16 for the T4), before any utilisation factor."""
     usd_per_hour: float
+    nvlink: bool = False
+    """Several of them in one machine talk over NVLink (SXM boards); else over PCIe: slower data parallelism."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ def _key(name: str) -> str:
 @lru_cache(maxsize=1)
 def gpu_table() -> GpuTable:
     raw = json.loads(files(__package__).joinpath("gpus.json").read_text())
-    gpus = {name: Gpu(name, round(g["memory_gib"] * GIB), g["bf16_tflops"], g["usd_per_hour"])
+    gpus = {name: Gpu(name, round(g["memory_gib"] * GIB), g["bf16_tflops"], g["usd_per_hour"], g.get("nvlink", False))
             for name, g in raw["gpus"].items()}
     return GpuTable(raw["as_of"], raw["source"], raw["note"], gpus, raw["cpu"]["usd_per_core_hour"])
 
@@ -105,3 +107,25 @@ def kernel_gpu(table: GpuTable) -> Gpu | None:
         return None
     device = torch.cuda.get_device_properties(0)
     return table.match(device.name, device.total_memory)
+
+
+ALL_GPUS = "all"
+
+
+def visible_gpus() -> int:
+    """The CUDA devices this kernel sees (CUDA_VISIBLE_DEVICES applied): 2 on a Kaggle T4 x2 notebook, 0 on a CPU."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def gpu_count(value: int | str) -> int:
+    """``--gpus N`` or ``--gpus all`` as a number: all is every GPU this kernel sees, 0 where it sees none
+    (the caller says what that means for it)."""
+    if isinstance(value, int):
+        return value
+    if value == ALL_GPUS:
+        return visible_gpus()
+    if value.isdigit():
+        return int(value)
+    raise InvalidValue(f"--gpus {value!r}: give a number of GPUs or {ALL_GPUS}")

@@ -79,6 +79,16 @@ class ModelShape:
         return ((h, q), (h, kv), (h, kv), (q, h), (h, i), (h, i), (i, h))
 
     @property
+    def layer_parameters(self) -> int:
+        """One decoder block: its linears and its two norms (input and post-attention, ``hidden`` each)."""
+        return sum(a * b for a, b in self.layer_linears()) + 2 * self.hidden
+
+    @property
+    def root_parameters(self) -> int:
+        """Everything outside the blocks: embeddings, lm_head (unless tied) and the final norm."""
+        return self.parameters - self.layers * self.layer_parameters
+
+    @property
     def linear_parameters(self) -> int:
         """Weights of the decoder blocks' linears: the part 4-bit quantization shrinks.
 
@@ -125,34 +135,44 @@ class MemoryBreakdown:
     recomputed: int
     """One block's values, rebuilt in the backward pass under gradient checkpointing (else 0)."""
     overhead: int
+    buckets: int = 0
+    """DDP's gradient buckets: a second copy of the trainable gradients, all-reduced from there."""
+    gathered: int = 0
+    """FSDP's unsharded weights alive at once: the root unit and two decoder blocks (see ``estimate_memory``)."""
 
     @property
     def allocated(self) -> int:
         """What the framework allocates at the peak: compare with ``torch.cuda.max_memory_allocated``."""
         return (self.weights + self.lora + self.gradients + self.optimizer + self.activations
-                + max(self.logits, self.recomputed))
+                + max(self.logits, self.recomputed) + self.buckets + self.gathered)
 
     @property
     def total(self) -> int:
         return self.allocated + self.overhead
 
     def rows(self) -> list[tuple[str, int]]:
+        """The components; the data-parallel ones only for a breakdown that has them."""
+        parallel = [("DDP gradient buckets", self.buckets)] if self.buckets else []
+        parallel += [("FSDP gathered weights", self.gathered)] if self.gathered else []
         return [("weights", self.weights), ("LoRA parameters", self.lora), ("gradients", self.gradients),
                 ("optimizer states", self.optimizer), ("activations", self.activations), ("logits", self.logits),
-                ("recomputed block", self.recomputed), ("CUDA overhead", self.overhead)]
+                ("recomputed block", self.recomputed), *parallel, ("CUDA overhead", self.overhead)]
 
 
 def weight_bytes(shape: ModelShape, quant: str, precision: Precision) -> int:
-    """Base weights: 16-bit (or fp32 on CPU) per parameter; quantized blocks' linears when asked.
+    """Base weights: the blocks' (``layer_weight_bytes``) and the rest's (``root_weight_bytes``)."""
+    return shape.layers * layer_weight_bytes(shape, quant, precision) + root_weight_bytes(shape, quant, precision)
+
+
+def layer_weight_bytes(shape: ModelShape, quant: str, precision: Precision) -> int:
+    """One decoder block's weights as stored: 16-bit (or fp32 on CPU) per parameter; quantized linears when asked.
 
     4bit (NF4, double quant): 0.5 byte per weight + 1 byte per 64-weight block + 4 bytes per 256
-    blocks; 8bit (LLM.int8): 1 byte per weight + an fp32 scale per output row. The rest
-    (embeddings, lm_head, norms) is fp32: peft's prepare_model_for_kbit_training, which the hf
-    backend runs on quantized models, upcasts every 16-bit parameter that is not quantized.
+    blocks; 8bit (LLM.int8): 1 byte per weight + an fp32 scale per output row. The block's norms
+    are then fp32, as ``root_weight_bytes`` says why.
     """
     if quant == "none":
-        return shape.parameters * precision.compute_bytes
-    rest = (shape.parameters - shape.linear_parameters) * FP32
+        return shape.layer_parameters * precision.compute_bytes
     quantized = 0
     for n_in, n_out in shape.layer_linears():
         n = n_in * n_out
@@ -161,7 +181,14 @@ def weight_bytes(shape: ModelShape, quant: str, precision: Precision) -> int:
             quantized += math.ceil(n / 2) + blocks + FP32 * math.ceil(blocks / NF4_DOUBLE_QUANT_BLOCK)
         else:
             quantized += n + FP32 * n_out
-    return rest + shape.layers * quantized
+    return quantized + 2 * shape.hidden * FP32
+
+
+def root_weight_bytes(shape: ModelShape, quant: str, precision: Precision) -> int:
+    """Embeddings, lm_head and final norm: never quantized (bitsandbytes replaces only the blocks'
+    linears), and fp32 beside a quantized base: peft's prepare_model_for_kbit_training, which the hf
+    backend runs on quantized models, upcasts every 16-bit parameter that is not quantized."""
+    return shape.root_parameters * (precision.compute_bytes if quant == "none" else FP32)
 
 
 GENERATION_MEMORY_SHARE = 0.5
@@ -192,30 +219,55 @@ def logit_bytes(shape: ModelShape, tokens: int) -> int:
     return tokens * shape.vocab * 3 * FP32
 
 
+FSDP_PREFETCH_BLOCKS = 2
+"""Decoder blocks unsharded at once under FSDP: the one computing and the next, all-gathered ahead (prefetch)."""
+
+
 def estimate_memory(shape: ModelShape, *, batch_size: int, max_length: int, rank: int, quant: str = "none",
-                    method: str = "lora", checkpointing: bool = False,
-                    precision: Precision = GPU_16BIT) -> MemoryBreakdown:
-    """The peak of one step at ``batch_size`` sequences of ``max_length`` tokens (the padded worst case).
+                    method: str = "lora", checkpointing: bool = False, precision: Precision = GPU_16BIT,
+                    gpus: int = 1, sharded: bool = False) -> MemoryBreakdown:
+    """The peak of one step at ``batch_size`` sequences of ``max_length`` tokens (the padded worst case),
+    on each of ``gpus`` data-parallel GPUs.
 
     LoRA: the adapters are fp32 (peft upcasts them), and each trainable fp32 value has an fp32
     gradient and AdamW's two fp32 states. Full fine-tuning trains every parameter, kept in fp32
     (mixed precision's master copy): 4 + 4 + 8 = 16 bytes per parameter, as in the ZeRO paper.
     Activations at compute precision: every block's saved values plus the final norm's input and
     output; with gradient checkpointing, each block's input instead, and one block recomputed.
+
+    Several GPUs each run their own micro-batch, so activations and logits are per GPU as on one.
+    DDP (``sharded`` False) keeps a whole copy of everything on each GPU plus its gradient buckets.
+    FSDP (``sharded``, FULL_SHARD, one unit per decoder block as engine.launch wraps it) keeps 1/N
+    of the weights, adapters, gradients and optimizer states, and unshards units while they compute:
+    ``FSDP_PREFETCH_BLOCKS`` blocks at a time, plus the root unit (embeddings, lm_head, final norm),
+    which FSDP keeps unsharded from the forward pass to the end of the backward one. QLoRA under
+    FSDP stores its 4-bit weights in the compute dtype's storage (bnb_4bit_quant_storage): the same bytes.
     """
     if method not in METHODS:
         raise InvalidValue(f"method {method!r} is not one of {', '.join(METHODS)}")
     if method == "full" and quant != "none":
         raise InvalidValue("full fine-tuning trains every weight, so the base cannot be quantized: use --quant none")
+    if sharded and quant == "8bit":
+        raise InvalidValue("FSDP shards 16-bit or 4-bit (QLoRA) weights; bitsandbytes 8-bit cannot be sharded: "
+                           "use --quant 4bit or none, or --strategy ddp")
     tokens = batch_size * max_length
     if method == "full":
         trainable, weights, lora = shape.parameters, shape.parameters * FP32, 0
+        root, block = shape.root_parameters * FP32, shape.layer_parameters * FP32
     else:
         trainable = shape.lora_parameters(rank)
         weights, lora = weight_bytes(shape, quant, precision), trainable * FP32
-    block = tokens * shape.saved_values_per_token(rank if method == "lora" else None) * precision.compute_bytes
-    kept = tokens * shape.hidden * shape.layers * precision.compute_bytes if checkpointing else block * shape.layers
+        root = root_weight_bytes(shape, quant, precision)
+        block = layer_weight_bytes(shape, quant, precision) + lora // shape.layers
+    saved = tokens * shape.saved_values_per_token(rank if method == "lora" else None) * precision.compute_bytes
+    kept = tokens * shape.hidden * shape.layers * precision.compute_bytes if checkpointing else saved * shape.layers
     final_norm = tokens * 2 * shape.hidden * precision.compute_bytes
-    return MemoryBreakdown(weights=weights, lora=lora, gradients=trainable * FP32, optimizer=2 * trainable * FP32,
-                           activations=kept + final_norm, logits=logit_bytes(shape, tokens),
-                           recomputed=block if checkpointing else 0, overhead=precision.overhead_bytes)
+    states = dict(weights=weights, lora=lora, gradients=trainable * FP32, optimizer=2 * trainable * FP32)
+    parallel = {}
+    if gpus > 1 and sharded:
+        states = {k: math.ceil(v / gpus) for k, v in states.items()}
+        parallel = dict(gathered=root + FSDP_PREFETCH_BLOCKS * block)
+    elif gpus > 1:
+        parallel = dict(buckets=trainable * FP32)
+    return MemoryBreakdown(**states, activations=kept + final_norm, logits=logit_bytes(shape, tokens),
+                           recomputed=saved if checkpointing else 0, overhead=precision.overhead_bytes, **parallel)

@@ -51,6 +51,30 @@ class Compute:
         return tokens * flops_per_token / self.flops_per_second
 
 
+DDP_EFFICIENCY_NVLINK = 0.9
+"""Data-parallel speed-up over one GPU, divided by the GPUs: assumed, until bench/bench_ddp.py measures it on a
+GPU machine. DDP on NVLink (A100/H100 class): issue 20's target per added GPU. LoRA all-reduces only the
+adapters' gradients (168 MB in fp32 for Llama-3-8B at r16), which NVLink moves in about a millisecond, hidden
+behind the backward pass; what is lost is mostly each step waiting for the slowest GPU's micro-batch."""
+DDP_EFFICIENCY_PCIE = 0.8
+"""DDP on PCIe cards (T4, L4, A10G; Kaggle's 2 x T4): the gradients cross PCIe, often through the host at
+a few GB/s, and these slower GPUs make the per-step synchronisation a larger share of the step."""
+FSDP_EFFICIENCY_NVLINK = 0.8
+"""FSDP all-gathers every block's weights in the forward pass and again in the backward one, and
+reduce-scatters the gradients: the whole model crosses the link twice a step, not only the gradients."""
+FSDP_EFFICIENCY_PCIE = 0.6
+"""FSDP over PCIe: the same traffic at a tenth of NVLink's bandwidth or less; only large micro-batches hide it."""
+
+
+def scaling_efficiency(gpu: Gpu, gpus: int, sharded: bool) -> float:
+    """Speed-up of ``gpus`` data-parallel GPUs over one, divided by ``gpus`` (1 for one GPU)."""
+    if gpus == 1:
+        return 1.0
+    if sharded:
+        return FSDP_EFFICIENCY_NVLINK if gpu.nvlink else FSDP_EFFICIENCY_PCIE
+    return DDP_EFFICIENCY_NVLINK if gpu.nvlink else DDP_EFFICIENCY_PCIE
+
+
 def gpu_compute(gpu: Gpu) -> Compute:
     return Compute(gpu.name, gpu.bf16_tflops * 1e12 * MFU)
 
