@@ -83,3 +83,16 @@ def python_with_mounts(mounts: str, code: str) -> str:
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 
+
+
+def at_step(step: int, action: Any) -> Any:
+    """A TrainerCallback that does ``action`` at the end of optimizer step ``step`` (a test's stand-in for a
+    user or a failure)."""
+    from transformers import TrainerCallback
+
+    class At(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                action()
+
+    return At()

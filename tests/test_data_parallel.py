@@ -18,7 +18,9 @@ from IPython.core.error import UsageError
 from jupyter_finetune import api
 from jupyter_finetune.data import prepare, read_records
 from jupyter_finetune.runs import RunStore
-from helpers import good_rows, run_cell
+from helpers import at_step, good_rows, run_cell
+
+pytestmark = pytest.mark.slow  # every test launches worker processes
 
 SETTINGS = dict(batch_size=2, lr=1e-3, rank=8, alpha=16, dropout=0.0, validation=0.0)
 # dropout 0: each process draws its own dropout masks, one process draws them in another order
@@ -95,6 +97,12 @@ def test_the_stop_button_stops_every_process_and_resume_goes_on_from_there(ticke
     steps = [s for s, _ in _losses(resumed.run)]
     assert again.status == "stopped" and again.step > result.step and steps == sorted(set(steps))
     assert not _alive(resumed.pids)
+    alone = api.prepare_training(runs_dir=tmp_path / "runs", resume="s", gpus=1)  # Kaggle's two GPUs, then one
+    assert "continuing on 1 process (ddp); the global batch goes from 4 to 2 examples" in alone.note
+    alone.extra_callbacks.append(at_step(again.step + 2, alone.stop))
+    last = alone.train()
+    assert (last.status, last.step) == ("stopped", again.step + 2)
+    assert alone.run.settings().train["gpus"] == 1 and "2 CPU processes" not in alone.run.settings().backend
 
 
 def test_a_killed_worker_fails_the_run_with_its_rank_and_leaves_no_process(tickets, tmp_path):

@@ -13,12 +13,11 @@ import warnings
 
 import pytest
 import torch
-from transformers import TrainerCallback
 
 from jupyter_finetune import api
 from jupyter_finetune.data import prepare, read_records
 from jupyter_finetune.runs import RunExists, RunStore
-from helpers import good_rows
+from helpers import at_step, good_rows
 
 SETTINGS = dict(steps=8, batch_size=4, lr=1e-3, save_steps=4, rank=8, alpha=16, dropout=0.0, validation=0.0)
 
@@ -40,17 +39,6 @@ def _losses(run_path):
 def _train_lines(path):
     """Every train-loss record as written, attempts and all."""
     return [m for m in map(json.loads, path.read_text().splitlines()) if m.get("loss") is not None]
-
-
-class _At(TrainerCallback):
-    """Does something at the end of a given step (a test's stand-in for a user or a failure)."""
-
-    def __init__(self, step, action):
-        self.step, self.action = step, action
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            self.action()
 
 
 def test_losses_equal_a_plain_trl_script_step_by_step(tickets, tiny_model_dir, tmp_path):
@@ -95,7 +83,7 @@ def test_training_shows_no_deprecation_one_library_raises_about_another(tickets,
 
 def test_stop_mid_run_saves_the_adapter_and_marks_the_run_stopped(tickets, tmp_path):
     job = api.prepare_training(tickets, runs_dir=tmp_path / "runs", name="s", **SETTINGS)
-    job.extra_callbacks.append(_At(3, job.stop))
+    job.extra_callbacks.append(at_step(3, job.stop))
     result = job.train()
     assert (result.status, result.step) == ("stopped", 3)
     assert (job.run.adapter_dir / "adapter_model.safetensors").exists()
@@ -107,7 +95,7 @@ def test_notebook_interrupt_stops_gracefully(tickets, tmp_path):
     # As in a kernel; a shell that started us in the background may have left SIGINT ignored.
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     job = api.prepare_training(tickets, runs_dir=tmp_path / "runs", name="i", **SETTINGS)
-    job.extra_callbacks.append(_At(2, lambda: os.kill(os.getpid(), signal.SIGINT)))  # the notebook's interrupt
+    job.extra_callbacks.append(at_step(2, lambda: os.kill(os.getpid(), signal.SIGINT)))  # the notebook's interrupt
     try:
         result = job.train()
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the kernel's handler is back
@@ -142,7 +130,7 @@ def test_resume_continues_the_step_count_and_the_loss(tickets, tmp_path):
     runs = tmp_path / "runs"
     whole, _ = _train(tickets, runs, name="whole")
     job = api.prepare_training(tickets, runs_dir=runs, name="part", **SETTINGS)
-    job.extra_callbacks.append(_At(4, job.stop))
+    job.extra_callbacks.append(at_step(4, job.stop))
     assert job.train().step == 4
     resumed = api.prepare_training(resume="part", runs_dir=runs)
     assert resumed.resume_from.name == "checkpoint-4"
@@ -155,7 +143,7 @@ def test_resume_continues_the_step_count_and_the_loss(tickets, tmp_path):
 def test_resume_passes_over_a_checkpoint_cut_by_a_kill_and_says_which(tickets, tmp_path):
     runs = tmp_path / "runs"
     job = api.prepare_training(tickets, runs_dir=runs, name="cut", **{**SETTINGS, "save_steps": 2})
-    job.extra_callbacks.append(_At(6, job.stop))  # checkpoints 4 and 6 remain (two are kept)
+    job.extra_callbacks.append(at_step(6, job.stop))  # checkpoints 4 and 6 remain (two are kept)
     assert job.train().step == 6
     weights = job.run.checkpoints_dir / "checkpoint-6" / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])  # the kill came in the middle of this write
@@ -175,7 +163,7 @@ def test_resume_before_the_first_checkpoint_says_it_starts_again_as_a_new_attemp
         raise RuntimeError("the VM went away")
 
     job = api.prepare_training(tickets, runs_dir=tmp_path / "runs", name="early", **{**SETTINGS, "save_steps": None})
-    job.extra_callbacks.append(_At(3, killed))
+    job.extra_callbacks.append(at_step(3, killed))
     assert job.train().status == "failed" and job.run.last_checkpoint() is None
     resumed = api.prepare_training(resume="early", runs_dir=tmp_path / "runs")
     assert resumed.note == "no checkpoint yet: starting again from step 0 (the run had reached step 2)"
@@ -223,7 +211,7 @@ def test_out_of_memory_fails_the_run_names_the_settings_and_keeps_the_kernel_usa
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     job = api.prepare_training(tickets, runs_dir=tmp_path / "runs", name="oom", **SETTINGS)
-    job.extra_callbacks.append(_At(2, oom))
+    job.extra_callbacks.append(at_step(2, oom))
     result = job.train()
     assert result.status == "failed" and job.run.status()["status"] == "failed"
     assert "out of host memory" in result.message and "--batch-size 2 (now 4" in result.message

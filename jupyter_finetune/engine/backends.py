@@ -17,6 +17,7 @@ from typing import Any, ContextManager, Iterator, Protocol
 
 from ..models.peft_compat import tolerate_old_torchao
 from .config import ConfigError, TrainConfig
+from .launch import Launch, sharded
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def lora_config(config: TrainConfig) -> Any:
                       target_modules=targets, task_type="CAUSAL_LM")
 
 
-def from_pretrained_kwargs(quant: str, strategy: str = "ddp") -> tuple[dict[str, Any], str]:
+def from_pretrained_kwargs(quant: str, sharded: bool = False) -> tuple[dict[str, Any], str]:
     """transformers ``from_pretrained`` arguments for the base weights, and that precision in words: 16-bit
     on the GPU (bitsandbytes 4/8-bit for ``quant``), fp32 on CPU. Training and inference load alike.
 
@@ -112,13 +113,10 @@ def from_pretrained_kwargs(quant: str, strategy: str = "ddp") -> tuple[dict[str,
     the compute dtype so that FSDP can shard them with the rest."""
     import torch
 
-    from .launch import Launch
-
     if not cuda_available():
         return {"dtype": torch.float32}, "fp32"
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     launch = Launch.current()
-    sharded = launch is not None and strategy == "fsdp"
     kwargs: dict[str, Any] = {"dtype": dtype}
     if not sharded:
         kwargs["device_map"] = {"": launch.local_rank if launch else 0}
@@ -154,9 +152,9 @@ class HFBackend:
     def load(self, model_path: Path, config: TrainConfig) -> Loaded:
         from transformers import AutoModelForCausalLM
 
-        kwargs, precision = from_pretrained_kwargs(config.quant, config.strategy)
+        kwargs, precision = from_pretrained_kwargs(config.quant, sharded(config))
         model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
-        if config.quant != "none":
+        if config.quant != "none" and not sharded(config):  # TRL prepares sharded QLoRA itself, without fp32 upcasts
             from peft import prepare_model_for_kbit_training
 
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
@@ -309,7 +307,6 @@ def _data_parallel(config: TrainConfig, cuda: bool) -> tuple[Backend, str]:
     """hf for several processes, after refusing what cannot run: more GPUs than visible, unsloth (one GPU
     only in this package: its multi-GPU mode is not verified with our launch), 8-bit weights under FSDP."""
     from ..models.gpus import visible_gpus
-    from .launch import Launch
 
     n, strategy = config.gpus, config.strategy
     visible = visible_gpus()

@@ -39,7 +39,7 @@ from .backends import Backend, cuda_available
 from .callbacks import CHECKPOINT_EVERY_S, CheckpointTimer, EventCallback
 from .config import TrainConfig, steps_per_epoch
 from .events import Event, Listener
-from .launch import FSDP_CONFIG, Launch
+from .launch import FSDP_CONFIG, Launch, sharded
 from .ranks import AgreeOnControl, SupervisorLink
 from .validation import MakeValidator, ValidationCallback, ValidationPlan, validation_every
 
@@ -70,7 +70,8 @@ def sft_config(dataset: FtDataset, config: TrainConfig, output_dir: Path, split:
     per_epoch = steps_per_epoch(len(split.train), config.batch_size, config.grad_accum)
     # transformers 5.24 renamed the field; Unsloth's pins (transformers<=5.17) know only the old name
     renamed = "activation_checkpointing" in {f.name for f in dataclasses.fields(SFTConfig)}
-    checkpointing = {"activation_checkpointing" if renamed else "gradient_checkpointing": config.gradient_checkpointing}
+    checkpointing = {"activation_checkpointing" if renamed else "gradient_checkpointing":
+                     config.gradient_checkpointing and not sharded(config)}  # FSDP checkpoints itself (_parallel)
     return SFTConfig(
         output_dir=str(output_dir), seed=config.seed, data_seed=config.seed,
         num_train_epochs=config.epochs or 1.0, max_steps=config.steps or -1,  # epochs None: steps are set
@@ -89,8 +90,9 @@ def sft_config(dataset: FtDataset, config: TrainConfig, output_dir: Path, split:
 
 def _parallel(config: TrainConfig) -> dict[str, Any]:
     """The Trainer's own data-parallel settings, so that a bare torchrun launch trains as accelerate's config says."""
-    if config.strategy == "fsdp":
-        return {"fsdp": "full_shard auto_wrap", "fsdp_config": dict(FSDP_CONFIG)}
+    if config.strategy == "fsdp":  # FSDP's own activation checkpointing: the Trainer's adds an all-gather per layer
+        return {"fsdp": "full_shard auto_wrap",
+                "fsdp_config": {**FSDP_CONFIG, "fsdp_activation_checkpointing": config.gradient_checkpointing}}
     return {"ddp_find_unused_parameters": False}  # every LoRA weight takes part in each step
 
 
@@ -359,7 +361,7 @@ class TrainJob:
     def _validates(self) -> bool:
         """Whether answers are scored during training. The same on every rank (it sets the Trainer's own
         evaluation schedule); off under FSDP, where one rank alone cannot run the sharded model."""
-        return bool(self.make_validator and self.split.validation) and not (self.launch and self.config.strategy == "fsdp")
+        return bool(self.make_validator and self.split.validation) and not sharded(self.config)
 
     def _validation_plan(self) -> ValidationPlan | None:
         """The scoring plan of the rank that scores (rank 0); the others follow its decisions (engine.ranks)."""
@@ -382,5 +384,8 @@ class TrainJob:
             hints.append("--quant 4bit (now none)")
         if not c.gradient_checkpointing:
             hints.append("gradient checkpointing (now off)")
-        return (f"out of {where} memory at step {self._step} ({type(exc).__name__}); memory was freed and the "
-                f"kernel is usable. Lower: " + "; ".join(hints))
+        if self.launch and c.strategy == "ddp":
+            hints.append(f"--strategy fsdp (now ddp: a whole copy on each of the {self.launch.world} GPUs)")
+        after = "the workers were stopped" if self.launch else "memory was freed and the kernel is usable"
+        return (f"out of {where} memory at step {self._step} ({type(exc).__name__}); {after}. Lower: "
+                + "; ".join(hints))

@@ -53,6 +53,12 @@ class Launch:
         return cls(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def sharded(config: TrainConfig) -> bool:
+    """Whether this process is one of several that shard the model (FSDP): it then loads, checkpoints and
+    validates differently (engine.backends, engine.job)."""
+    return config.strategy == "fsdp" and Launch.current() is not None
+
+
 def worker_count(value: int | str | None) -> int | None:
     """``--gpus`` for training: a number, or ``all`` for every GPU this kernel sees (None: not given)."""
     if value is None:

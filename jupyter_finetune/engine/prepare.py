@@ -19,7 +19,7 @@ from ..data.length import MOST_VALIDATION_ROWS, choose_length
 from ..models import load_config, load_tokenizer, resolve_model, saved_quantization
 from ..models.gpus import kernel_device
 from ..models.size import parameter_count
-from ..runs import RunSettings, RunStore
+from ..runs import Run, RunSettings, RunStore
 from ..runs.store import ACTIVE
 from .backends import select_backend
 from .config import ConfigError, TrainConfig, build_config
@@ -137,17 +137,17 @@ def with_length(config: TrainConfig, split: ValidationSplit) -> tuple[TrainConfi
 
 def _resumed(store: RunStore, name: str, data: FtDataset | None, settings: dict[str, Any],
              callbacks: list[Any] | None, validator: MakeValidator | None) -> TrainJob:
-    given = sorted(k for k, v in settings.items() if v is not None)
+    given = sorted(k for k, v in settings.items() if v is not None and k not in MOVABLE)
     if given:
-        raise ConfigError(f"--resume continues with the run's own settings; drop {', '.join(given)} "
-                          "or start a new run")
+        raise ConfigError(f"--resume continues with the run's own settings (--gpus and --strategy aside); drop "
+                          f"{', '.join(given)} or start a new run")
     run = store.get(name)
     run.check()  # a damaged file is named before anything is appended to the run
     status = run.status()
     if status.get("status") in ACTIVE:
         raise ConfigError(f"run {name!r} is still training (pid {status.get('pid')} on {status.get('host', '?')}); "
                           f"stop it first (%ft_stop {name} in its notebook)")
-    config = TrainConfig.from_dict(run.settings().train)
+    config, moved = _moved(TrainConfig.from_dict(run.settings().train), settings)
     manifest = run.manifest()
     if data is None:
         data = restore(manifest, run.data_rows(), load_tokenizer(config.model))
@@ -155,12 +155,31 @@ def _resumed(store: RunStore, name: str, data: FtDataset | None, settings: dict[
         raise ConfigError(f"run {name!r} was trained on data version {manifest.version} but "
                           f"{data.name!r} is version {data.version}; resume with the same data "
                           f"(or omit it: the run keeps a copy), or start a new run")
-    backend, _ = select_backend(config)
+    backend, reason = select_backend(config)
+    if moved:  # saved once it is known to run here
+        run.change_settings(replace(run.settings(), train=config.to_dict(), backend=reason))
     point = run.resume_point()
     return _job_class(config)(run, data, config, resolve_model(config.model).path, backend, [], resume=point,
-                              callbacks=callbacks, note=point.note(status.get("step") or 0),
+                              callbacks=callbacks, note=point.note(status.get("step") or 0) + moved,
                               split=data.validation_split(config.validation, MOST_VALIDATION_ROWS),
                               validator=validator, launch=Launch.current())
+
+
+MOVABLE = ("gpus", "strategy")
+"""What a resume may change: a run started on Kaggle's two GPUs can go on with one elsewhere."""
+
+
+def _moved(config: TrainConfig, settings: dict[str, Any]) -> tuple[TrainConfig, str]:
+    """The run's settings with --gpus/--strategy of the resume, and what that changes ("" when nothing)."""
+    changes = {k: v for k, v in {"gpus": worker_count(settings.get("gpus")), "strategy": settings.get("strategy")}.items()
+               if v is not None and v != getattr(config, k)}
+    if not changes:
+        return config, ""
+    moved = replace(config, **changes)
+    before, after = (c.gpus * c.batch_size * c.grad_accum for c in (config, moved))
+    batch = (f"; the global batch goes from {before} to {after} examples per step, so the steps left see the data "
+             f"in another grouping than an uninterrupted run" if before != after else "")
+    return moved, f"; continuing on {moved.gpus} process{'es' * (moved.gpus > 1)} ({moved.strategy}){batch}"
 
 
 def with_saved_quantization(model: str, settings: dict[str, Any]) -> dict[str, Any]:

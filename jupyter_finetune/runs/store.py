@@ -255,6 +255,10 @@ class Run:
         write_json(self.path / "data.json", manifest.to_dict())
         write_text_atomic(self.path / "data.jsonl", data_jsonl)
 
+    def change_settings(self, settings: RunSettings) -> None:
+        """A resume on another number of processes: the run is from now on set up as ``settings`` say."""
+        write_json(self.path / "config.json", settings.to_dict())
+
     def _load(self, name: str, parse: Callable[[Any], T], missing: str) -> T:
         found = self.reader.load(self.path, name, parse)
         if found is None:
