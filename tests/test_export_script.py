@@ -252,5 +252,8 @@ def test_end_to_end_the_folder_trains_on_2_processes_and_ft_eval_reads_the_run(t
     assert run.manifest().version == tickets.version
     trained, again = (TrainConfig.from_dict(r.settings().train).to_dict() for r in (job.run, run))
     assert {k: v for k, v in again.items() if k != "gpus"} == {k: v for k, v in trained.items() if k != "gpus"}
+    [listed] = shell.run_line_magic("ft_runs", f"--runs-dir {cluster}")
+    assert (listed.name, listed.status) == ("tickets-v1", "completed")
+    assert "2 CPU processes" in run.settings().backend  # the launch's two processes trained it
     report = shell.run_line_magic("ft_eval", f"tickets-v1 --runs-dir {cluster} --against none --limit 3")
     assert list(report.comparison.systems) == ["fine-tuned"] and report.comparison.rows == 3

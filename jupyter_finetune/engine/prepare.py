@@ -55,7 +55,8 @@ def _new(store: RunStore, data: FtDataset | None, name: str | None, preset: str,
         raise ConfigError("give the data to train on: a data set made by %ft_data / load_data")
     if settings.get("max_length") is None:
         settings["max_length"] = data.max_length
-    settings["gpus"] = worker_count(settings.get("gpus"))
+    launch = Launch.current()  # launched, the processes started are what trains, whatever the settings said
+    settings["gpus"] = launch.world if launch else worker_count(settings.get("gpus"))
     model = settings.pop("model", None) or data.model
     config = build_config(preset, model=model, **with_saved_quantization(model, settings))
     split = data.validation_split(config.validation, MOST_VALIDATION_ROWS)
