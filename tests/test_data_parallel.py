@@ -105,6 +105,28 @@ def test_the_stop_button_stops_every_process_and_resume_goes_on_from_there(ticke
     assert alone.run.settings().train["gpus"] == 1 and "2 CPU processes" not in alone.run.settings().backend
 
 
+def test_an_awaited_cell_keeps_the_event_loop_turning_while_the_workers_train(tickets, tmp_path):
+    """The notebook's top-level %ft_train is awaited: a Stop handled by the event loop reaches the workers."""
+    import asyncio
+
+    async def stop_after_step_2():  # runs only when the supervising loop hands the event loop a turn
+        run = RunStore.at(tmp_path / "runs").get("a")
+        while not any(s >= 2 for s, _ in _losses(run)):
+            await asyncio.sleep(0.01)
+        api.stop("a")
+
+    async def cell():
+        job = api.prepare_training(tickets, runs_dir=tmp_path / "runs", name="a", steps=300, gpus=2,
+                                   save_steps=1000, **SETTINGS)
+        stopper = asyncio.create_task(stop_after_step_2())
+        result = await job.train_async()
+        await stopper
+        return job, result
+
+    job, result = asyncio.run(cell())
+    assert result.status == "stopped" and 2 <= result.step < 300 and not _alive(job.pids)
+
+
 def test_a_killed_worker_fails_the_run_with_its_rank_and_leaves_no_process(tickets, tmp_path):
     job = api.prepare_training(tickets, runs_dir=tmp_path / "runs", name="k", steps=300, gpus=2, save_steps=1000,
                                **SETTINGS).start()
