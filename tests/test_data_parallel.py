@@ -127,6 +127,25 @@ def test_an_awaited_cell_keeps_the_event_loop_turning_while_the_workers_train(ti
     assert result.status == "stopped" and 2 <= result.step < 300 and not _alive(job.pids)
 
 
+def test_the_notebooks_interrupt_stops_the_workers_not_the_kernel(tickets, tmp_path):
+    import threading
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a kernel
+    job = api.prepare_training(tickets, runs_dir=tmp_path / "runs", name="i", steps=300, gpus=2, save_steps=1000,
+                               **SETTINGS)
+
+    def interrupt():
+        _wait_for_step(job.run, 2)
+        os.kill(os.getpid(), signal.SIGINT)  # the notebook's interrupt reaches the kernel alone
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    try:
+        result = job.train()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert result.status == "stopped" and 2 <= result.step < 300 and not _alive(job.pids)
+
+
 def test_a_killed_worker_fails_the_run_with_its_rank_and_leaves_no_process(tickets, tmp_path):
     job = api.prepare_training(tickets, runs_dir=tmp_path / "runs", name="k", steps=300, gpus=2, save_steps=1000,
                                **SETTINGS).start()
