@@ -259,8 +259,10 @@ def gib(n: int) -> str:
 
 
 def hours(seconds: float) -> str:
-    """GPU time as it is billed: hours, or minutes below one."""
-    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+    """GPU time as it is billed: hours, minutes below one, seconds below one minute."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.2f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{max(seconds, 1):.0f} s"
 
 
 def usd(x: float) -> str:
