@@ -73,7 +73,7 @@ MODES: dict[str, dict[str, Any]] = {
 }
 CAVEAT = ("On a CPU the N processes share the same cores (here {cores}: {threads}), so the work per second cannot "
           "grow with N; the processes only split it, and the efficiency says what the multi-process plumbing "
-          "costs: two model copies in memory, gloo all-reduces of the LoRA gradients at each step, smaller "
+          "costs: a copy of the model per process, gloo all-reduces of the LoRA gradients at each step, smaller "
           "matrix products per thread, and, in the wall time, starting the workers and loading the model in "
           "each. It is no measure of GPU scaling: there each process has a device of its own, and the same "
           "script with --gpu measures that.")
