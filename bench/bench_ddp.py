@@ -18,7 +18,8 @@ it is read from the final checkpoint's trainer_state.json). The same count at ev
 of rank 0's share alone would show. Wall time is reported apart: from ``prepare_training`` to the end of
 ``train()``, so it holds the plumbing's cost (worker start, a model load per process, the supervision).
 Rounds alternate the order of the process counts, so drift in the machine's speed falls on all of them;
-min and median over rounds are kept.
+tokens/s min, median and best and wall min and median over rounds are kept;
+efficiency from the medians and from the best rounds (a run another process slowed is marked disturbed).
 
 Threads: a single process uses every core; N processes get cores/N each (OMP_NUM_THREADS, which accelerate
 passes to its workers; without it accelerate would set 1 per worker), so every count runs as many threads
