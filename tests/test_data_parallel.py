@@ -71,11 +71,11 @@ def test_two_processes_give_one_processs_losses_with_twice_the_accumulation_and_
     assert "2 CPU processes" in job.run.settings().backend
 
 
-def test_the_stop_button_stops_every_process_and_resume_goes_on_from_there(tickets, tmp_path):
+def _stopped_by_the_button(tickets, runs):
+    """A 2-process run stopped with the dashboard's Stop button after step 2: the job, its result, the dashboard."""
     from jupyter_finetune.ui.dashboard import Dashboard
 
-    job = api.prepare_training(tickets, runs_dir=tmp_path / "runs", name="s", steps=300, gpus=2, save_steps=1000,
-                               **SETTINGS)
+    job = api.prepare_training(tickets, runs_dir=runs, name="s", steps=300, gpus=2, save_steps=1000, **SETTINGS)
     dashboard = Dashboard("s", on_stop=job.stop, widgets=True)
     job.listeners.append(dashboard)
     job.start()
@@ -83,11 +83,20 @@ def test_the_stop_button_stops_every_process_and_resume_goes_on_from_there(ticke
     while not (dashboard.records and dashboard.records[-1]["step"] >= 2) and time.monotonic() < deadline:
         time.sleep(0.1)  # the kernel relays rank 0's records to the dashboard
     dashboard.ui["stop"].click()
-    result = job.wait()
+    return job, job.wait(), dashboard
+
+
+def test_the_stop_button_stops_every_process_at_one_step(tickets, tmp_path):
+    job, result, dashboard = _stopped_by_the_button(tickets, tmp_path / "runs")
     assert result.status == "stopped" and 2 <= result.step < 300, result
     assert "on request" in result.message and (job.run.adapter_dir / "adapter_config.json").exists()
     assert not _alive(job.pids)
     assert dashboard.ui["bar"].bar_style == "warning" and dashboard.records[-1]["step"] == result.step
+    assert job.run.last_checkpoint().name == f"checkpoint-{result.step}"  # every rank stopped at that step
+
+
+def test_resume_goes_on_on_two_processes_or_on_one(tickets, tmp_path):
+    _, result, _ = _stopped_by_the_button(tickets, tmp_path / "runs")
     resumed = api.prepare_training(runs_dir=tmp_path / "runs", resume="s")
     assert f"resuming from checkpoint-{result.step}" in resumed.note
     resumed.start()

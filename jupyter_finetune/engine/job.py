@@ -30,6 +30,7 @@ from typing import Any, Awaitable, Callable, Iterator
 from ..data import FtDataset
 from ..data.dataset import ValidationSplit
 from ..models.oom import free_memory, is_out_of_memory
+from ..models.peft_compat import tolerate_tensor_parallel_gap
 from ..models.quiet import library_noise_off
 from ..models.tokenizer import training_tokenizer
 from ..runs import Run
@@ -334,6 +335,8 @@ class TrainJob:
         from trl import SFTTrainer
 
         set_seed(self.config.seed)
+        if self.launch:
+            tolerate_tensor_parallel_gap()
         tokenizer = training_tokenizer(self.model_path)
         loaded = self.backend.load(self.model_path, self.config)
         callback = EventCallback(self.run.name, self.listeners, self.stop_requested, self.config.to_dict(),

@@ -1,8 +1,14 @@
-"""peft refuses an installed torchao older than it supports, even for a model torchao never touched.
+"""Where the peft a platform preinstalls does not fit the libraries beside it.
 
+peft refuses an installed torchao older than it supports, even for a model torchao never touched.
 Colab preinstalls torchao 0.10.0 beside peft 0.20.0, whose LoRA layers call ``is_torchao_available()``;
 for torchao < 0.16 that raises ImportError, so every LoRA fails there. No model here is quantized with
 torchao, so where that check raises, peft is told torchao is absent instead.
+
+peft 0.19 shards every adapter it loads while torch.distributed is initialised for tensor parallelism,
+importing transformers' ``EmbeddingParallel`` to do it, which transformers 5.0 lacks: on Kaggle's pair
+(peft 0.19.1, transformers 5.0.0), resuming a data-parallel run failed with ImportError. No model here
+is tensor-parallel, so where that import fails, the sharding step is skipped.
 """
 
 from __future__ import annotations
@@ -41,3 +47,17 @@ def tolerate_old_torchao() -> None:
         if name.split(".")[0] == "peft" and getattr(module, "is_torchao_available", None) is check:
             module.is_torchao_available = _absent
     log.info("peft: %s; torchao is treated as absent (no model here is quantized with it)", reason)
+
+
+@cache
+def tolerate_tensor_parallel_gap() -> None:
+    """Call before a process of a launch loads an adapter (a resume); a no-op where the import works."""
+    from peft.utils import save_and_load
+
+    if not hasattr(save_and_load, "_maybe_shard_state_dict_for_tp"):
+        return
+    try:
+        from transformers.integrations.tensor_parallel import EmbeddingParallel  # noqa: F401
+    except ImportError as exc:
+        save_and_load._maybe_shard_state_dict_for_tp = lambda model, state_dict, adapter_name: None
+        log.info("peft: %s; adapters are loaded unsharded (no model here is tensor-parallel)", exc)
