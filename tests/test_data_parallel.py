@@ -170,7 +170,7 @@ def test_a_killed_worker_fails_the_run_with_its_rank_and_leaves_no_process(ticke
 
 
 def test_a_worker_that_raises_fails_the_run_with_its_own_message(tickets, tmp_path):
-    """A failure inside a worker (here, a model folder gone before the workers load it) is named as the worker said it."""
+    """A failure inside a worker (here, a model folder gone before the workers load it) is named in its words."""
     import shutil
 
     model = tmp_path / "model"
@@ -212,9 +212,11 @@ def test_a_dead_kernel_stops_its_workers_at_the_next_step_with_a_checkpoint(tick
 
 
 def test_the_magic_trains_on_two_processes_and_refuses_what_cannot_run(shell, shell_tickets):
-    _, out, _ = run_cell(shell, "%ft_train tickets --gpus 2 --steps 2 --batch-size 2 --validation 0 --name m")
+    _, out, _ = run_cell(shell, "%ft_train tickets --gpus 2 --epochs 1 --batch-size 8 --validation 0 --name m")
     run = RunStore.at("ft_runs").get("m")
-    assert "completed at step 2" in out and "2 CPU processes" in run.settings().backend
+    # 54 training rows, 8 per process and step on each of 2: an epoch is 4 steps (7 on one process)
+    assert "completed at step 4" in out and run.status()["max_steps"] == 4
+    assert "2 CPU processes" in run.settings().backend
     for line, says in (("--gpus all", "sees no GPU"), ("--gpus two", "give a number of GPUs"),
                        ("--strategy fsdp", "give gpus 2 or more"),
                        ("--gpus 2 --backend unsloth", "unsloth trains on one GPU here"),

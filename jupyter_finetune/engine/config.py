@@ -109,6 +109,10 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def epoch_steps(self, rows: int) -> int:
+        """Optimizer steps in one pass over ``rows`` examples: every process takes its own batches."""
+        return steps_per_epoch(rows, self.batch_size * self.gpus, self.grad_accum)
+
     @classmethod
     def from_dict(cls, saved: dict[str, Any]) -> "TrainConfig":
         """The inverse of ``to_dict`` after a JSON round trip (lists back to tuples); fields a newer

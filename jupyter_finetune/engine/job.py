@@ -38,7 +38,7 @@ from ..runs.checkpoints import ResumePoint
 from ..runs.liveness import HEARTBEAT_S
 from .backends import Backend, cuda_available
 from .callbacks import CHECKPOINT_EVERY_S, CheckpointTimer, EventCallback
-from .config import TrainConfig, steps_per_epoch
+from .config import TrainConfig
 from .events import Event, Listener
 from .launch import FSDP_CONFIG, Launch, sharded
 from .ranks import AgreeOnControl, SupervisorLink
@@ -60,15 +60,16 @@ class TrainResult:
 
 
 def sft_config(dataset: FtDataset, config: TrainConfig, output_dir: Path, split: ValidationSplit | None = None,
-               validated: bool = False, launched: bool = False) -> Any:
+               validated: bool = False) -> Any:
     """The TRL SFTConfig for these settings: completion-only loss; the validation slice's loss once per
-    epoch, or when ``validated`` at each validation (engine.validation asks for those evaluations)."""
+    epoch, or when ``validated`` at each validation (engine.validation asks for those evaluations); in a
+    process of a launch, the data-parallel settings too."""
     import torch
     from trl import SFTConfig
 
     cuda = cuda_available()
     split = split or dataset.validation_split(0, 0)
-    per_epoch = steps_per_epoch(len(split.train), config.batch_size, config.grad_accum)
+    per_epoch = config.epoch_steps(len(split.train))
     # transformers 5.24 renamed the field; Unsloth's pins (transformers<=5.17) know only the old name
     renamed = "activation_checkpointing" in {f.name for f in dataclasses.fields(SFTConfig)}
     checkpointing = {"activation_checkpointing" if renamed else "gradient_checkpointing":
@@ -85,7 +86,7 @@ def sft_config(dataset: FtDataset, config: TrainConfig, output_dir: Path, split:
         **checkpointing,  # TRL's own default is on
         bf16=cuda and torch.cuda.is_bf16_supported(), fp16=cuda and not torch.cuda.is_bf16_supported(),
         use_cpu=not cuda, report_to=list(config.report_to), disable_tqdm=True, dataloader_num_workers=0,
-        **_parallel(config) if launched else {},
+        **_parallel(config) if Launch.current() else {},
     )
 
 
@@ -344,9 +345,9 @@ class TrainJob:
         timer = [] if self.config.save_steps else [CheckpointTimer(CHECKPOINT_EVERY_S)]
         link = [SupervisorLink(self.run, self._stop_because)] if self.launch and self.main else []
         split, plan = self.split, self._validation_plan()
-        args = sft_config(self.dataset, self.config, self.run.checkpoints_dir, split, self._validates(), bool(self.launch))
         trainer = SFTTrainer(
-            model=loaded.model, args=args,
+            model=loaded.model, args=sft_config(self.dataset, self.config, self.run.checkpoints_dir, split,
+                                                self._validates()),
             train_dataset=self.dataset.to_hf(split.train),
             eval_dataset=self.dataset.to_hf(split.validation) if split.validation else None,
             processing_class=tokenizer, peft_config=loaded.peft_config,
@@ -371,7 +372,7 @@ class TrainJob:
         if not (self._validates() and self.main):
             return None
         c = self.config
-        per_epoch = steps_per_epoch(len(self.split.train), c.batch_size, c.grad_accum)
+        per_epoch = c.epoch_steps(len(self.split.train))
         max_steps = c.steps or math.ceil(per_epoch * (c.epochs or 1))
         return ValidationPlan(self.make_validator(self.split.validation), validation_every(per_epoch, max_steps),
                               c.patience if c.early_stopping else None)

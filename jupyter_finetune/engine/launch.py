@@ -96,7 +96,7 @@ def free_port() -> int:
 
 
 def launch_command(config_file: Path, config: TrainConfig, script_args: list[str]) -> list[str]:
-    """The ``accelerate launch`` command that starts ``config.gpus`` workers of ``python -m jupyter_finetune.worker``."""
+    """The ``accelerate launch`` command that starts ``config.gpus`` processes of ``jupyter_finetune.worker``."""
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file),
             "--num_processes", str(config.gpus), "--main_process_port", str(free_port()),
             "--module", "jupyter_finetune.worker", *script_args]

@@ -125,8 +125,8 @@ def with_length(config: TrainConfig, split: ValidationSplit) -> tuple[TrainConfi
         early = False
     held = f" ({len(split.validation)} more set aside to validate on)" if split.validation else ""
     if chosen:
-        length = choose_length(len(split.train), split.train_tokens, config.batch_size, config.grad_accum,
-                               config.examples_seen)
+        length = choose_length(len(split.train), split.train_tokens, config.batch_size * config.gpus,
+                               config.grad_accum, config.examples_seen)
         config, text = replace(config, epochs=float(length.epochs)), length.reason.replace(" examples:", f" examples{held}:", 1)
     else:
         given = f"{config.steps} steps" if config.steps else f"{config.epochs:g} epochs"
@@ -172,8 +172,8 @@ MOVABLE = ("gpus", "strategy")
 
 def _moved(config: TrainConfig, settings: dict[str, Any]) -> tuple[TrainConfig, str]:
     """The run's settings with --gpus/--strategy of the resume, and what that changes ("" when nothing)."""
-    changes = {k: v for k, v in {"gpus": worker_count(settings.get("gpus")), "strategy": settings.get("strategy")}.items()
-               if v is not None and v != getattr(config, k)}
+    asked = {"gpus": worker_count(settings.get("gpus")), "strategy": settings.get("strategy")}
+    changes = {k: v for k, v in asked.items() if v is not None and v != getattr(config, k)}
     if not changes:
         return config, ""
     moved = replace(config, **changes)
