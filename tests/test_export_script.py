@@ -164,7 +164,7 @@ def test_the_slurm_file_runs_one_torchrun_per_node_with_one_process_per_gpu():
     assert text.startswith("#!/bin/bash\n") and text.index("#SBATCH") < text.index("set -euo")
 
 
-def test_an_fsdp_run_launches_through_accelerate_everywhere_since_torchrun_ignores_its_config(tmp_path, tickets):
+def test_an_fsdp_run_launches_the_same_way_since_train_py_hands_the_trainer_its_strategy(tmp_path, tickets):
     store = RunStore.at(tmp_path / "ft_runs")
     run = store.create("sharded")
     config = TrainConfig(model="meta-llama/Llama-3.1-8B", gpus=8, strategy="fsdp", quant="4bit")
@@ -174,10 +174,10 @@ def test_an_fsdp_run_launches_through_accelerate_everywhere_since_torchrun_ignor
     accelerate = json.loads((result.path / "accelerate.json").read_text())
     assert (accelerate["num_processes"], accelerate["distributed_type"]) == (8, "FSDP") and accelerate["fsdp_config"]
     slurm = (result.path / "train.slurm").read_text()
-    assert "#SBATCH --gpus-per-node=8" in slurm and "srun accelerate launch --config_file accelerate.json" in slurm
-    assert "--num_processes $((SLURM_NNODES * 8)) train.py" in slurm and "torchrun" not in slurm
+    assert "#SBATCH --gpus-per-node=8" in slurm and "srun torchrun" in slurm and "--nproc_per_node 8" in slurm
     readme = (result.path / "README.md").read_text()
-    assert "torchrun does not read `accelerate.json`, so it would train DDP" in readme
+    assert "so torchrun starts the same FSDP processes" in readme
+    assert "`python train.py` on a machine with 8 GPUs launches the 8 processes itself" in readme
     assert "pip install 'jupyter-finetune[gpu]==" in readme
     assert "`meta-llama/Llama-3.1-8B` is a Hugging Face Hub id" in readme and result.notes == ()
 

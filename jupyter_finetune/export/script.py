@@ -148,16 +148,11 @@ if __name__ == "__main__":
 
 
 def slurm_script(name: str, config: TrainConfig) -> str:
-    """``train.slurm``: one task per node, each starting one process per GPU; torchrun for DDP, accelerate
-    launch for FSDP (torchrun does not read accelerate.json, where the FSDP settings are)."""
+    """``train.slurm``: one task per node, each starting one torchrun process per GPU (train.py hands the
+    Trainer the strategy itself, so torchrun needs no accelerate config, FSDP included)."""
     n = config.gpus
-    if config.strategy == "fsdp":
-        launch = (f'srun accelerate launch --config_file accelerate.json --num_machines "$SLURM_NNODES" \\\n'
-                  f'    --machine_rank "$SLURM_NODEID" --main_process_ip "$HEAD" --main_process_port {PORT} \\\n'
-                  f'    --num_processes $((SLURM_NNODES * {n})) train.py')
-    else:
-        launch = (f'srun torchrun --nnodes "$SLURM_NNODES" --nproc_per_node {n} --rdzv_id "$SLURM_JOB_ID" \\\n'
-                  f'    --rdzv_backend c10d --rdzv_endpoint "$HEAD:{PORT}" train.py')
+    launch = (f'srun torchrun --nnodes "$SLURM_NNODES" --nproc_per_node {n} --rdzv_id "$SLURM_JOB_ID" \\\n'
+              f'    --rdzv_backend c10d --rdzv_endpoint "$HEAD:{PORT}" train.py')
     return f"""#!/bin/bash
 # Train run {name!r} again on SLURM: nodes x {plural(n, "GPU")}, one task per node starting {plural(n, "process")}.
 # Submit from this folder on a filesystem every node sees: sbatch train.slurm

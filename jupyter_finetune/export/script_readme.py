@@ -29,12 +29,14 @@ def readme(source: ScriptSource, version: str, model_text: str, numbered: bool) 
     gpu_extra = (f"\nThe run trains on {config.quant} base weights (bitsandbytes, NVIDIA GPUs only), so install the "
                  f"GPU extra instead:\n\n    pip install 'jupyter-finetune[gpu]=={version}'\n"
                  if config.quant != "none" else "")
-    torchrun_note = ("torchrun does not read `accelerate.json`, so it would train DDP, not this run's FSDP: use "
-                     "`accelerate launch` above for this run." if config.strategy == "fsdp" else
-                     f"torchrun starts the same {config.strategy.upper()} processes without reading `accelerate.json`.")
+    torchrun_note = (f"torchrun does not read `accelerate.json` and needs not: train.py hands the Trainer the "
+                     f"strategy (`CONFIG['strategy']`), so torchrun starts the same {config.strategy.upper()} "
+                     "processes.")
     torchrun_note += (" Keep this folder and the run store (`--runs-dir`) on a filesystem every machine sees:\n"
                       "every process reads `data/`, and rank 0 writes the run.")
-    slurm_launcher = "`accelerate launch` (for FSDP)" if config.strategy == "fsdp" else "`torchrun`"
+    single = ("One process (one GPU, or the CPU):\n\n    python train.py" if n == 1 else
+              f"`python train.py` on a machine with {gpus} launches the {processes} itself, as the notebook did "
+              f"(`%ft_train --gpus {n}`); set `CONFIG[\"gpus\"] = 1` in train.py for one process.")
     return f"""# Run `{name}` as a script
 
 This folder trains run `{name}` again, on any machine where jupyter-finetune installs: the same data,
@@ -62,9 +64,7 @@ Launch from this folder. The run goes to `./ft_runs/{name}/` (`--runs-dir DIR` f
 `--name` for another name, `--overwrite` to replace a run of that name). `train.py` exits with status 1
 when the run fails; the reason is in the run's `status.json` and `error.txt`.
 
-One process (one GPU, or the CPU):
-
-    python train.py
+{single}
 
 One machine with {gpus}, one process per GPU, as the run trained:
 
@@ -89,7 +89,7 @@ SLURM:
     sbatch train.slurm
 
 `train.slurm` asks for 1 node with {gpus}; set `#SBATCH --nodes=M` for M nodes. `srun` starts one task per
-node, and each starts {processes} with {slurm_launcher}, meeting at the first node of the job (from
+node, and each starts {processes} with `torchrun`, meeting at the first node of the job (from
 `scontrol show hostnames`) on port {PORT}.
 
 A check of the multi-process plumbing on a machine without a GPU:
