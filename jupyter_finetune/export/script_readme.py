@@ -62,7 +62,7 @@ The model: {model_text}
 
 Launch from this folder. The run goes to `./ft_runs/{name}/` (`--runs-dir DIR` for another run store,
 `--name` for another name, `--overwrite` to replace a run of that name). `train.py` exits with status 1
-when the run fails; the reason is in the run's `status.json` and `error.txt`.
+when the run fails; `%ft_runs --runs-dir DIR` then shows the reason, and the run folder keeps the traceback.
 
 {single}
 
