@@ -41,7 +41,7 @@ from .callbacks import CHECKPOINT_EVERY_S, CheckpointTimer, EventCallback
 from .config import TrainConfig
 from .events import Event, Listener
 from .launch import FSDP_CONFIG, Launch, sharded
-from .ranks import AgreeOnControl, SupervisorLink
+from .ranks import AgreeOnControl, SupervisorLink, leave_process_group
 from .validation import MakeValidator, ValidationCallback, ValidationPlan, validation_every
 
 
@@ -245,6 +245,8 @@ class TrainJob:
             with self._heartbeat():
                 self._fit_or_fail()
         finally:
+            if self.launch:
+                leave_process_group()
             self._finished.set()
 
     @contextlib.contextmanager

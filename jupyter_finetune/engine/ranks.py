@@ -44,6 +44,16 @@ class AgreeOnControl(TrainerCallback):
             setattr(control, name, bool(raised))
 
 
+def leave_process_group() -> None:
+    """Tears this process's part of the group down once training is over: gloo threads still running when the
+    interpreter exits can abort it ("terminate called without an active exception"), and torchrun then fails
+    a run that had finished."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 class SupervisorLink(TrainerCallback):
     """Rank 0's ear for the notebook that launched it: a stop request left in the run folder (the Stop
     button, ``%ft_stop``, an interrupt), or the kernel gone (killed, restarted), which stops the run at

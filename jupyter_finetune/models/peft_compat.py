@@ -51,13 +51,16 @@ def tolerate_old_torchao() -> None:
 
 @cache
 def tolerate_tensor_parallel_gap() -> None:
-    """Call before a process of a launch loads an adapter (a resume); a no-op where the import works."""
+    """Call before a process of a launch loads an adapter (a resume); a no-op where peft's sharding step
+    runs with the transformers installed (peft 0.21 imports only for a tensor-parallel model)."""
+    import torch
     from peft.utils import save_and_load
 
-    if not hasattr(save_and_load, "_maybe_shard_state_dict_for_tp"):
+    shard = getattr(save_and_load, "_maybe_shard_state_dict_for_tp", None)
+    if shard is None:
         return
     try:
-        from transformers.integrations.tensor_parallel import EmbeddingParallel  # noqa: F401
+        shard(torch.nn.Module(), {}, "default")  # no LoRA layer: nothing to shard, once the imports work
     except ImportError as exc:
         save_and_load._maybe_shard_state_dict_for_tp = lambda model, state_dict, adapter_name: None
         log.info("peft: %s; adapters are loaded unsharded (no model here is tensor-parallel)", exc)
