@@ -21,6 +21,8 @@ from typing import Any
 
 import psutil
 
+from ..runs import Run
+from ..runs.readers import CachedReader
 from .job import TrainJob
 from .launch import accelerate_config, launch_command
 from .ranks import SUPERVISOR_PID
@@ -130,29 +132,38 @@ class WorkerJob(TrainJob):
 
 
 class _Relay:
-    """Rank 0's records, read back from the run store and sent to the job's listeners as events."""
+    """Rank 0's records, read back from the run store and sent to the job's listeners as events.
+
+    It reads as the server's poller does (a CachedReader and ``metrics_page``), so each poll parses only
+    what rank 0 appended since the last one, however long the run."""
 
     def __init__(self, job: WorkerJob):
         self.job = job
-        self.started = False
-        self.sent = 0
+        self.run = Run(job.run.path, reader=CachedReader())
         self.attempt: int | None = None
+        self.last = job._step
+        """The step of the newest record sent (a resume's start before any)."""
+        self.sent: set[tuple[int, bool]] = set()
+        """(step, validation?) of the records sent at step ``last``: a validation comes after its step's log."""
 
     def forward(self) -> None:
-        run = self.job.run
-        status = run.status()
+        status = self.run.status()
         attempt = status.get("attempt")
         if status.get("pid") == os.getpid() or attempt is None or status.get("max_steps") is None:
             return  # rank 0 has not taken the run over yet
-        if not self.started:
-            self.started, self.attempt = True, attempt
-            self.job._emit({"event": "start", "run": run.name, "max_steps": status["max_steps"],
+        if self.attempt is None:
+            self.attempt = attempt
+            self.job._emit({"event": "start", "run": self.run.name, "max_steps": status["max_steps"],
                             "step": status.get("step") or 0, "epochs": self.job.config.epochs,
                             "config": self.job.config.to_dict(), "time": time.time()})
-        records = [r for r in run.metrics() if r.get("attempt") == self.attempt]
-        for record in records[self.sent:]:
+        for record in self.run.metrics_page(self.last - 1, self.attempt).records:
+            key = (record["step"], "validation" in record)
+            if record.get("attempt") != self.attempt or key in self.sent:
+                continue  # an earlier attempt's, or sent at the last poll
+            if record["step"] > self.last:
+                self.last, self.sent = record["step"], set()
+            self.sent.add(key)
             self.job._emit(_event(record))
-        self.sent = max(self.sent, len(records))
 
 
 def _event(record: dict[str, Any]) -> dict[str, Any]:
