@@ -30,20 +30,21 @@ class ResolvedModel:
 
 def resolve_model(spec: str) -> ResolvedModel:
     """An alias, a local folder, a .gguf file, or a hub id (downloaded once unless HF_HUB_OFFLINE is set)."""
-    if spec in ALIASES:
+    kind = spec_kind(spec)
+    if kind == "alias":
         alias = ALIASES[spec]
         return ResolvedModel(spec, convert_gguf(alias.gguf_path()), "alias", alias.display_name)
+    if kind == "hub":
+        return ResolvedModel(spec, _checked_folder(_from_hub_cache(spec)), "hub", spec)
     path = Path(spec).expanduser().resolve()
+    if kind == "gguf":
+        if not path.is_file():
+            raise ModelNotFound(f"{path}: no such GGUF file")
+        return ResolvedModel(spec, convert_gguf(path), "gguf", path.stem)
     if path.is_dir():
         return ResolvedModel(spec, _checked_folder(path), "folder", path.name)
     if path.is_file():
-        if path.suffix != ".gguf":
-            raise ModelNotFound(f"{path} is a file: pass the folder that holds config.json, or a .gguf file")
-        return ResolvedModel(spec, convert_gguf(path), "gguf", path.stem)
-    if path.suffix == ".gguf":
-        raise ModelNotFound(f"{path}: no such GGUF file")
-    if _HUB_ID.fullmatch(spec):
-        return ResolvedModel(spec, _checked_folder(_from_hub_cache(spec)), "hub", spec)
+        raise ModelNotFound(f"{path} is a file: pass the folder that holds config.json, or a .gguf file")
     close = difflib.get_close_matches(spec, ALIASES, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise ModelNotFound(f"unknown model {spec!r}: {hint}use an alias ({', '.join(ALIASES)}), a local folder, "
@@ -51,8 +52,8 @@ def resolve_model(spec: str) -> ResolvedModel:
 
 
 def spec_kind(spec: str) -> Literal["alias", "folder", "gguf", "hub"]:
-    """What ``spec`` names, as ``resolve_model`` would take it here, without loading or downloading anything:
-    for saying where a model comes from on another machine (export.script)."""
+    """What ``spec`` names, without loading or downloading anything: how ``resolve_model`` takes it, and where
+    a model comes from on another machine (export.script). A path that exists here is never a hub id."""
     if spec in ALIASES:
         return "alias"
     path = Path(spec).expanduser()
