@@ -9,6 +9,7 @@ processes with ``accelerate launch`` (torchrun underneath) and supervises them f
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -86,6 +87,11 @@ def accelerate_config(processes: int, strategy: str, machines: int = 1) -> dict[
     if strategy == "fsdp":
         config["fsdp_config"] = dict(FSDP_CONFIG)
     return config
+
+
+def write_accelerate_config(path: Path, config: TrainConfig) -> None:
+    """The config file of ``config``'s processes, as the launch reads it and as an exported folder keeps it."""
+    path.write_text(json.dumps(accelerate_config(config.gpus, config.strategy), indent=2) + "\n", encoding="utf-8")
 
 
 def free_port() -> int:

@@ -70,7 +70,7 @@ def _new(store: RunStore, data: FtDataset | None, name: str | None, preset: str,
     run.begin(RunSettings(config.to_dict(), preset, reason, str(model_path), length, kernel_device()), data.manifest(),
               data.jsonl())
     return _job_class(config)(run, data, config, model_path, backend, [], callbacks=callbacks, split=split,
-                              validator=validator, note=length, launch=Launch.current())
+                              validator=validator, note=length, launch=launch)
 
 
 def _job_class(config: TrainConfig) -> type[TrainJob]:

@@ -12,7 +12,6 @@ the run failed with that worker's message, and kills whatever is left of the pro
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import subprocess
@@ -24,7 +23,7 @@ import psutil
 from ..runs import Run
 from ..runs.readers import CachedReader
 from .job import TrainJob
-from .launch import accelerate_config, launch_command
+from .launch import launch_command, write_accelerate_config
 from .ranks import SUPERVISOR_PID
 
 POLL_S = 0.2
@@ -56,8 +55,7 @@ class WorkerJob(TrainJob):
 
     def _fit(self) -> None:
         self.run.clear_worker_records()
-        self.run.launch_config_file.write_text(json.dumps(accelerate_config(self.config.gpus, self.config.strategy),
-                                                          indent=2))
+        write_accelerate_config(self.run.launch_config_file, self.config)
         command = launch_command(self.run.launch_config_file, self.config,
                                  ["--run", self.run.name, "--runs-dir", str(self.run.path.parent)])
         env = {**os.environ, SUPERVISOR_PID: str(os.getpid()), "PYTHONUNBUFFERED": "1"}

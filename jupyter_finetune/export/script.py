@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..engine.config import TrainConfig
-from ..engine.launch import accelerate_config
+from ..engine.launch import write_accelerate_config
 from ..errors import NotFound
 from ..runs import DataManifest, DataRow, Run, RunSettings
 from .result import ExportError
@@ -67,8 +67,7 @@ def write_script(source: ScriptSource, folder: Path, target: Path) -> tuple[tupl
         (folder / name).write_text(text, encoding="utf-8")
         numbered = numbered and kept
     config = source.config
-    (folder / "accelerate.json").write_text(json.dumps(accelerate_config(config.gpus, config.strategy), indent=2)
-                                            + "\n", encoding="utf-8")
+    write_accelerate_config(folder / "accelerate.json", config)
     (folder / "train.py").write_text(train_script(source), encoding="utf-8")
     (folder / "train.slurm").write_text(slurm_script(source.run.name, config), encoding="utf-8")
     model_text, model_note = model_origin(source)
