@@ -18,15 +18,16 @@ from .data import DEFAULT_MAX_LENGTH
 # the choices each option takes, and the errors a user can fix (FinetuneError; a DataError also lists
 # its problems; path_problem words an OSError the user can fix). None of these imports torch.
 from .data import FORMATS, DataError
-from .engine.config import BACKENDS, PRESETS, QUANTS, STRATEGIES
+from .engine.config import BACKENDS, DPO_LOSSES, PRESETS, QUANTS, STRATEGIES
+from .engine.config import METHODS as TRAIN_METHODS
 from .errors import FinetuneError, InvalidValue, path_problem
 from .export.result import KINDS as EXPORT_KINDS
 from .export.result import QUANTS as GGUF_QUANTS
 from .models.aliases import DEFAULT_MODEL
 from .models.memory import METHODS
 
-__all__ = ["BACKENDS", "DEFAULT_MODEL", "EXPORT_KINDS", "FORMATS", "GGUF_QUANTS", "METHODS", "PRESETS", "QUANTS",
-           "SPLITS", "STRATEGIES", "DataError", "FinetuneError", "chat", "chat_session", "compare_runs", "data_spec",
+__all__ = ["BACKENDS", "DEFAULT_MODEL", "DPO_LOSSES", "EXPORT_KINDS", "FORMATS", "GGUF_QUANTS", "METHODS", "PRESETS",
+           "QUANTS", "SPLITS", "STRATEGIES", "TRAIN_METHODS", "DataError", "FinetuneError", "chat", "chat_session", "compare_runs", "data_spec",
            "eval_history", "evaluate", "example_data", "export", "join_training", "load_data", "plan",
            "prepare_training", "runs", "stop", "train", "train_async"]
 

@@ -152,6 +152,13 @@ class FinetuneMagics(Magics):
               help="Data-parallel worker processes, one per GPU, launched by accelerate (default 1).")
     @argument("--strategy", choices=api.STRATEGIES,
               help="With --gpus: ddp (a whole copy on each GPU; default) or fsdp (weights sharded across them).")
+    @argument("--method", choices=api.TRAIN_METHODS,
+              help="sft (learn the answers), dpo (prefer chosen over rejected) or orpo; default: dpo for preference "
+                   "data, else sft.")
+    @argument("--from", dest="from_run", metavar="RUN",
+              help="Start from RUN's adapter (usually an SFT run); under dpo it is the reference too.")
+    @argument("--beta", type=float, help="dpo: how close to the reference the model stays (default 0.1).")
+    @argument("--loss", choices=api.DPO_LOSSES, help="dpo's loss (default sigmoid, the paper's).")
     @argument("--background", action="store_true", help="Return at once; the dashboard keeps updating.")
     @argument("--resume", metavar="RUN", help="Continue RUN from its last checkpoint.")
     @argument("--overwrite", action="store_true", help="Replace an existing run of the same name.")
@@ -184,7 +191,8 @@ class FinetuneMagics(Magics):
         settings = {k: getattr(args, k) for k in ("model", "epochs", "steps", "batch_size", "grad_accum", "lr", "rank",
                                                   "alpha", "dropout", "target_modules", "max_length", "seed", "quant",
                                                   "backend", "report_to", "gradient_checkpointing", "save_steps",
-                                                  "validation", "early_stopping", "patience", "gpus", "strategy")}
+                                                  "validation", "early_stopping", "patience", "gpus", "strategy",
+                                                  "method", "from_run", "beta", "loss")}
         return data, dict(name=args.name, preset=args.preset, resume=args.resume, overwrite=args.overwrite,
                           runs_dir=self._runs_dir(args), background=args.background, **settings)
 

@@ -47,12 +47,14 @@ def check_turns(examples: list[Example]) -> tuple[list[Example], list[Problem]]:
 
 
 def exact_key(ex: Example) -> tuple[str, ...]:
-    return tuple(m["role"] + "\x00" + m["content"] for m in ex.messages)
+    """Every message, and a pair's rejected answer: one prompt with two different rejected answers is two pairs."""
+    return tuple(m["role"] + "\x00" + m["content"] for m in ex.messages) + ((ex.rejected,) if ex.rejected else ())
 
 
 def near_key(ex: Example) -> str:
     """The text with case, spacing and punctuation removed: what near-duplicates share."""
-    return " ".join("\x00".join([m["content"] for m in ex.messages]).lower().translate(_PUNCTUATION).split())
+    texts = [m["content"] for m in ex.messages] + ([ex.rejected] if ex.rejected else [])
+    return " ".join("\x00".join(texts).lower().translate(_PUNCTUATION).split())
 
 
 def check_duplicates(examples: list[Example], keys: list[str]) -> list[Problem]:

@@ -88,7 +88,8 @@ class FtDataset:
 
     def jsonl(self) -> str:
         """OpenAI chat JSONL, train rows then test rows, each tagged with its split and source row."""
-        lines = [json.dumps({"messages": ex.messages, "split": split, "row": ex.row}, ensure_ascii=False)
+        lines = [json.dumps({"messages": ex.messages, **({"rejected": ex.rejected} if ex.rejected is not None else {}),
+                             "split": split, "row": ex.row}, ensure_ascii=False)
                  for split, rows in (("train", self.train), ("test", self.test)) for ex in rows]
         return "\n".join(lines) + "\n"
 
@@ -137,6 +138,20 @@ class FtDataset:
             return Dataset.from_dict({"text": [ex.messages[0]["content"] for ex in rows]})
         return Dataset.from_dict({"prompt": [ex.messages[:-1] for ex in rows],
                                   "completion": [ex.messages[-1:] for ex in rows]})
+
+    def to_hf_pairs(self, split: str | list[Example] = "train") -> Any:
+        """A datasets.Dataset in TRL's conversational preference form (prompt, chosen, rejected), of a
+        preference data set's split by name or of the rows given."""
+        from datasets import Dataset
+
+        rows = split if isinstance(split, list) else self.train if split == "train" else self.test
+        return Dataset.from_dict({"prompt": [ex.messages[:-1] for ex in rows],
+                                  "chosen": [ex.messages[-1:] for ex in rows],
+                                  "rejected": [[{"role": "assistant", "content": ex.rejected}] for ex in rows]})
+
+    @property
+    def is_preference(self) -> bool:
+        return self.format == "preference"
 
     def __repr__(self) -> str:
         """The data report as text (a notebook shows ui's HTML form): counts, tokens, cost, every warning."""
@@ -199,7 +214,7 @@ def restore(manifest: DataManifest, rows: list[DataRow], tokenizer: Any, paramet
     """A run's copy of its data set (already checked when it was made), with the same version."""
     split: dict[str, list[Example]] = {"train": [], "test": []}
     for row in rows:
-        split[row.split].append(Example(row.row, row.messages, manifest.format == "text"))
+        split[row.split].append(Example(row.row, row.messages, manifest.format == "text", row.rejected))
     renderer = ChatRenderer(tokenizer)
     _, train_lengths, _ = count_tokens(split["train"], renderer)
     _, test_lengths, _ = count_tokens(split["test"], renderer)

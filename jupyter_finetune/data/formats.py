@@ -1,8 +1,9 @@
-"""Detect the five input formats and normalise every row to one conversation form.
+"""Detect the input formats and normalise every row to one conversation form.
 
 The one form is OpenAI's chat form: a list of ``{"role", "content"}`` dicts with roles
 system/user/assistant. Plain text rows become a single assistant message (all of it carries
-loss); ``Example.is_text`` keeps them apart from chats.
+loss); ``Example.is_text`` keeps them apart from chats. Preference pairs (data.preference) are
+the prompt and the chosen answer, with the rejected answer beside them in ``Example.rejected``.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
+from . import preference
 from .problems import Problem
 from .readers import RawRow
 
-Format = Literal["messages", "prompt_completion", "alpaca", "sharegpt", "text"]
-FORMATS: tuple[str, ...] = ("messages", "prompt_completion", "alpaca", "sharegpt", "text")
+Format = Literal["preference", "messages", "prompt_completion", "alpaca", "sharegpt", "text"]
+FORMATS: tuple[str, ...] = ("preference", "messages", "prompt_completion", "alpaca", "sharegpt", "text")
+"""In the order detection tries them: a preference row may also carry a prompt or messages."""
 ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {
     "system": "system",
@@ -36,6 +39,7 @@ _SIGNATURES: dict[str, tuple[str, ...]] = {
     "text": ("text",),
 }
 _KNOWN_KEYS: dict[str, set[str]] = {
+    "preference": preference.KNOWN_KEYS,
     "messages": {"messages"},
     "sharegpt": {"conversations", "system"},
     "alpaca": {"instruction", "input", "output", "system"},
@@ -51,6 +55,8 @@ class Example:
     row: int
     messages: list[dict[str, str]]
     is_text: bool = False
+    rejected: str | None = None
+    """A preference pair's rejected answer to the prompt in ``messages[:-1]`` (the chosen one is ``messages[-1]``)."""
 
 
 def detect_format(rows: list[RawRow]) -> str | None:
@@ -60,6 +66,9 @@ def detect_format(rows: list[RawRow]) -> str | None:
     for raw in rows:
         if isinstance(raw.value, dict):
             seen += 1
+            if preference.is_pair(raw.value):
+                counts["preference"] += 1
+                continue
             for fmt, keys in _SIGNATURES.items():
                 if all(k in raw.value for k in keys):
                     counts[fmt] += 1
@@ -72,7 +81,8 @@ def detect_format(rows: list[RawRow]) -> str | None:
 
 def unknown_format_problem(rows: list[RawRow]) -> Problem:
     keys = sorted({k for r in rows[:200] if isinstance(r.value, dict) for k in r.value})
-    expected = "; ".join(f"{f}: {', '.join(k)}" for f, k in _SIGNATURES.items())
+    expected = "; ".join([f"{f}: {', '.join(k)}" for f, k in _SIGNATURES.items()]
+                         + [f"preference: {' or '.join('/'.join(k) for k in preference.SIGNATURES)}"])
     return Problem(
         "error", "unknown_format", (), f"cannot tell the data format from the keys {keys}",
         f"use one of the known layouts ({expected}) or name it with --format",
@@ -81,7 +91,7 @@ def unknown_format_problem(rows: list[RawRow]) -> Problem:
 
 def normalise(rows: list[RawRow], fmt: str) -> tuple[list[Example], list[Problem]]:
     """Every readable row as an Example; every unreadable one as a Problem naming it."""
-    convert = _CONVERTERS[fmt]
+    convert = _CONVERTERS.get(fmt)
     known = _KNOWN_KEYS[fmt]
     examples: list[Example] = []
     problems: list[Problem] = []
@@ -100,6 +110,11 @@ def normalise(rows: list[RawRow], fmt: str) -> tuple[list[Example], list[Problem
         for key in value.keys() - known:
             unknown_keys.setdefault(key, []).append(raw.row)
         before = len(problems)
+        if fmt == "preference":
+            found = preference.pair(value, raw.row, problems, _chat, _text)
+            if found is not None:
+                examples.append(Example(raw.row, found[0], rejected=found[1]))
+            continue
         messages = convert(value, raw.row, problems)
         if messages is not None and len(problems) == before:
             examples.append(Example(raw.row, messages, fmt == "text"))

@@ -69,7 +69,8 @@ class InferenceModel:
 class Backend(Protocol):
     name: str
 
-    def load(self, model_path: Path, config: TrainConfig) -> Loaded: ...
+    def load(self, model_path: Path, config: TrainConfig, start: Path | None = None) -> Loaded:
+        """The model to train: a fresh LoRA to apply, or the adapter in ``start`` attached and trainable."""
 
     def load_for_inference(self, model_path: Path, adapter_dir: Path, config: TrainConfig) -> InferenceModel: ...
 
@@ -138,18 +139,19 @@ def describe(model: Any, quant: str, backend: str) -> LoadDescription:
     return LoadDescription(str(model.device), str(dtype).removeprefix("torch."), quant, backend)
 
 
-def attach_adapter(base: Any, adapter_dir: Path) -> Any:
+def attach_adapter(base: Any, adapter_dir: Path, trainable: bool = False) -> Any:
     from peft import PeftModel
 
     tolerate_old_torchao()
-    return PeftModel.from_pretrained(base, adapter_dir).eval()
+    model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=trainable)
+    return model if trainable else model.eval()
 
 
 @dataclass(frozen=True)
 class HFBackend:
     name: str = "hf"
 
-    def load(self, model_path: Path, config: TrainConfig) -> Loaded:
+    def load(self, model_path: Path, config: TrainConfig, start: Path | None = None) -> Loaded:
         from transformers import AutoModelForCausalLM
 
         kwargs, precision = from_pretrained_kwargs(config.quant, sharded(config))
@@ -158,6 +160,8 @@ class HFBackend:
             from peft import prepare_model_for_kbit_training
 
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+        if start is not None:
+            return Loaded(attach_adapter(model, start, trainable=True), None, precision)
         return Loaded(model, lora_config(config), precision)
 
     def load_for_inference(self, model_path: Path, adapter_dir: Path, config: TrainConfig) -> InferenceModel:
@@ -180,7 +184,7 @@ class UnslothBackend:
 
     name: str = "unsloth"
 
-    def load(self, model_path: Path, config: TrainConfig) -> Loaded:
+    def load(self, model_path: Path, config: TrainConfig, start: Path | None = None) -> Loaded:
         import torch
         from unsloth import FastLanguageModel
 
@@ -190,9 +194,12 @@ class UnslothBackend:
             load_in_4bit=config.quant == "4bit", load_in_8bit=config.quant == "8bit",
             load_in_16bit=config.quant == "none", use_gradient_checkpointing=checkpointing, random_state=config.seed)
         targets: Any = "all-linear" if config.target_modules == ("all-linear",) else list(config.target_modules)
-        model = FastLanguageModel.get_peft_model(
-            model, r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=targets,
-            use_gradient_checkpointing=checkpointing, random_state=config.seed)
+        if start is not None:  # a saved adapter on Unsloth's patched base, as its docs load one to train further
+            model = attach_adapter(model, start, trainable=True)
+        else:
+            model = FastLanguageModel.get_peft_model(
+                model, r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=targets,
+                use_gradient_checkpointing=checkpointing, random_state=config.seed)
         dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
         base = f"{config.quant} base, {dtype} LoRA" if config.quant != "none" else dtype
         return Loaded(model, None, f"{base} (unsloth)")

@@ -8,11 +8,16 @@ from typing import Any
 from ..data.length import EXAMPLES_SEEN, VALIDATION, steps_per_epoch
 from ..errors import FinetuneError
 
-__all__ = ["PRESETS", "ConfigError", "TrainConfig", "build_config", "steps_per_epoch"]
+__all__ = ["METHOD_DEFAULTS", "PRESETS", "ConfigError", "TrainConfig", "build_config", "steps_per_epoch"]
 
 QUANTS = ("none", "4bit", "8bit")
 BACKENDS = ("auto", "hf", "unsloth")
 STRATEGIES = ("ddp", "fsdp")
+METHODS = ("sft", "dpo", "orpo")
+PREFERENCE_METHODS = ("dpo", "orpo")
+DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "aot",
+              "aot_pair", "apo_zero", "apo_down", "discopop")
+"""DPO losses every TRL we admit knows (DPOConfig.loss_type); sigmoid is the paper's."""
 REPORTERS = ("tensorboard", "mlflow", "wandb")
 
 
@@ -77,6 +82,17 @@ class TrainConfig:
     machine without a GPU they are CPU processes (gloo): the multi-process path, not a speed-up."""
     strategy: str = "ddp"
     """With several GPUs: ddp (a whole copy of the model on each) or fsdp (weights sharded across them)."""
+    method: str = "sft"
+    """sft (learn the answers), dpo (prefer the chosen answer of each pair over the rejected one, against
+    a frozen reference: the model at step 0) or orpo (both in one pass, no reference)."""
+    beta: float = 0.1
+    """dpo: how far from the reference the policy may move (higher: closer); orpo: the weight of the
+    preference term."""
+    loss: str = "sigmoid"
+    """dpo's loss (TRL's loss_type): sigmoid (the paper's), ipo, hinge, robust, ..."""
+    from_run: str | None = None
+    """Start from this run's adapter (usually an SFT run on the same model): it is trained further, and
+    under dpo it is also the reference."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -96,8 +112,11 @@ class TrainConfig:
             problems.append(f"validation must be a fraction in [0, 0.5] of the training rows (got {self.validation})")
         if not 0 <= self.warmup_ratio < 1:
             problems.append(f"warmup_ratio must be in [0, 1) (got {self.warmup_ratio})")
+        if self.beta <= 0:
+            problems.append(f"beta must be positive (got {self.beta})")
         for name, value, allowed in (("quant", self.quant, QUANTS), ("backend", self.backend, BACKENDS),
-                                     ("strategy", self.strategy, STRATEGIES)):
+                                     ("strategy", self.strategy, STRATEGIES), ("method", self.method, METHODS),
+                                     ("loss", self.loss, DPO_LOSSES)):
             if value not in allowed:
                 problems.append(f"{name} {value!r} is not one of {', '.join(allowed)}")
         if self.strategy == "fsdp" and self.gpus is not None and self.gpus < 2:
@@ -136,15 +155,24 @@ measures them against a grid of hand-set ones (bench/results/defaults-cpu2.json)
 
 
 
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dpo": {"lr": 5e-5},
+    "orpo": {"lr": 1e-4},
+}
+"""What a preference method changes in every preset: a preference loss moves an adapter with a smaller step
+(bench/results/preference-cpu2.json)."""
+
+
 def build_config(preset: str = "balanced", **overrides: Any) -> TrainConfig:
-    """The preset's values, then every override that is not None."""
+    """The preset's values, the method's, then every override that is not None."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}: known are {', '.join(sorted(known))}")
-    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    method = METHOD_DEFAULTS.get(overrides.get("method") or "sft", {})
+    values = {**PRESETS[preset], **method, **{k: v for k, v in overrides.items() if v is not None}}
     for name in ("target_modules", "report_to"):
         if isinstance(values.get(name), str):
             values[name] = tuple(s.strip() for s in values[name].split(",") if s.strip())

@@ -17,7 +17,6 @@ writes the run store and reports, and the ranks agree on every stop (engine.rank
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import signal
 import threading
@@ -40,7 +39,9 @@ from .backends import Backend, cuda_available
 from .callbacks import CHECKPOINT_EVERY_S, CheckpointTimer, EventCallback
 from .config import TrainConfig
 from .events import Event, Listener
-from .launch import FSDP_CONFIG, Launch, sharded
+from .arguments import trainer_args
+from .launch import Launch, sharded
+from .preference import drop_reference_copy, preference_args, preference_trainer
 from .ranks import AgreeOnControl, SupervisorLink, leave_process_group
 from .validation import MakeValidator, ValidationCallback, ValidationPlan, validation_every
 
@@ -64,38 +65,11 @@ def sft_config(dataset: FtDataset, config: TrainConfig, output_dir: Path, split:
     """The TRL SFTConfig for these settings: completion-only loss; the validation slice's loss once per
     epoch, or when ``validated`` at each validation (engine.validation asks for those evaluations); in a
     process of a launch, the data-parallel settings too."""
-    import torch
     from trl import SFTConfig
 
-    cuda = cuda_available()
     split = split or dataset.validation_split(0, 0)
-    per_epoch = config.epoch_steps(len(split.train))
-    # transformers 5.24 renamed the field; Unsloth's pins (transformers<=5.17) know only the old name
-    renamed = "activation_checkpointing" in {f.name for f in dataclasses.fields(SFTConfig)}
-    checkpointing = {"activation_checkpointing" if renamed else "gradient_checkpointing":
-                     config.gradient_checkpointing and not sharded(config)}  # FSDP checkpoints itself (_parallel)
-    return SFTConfig(
-        output_dir=str(output_dir), seed=config.seed, data_seed=config.seed,
-        num_train_epochs=config.epochs or 1.0, max_steps=config.steps or -1,  # epochs None: steps are set
-        per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum, learning_rate=config.lr, lr_scheduler_type="linear",
-        warmup_steps=config.warmup_ratio, logging_steps=config.logging_steps,
-        save_strategy="steps" if config.save_steps else "no", save_steps=config.save_steps or 500, save_total_limit=2,
-        eval_strategy="steps" if split.validation and not validated else "no", eval_steps=per_epoch,
-        max_length=config.max_length, completion_only_loss=dataset.format != "text",
-        **checkpointing,  # TRL's own default is on
-        bf16=cuda and torch.cuda.is_bf16_supported(), fp16=cuda and not torch.cuda.is_bf16_supported(),
-        use_cpu=not cuda, report_to=list(config.report_to), disable_tqdm=True, dataloader_num_workers=0,
-        **_parallel(config) if Launch.current() else {},
-    )
-
-
-def _parallel(config: TrainConfig) -> dict[str, Any]:
-    """The Trainer's own data-parallel settings, so that a bare torchrun launch trains as accelerate's config says."""
-    if config.strategy == "fsdp":  # FSDP's own activation checkpointing: the Trainer's adds an all-gather per layer
-        return {"fsdp": "full_shard auto_wrap",
-                "fsdp_config": {**FSDP_CONFIG, "fsdp_activation_checkpointing": config.gradient_checkpointing}}
-    return {"ddp_find_unused_parameters": False}  # every LoRA weight takes part in each step
+    return trainer_args(SFTConfig, config, output_dir, split, validated,
+                        eval_steps=config.epoch_steps(len(split.train)), completion_only_loss=dataset.format != "text")
 
 
 class TrainJob:
@@ -314,6 +288,7 @@ class TrainJob:
         best = self.validation.best if self.validation else None
         if best is None:
             trainer.save_model(str(self.run.adapter_dir))  # on every rank: FSDP gathers the weights to save them
+            drop_reference_copy(self.run.adapter_dir)
             if self.main:
                 self.run.drop_last_adapter()
             return f"adapter saved to {self.run.adapter_dir}"
@@ -333,28 +308,28 @@ class TrainJob:
         self._emit({"event": "end", "status": status, "step": self._step, "message": message, "time": time.time()})
 
     def build_trainer(self) -> Any:
-        """The SFTTrainer this job runs (public so that what training sees can be inspected)."""
+        """The trainer this job runs: TRL's SFTTrainer, or its preference trainer (public so that what
+        training sees can be inspected)."""
         from transformers import PrinterCallback, set_seed
-        from trl import SFTTrainer
 
         set_seed(self.config.seed)
         if self.launch:
             tolerate_tensor_parallel_gap()
         tokenizer = training_tokenizer(self.model_path)
-        loaded = self.backend.load(self.model_path, self.config)
+        start = self.run.start_adapter()
+        loaded = self.backend.load(self.model_path, self.config, start)
         callback = EventCallback(self.run.name, self.listeners, self.stop_requested, self.config.to_dict(),
                                  between_steps=self._between_steps)
         timer = [] if self.config.save_steps else [CheckpointTimer(CHECKPOINT_EVERY_S)]
         link = [SupervisorLink(self.run, self._stop_because)] if self.launch and self.main else []
+        callbacks = [*self.extra_callbacks, *link, *timer, callback]
         split, plan = self.split, self._validation_plan()
-        trainer = SFTTrainer(
-            model=loaded.model, args=sft_config(self.dataset, self.config, self.run.checkpoints_dir, split,
-                                                self._validates()),
-            train_dataset=self.dataset.to_hf(split.train),
-            eval_dataset=self.dataset.to_hf(split.validation) if split.validation else None,
-            processing_class=tokenizer, peft_config=loaded.peft_config,
-            callbacks=[*self.extra_callbacks, *link, *timer, callback],
-        )
+        if self.config.method == "sft":
+            trainer = self._sft_trainer(loaded, tokenizer, callbacks)
+        else:
+            args = preference_args(self.config, self.run.checkpoints_dir, split, self._eval_every())
+            trainer = preference_trainer(self.config, self.dataset, split, loaded.model, loaded.peft_config, args,
+                                         tokenizer, callbacks, start)
         trainer.remove_callback(PrinterCallback)  # our listeners report progress
         if plan:
             self.validation = ValidationCallback(plan, self.run, tokenizer, self.backend.generating,
@@ -364,20 +339,36 @@ class TrainJob:
             trainer.add_callback(AgreeOnControl())  # last: it spreads what the callbacks before it decided
         return trainer
 
+    def _sft_trainer(self, loaded: Any, tokenizer: Any, callbacks: list[Any]) -> Any:
+        from trl import SFTTrainer
+
+        split = self.split
+        return SFTTrainer(
+            model=loaded.model, args=sft_config(self.dataset, self.config, self.run.checkpoints_dir, split,
+                                                self._validates()),
+            train_dataset=self.dataset.to_hf(split.train),
+            eval_dataset=self.dataset.to_hf(split.validation) if split.validation else None,
+            processing_class=tokenizer, peft_config=loaded.peft_config, callbacks=callbacks,
+        )
+
+    def _eval_every(self) -> int:
+        """Steps between validations: answers scored under SFT, held-out pairs under a preference method."""
+        c = self.config
+        per_epoch = c.epoch_steps(len(self.split.train))
+        return validation_every(per_epoch, c.steps or math.ceil(per_epoch * (c.epochs or 1)))
+
     def _validates(self) -> bool:
         """Whether answers are scored during training. The same on every rank (it sets the Trainer's own
         evaluation schedule); off under FSDP, where one rank alone cannot run the sharded model."""
-        return bool(self.make_validator and self.split.validation) and not sharded(self.config)
+        return (bool(self.make_validator and self.split.validation) and not sharded(self.config)
+                and self.config.method == "sft")  # a preference run scores held-out pairs instead
 
     def _validation_plan(self) -> ValidationPlan | None:
         """The scoring plan of the rank that scores (rank 0); the others follow its decisions (engine.ranks)."""
         if not (self._validates() and self.main):
             return None
-        c = self.config
-        per_epoch = c.epoch_steps(len(self.split.train))
-        max_steps = c.steps or math.ceil(per_epoch * (c.epochs or 1))
-        return ValidationPlan(self.make_validator(self.split.validation), validation_every(per_epoch, max_steps),
-                              c.patience if c.early_stopping else None)
+        return ValidationPlan(self.make_validator(self.split.validation), self._eval_every(),
+                              self.config.patience if self.config.early_stopping else None)
 
     def _oom_message(self, exc: BaseException) -> str:
         c = self.config

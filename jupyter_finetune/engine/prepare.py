@@ -25,6 +25,7 @@ from .backends import select_backend
 from .config import ConfigError, TrainConfig, build_config
 from .job import TrainJob
 from .launch import Launch, worker_count
+from .preference import method_settings
 from .supervise import WorkerJob
 from .validation import MakeValidator
 
@@ -57,6 +58,7 @@ def _new(store: RunStore, data: FtDataset | None, name: str | None, preset: str,
         settings["max_length"] = data.max_length
     launch = Launch.current()  # launched, the processes started are what trains, whatever the settings said
     settings["gpus"] = launch.world if launch else worker_count(settings.get("gpus"))
+    settings, start = method_settings(store, data, settings)
     model = settings.pop("model", None) or data.model
     config = build_config(preset, model=model, **with_saved_quantization(model, settings))
     split = data.validation_split(config.validation, MOST_VALIDATION_ROWS)
@@ -67,6 +69,8 @@ def _new(store: RunStore, data: FtDataset | None, name: str | None, preset: str,
         data = replace(data, renderer=type(data.renderer)(load_tokenizer(config.model)), model=config.model,
                        parameters=parameter_count(load_config(config.model)))
     run = store.create(name, overwrite=overwrite, prefix=data.name)
+    if start is not None:
+        run.keep_start_adapter(start)
     run.begin(RunSettings(config.to_dict(), preset, reason, str(model_path), length, kernel_device()), data.manifest(),
               data.jsonl())
     return _job_class(config)(run, data, config, model_path, backend, [], callbacks=callbacks, split=split,

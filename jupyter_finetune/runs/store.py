@@ -141,6 +141,7 @@ def parse_rows(saved: Any) -> dict[str, Any]:
         check(message, OBJECT, "a message")
     checked(row, "row", WHOLE)
     checked(row, "split", TEXT)
+    checked(row, "rejected", TEXT)
     return row
 
 
@@ -172,6 +173,8 @@ class DataRow:
     row: int
     split: str
     messages: list[dict[str, str]]
+    rejected: str | None = None
+    """A preference pair's rejected answer (data.preference)."""
 
 
 @dataclass(frozen=True)
@@ -255,6 +258,20 @@ class Run:
         write_json(self.path / "data.json", manifest.to_dict())
         write_text_atomic(self.path / "data.jsonl", data_jsonl)
 
+    @property
+    def start_adapter_dir(self) -> Path:
+        """The copy of the adapter this run started from (``--from``): training, resumes and the reference of
+        a preference run read it here, whatever later happens to the run it came from."""
+        return self.path / "start-adapter"
+
+    def keep_start_adapter(self, adapter: Path) -> None:
+        """Copy the adapter this run starts from into it, whole or not at all."""
+        self._replace_folder(self.start_adapter_dir, lambda folder: shutil.copytree(adapter, folder,
+                                                                                    dirs_exist_ok=True))
+
+    def start_adapter(self) -> Path | None:
+        return self.start_adapter_dir if (self.start_adapter_dir / "adapter_config.json").is_file() else None
+
     def change_settings(self, settings: RunSettings) -> None:
         """A resume on another number of processes: the run is from now on set up as ``settings`` say."""
         write_json(self.path / "config.json", settings.to_dict())
@@ -283,7 +300,8 @@ class Run:
                     r = parse_rows(parse_json(line))
                 except Malformed as e:
                     raise DamagedRun(self.path, name, e.reason, number) from None
-                rows.append(DataRow(r.get("row", len(rows)), r.get("split", "train"), r["messages"]))
+                rows.append(DataRow(r.get("row", len(rows)), r.get("split", "train"), r["messages"],
+                                    r.get("rejected")))
         return rows
 
     def conversations(self, split: str | None = None) -> list[list[dict[str, str]]]:

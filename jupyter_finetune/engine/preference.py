@@ -1,0 +1,115 @@
+"""Preference tuning with TRL: DPO against a reference that is the same weights, and ORPO without one.
+
+No second copy of the model is loaded for DPO's reference. Trained from scratch, the reference is the
+base with the adapter switched off (a fresh LoRA adds nothing at step 0). Started from a run's adapter
+(``--from``), the reference is that adapter, kept frozen beside the one that trains: TRL copies it as
+the adapter "ref" (TRL 0.29+), or is told the names of the two copies loaded here (older TRL). Either
+way the policy equals the reference at step 0, so the first loss is log 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from ..data import FtDataset
+from ..data.dataset import ValidationSplit
+from ..errors import FinetuneError
+from ..runs import RunStore
+from .arguments import trainer_args
+from .config import PREFERENCE_METHODS, ConfigError, TrainConfig
+
+REFERENCE_ADAPTER = "ref"
+"""TRL's name for the frozen copy of a starting adapter."""
+
+
+class OrpoUnavailable(FinetuneError):
+    """The installed TRL has no ORPO trainer."""
+
+
+def orpo_classes() -> tuple[type, type]:
+    """TRL's ORPOConfig and ORPOTrainer: in ``trl.experimental`` since 0.26, before that in ``trl``."""
+    try:
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+    except ImportError:
+        try:
+            from trl import ORPOConfig, ORPOTrainer
+        except ImportError:
+            import trl
+
+            raise OrpoUnavailable(f"--method orpo needs TRL's ORPOTrainer, which trl {trl.__version__} does not "
+                                  "have: use --method dpo, or install a trl that has it") from None
+    return ORPOConfig, ORPOTrainer
+
+
+def preference_args(config: TrainConfig, output_dir: Path, split: ValidationSplit, eval_steps: int) -> Any:
+    """The DPOConfig (or ORPOConfig) for these settings; held-out pairs scored every ``eval_steps``."""
+    from trl import DPOConfig
+
+    kind = DPOConfig if config.method == "dpo" else orpo_classes()[0]
+    names = {f.name for f in dataclasses.fields(kind)}
+    method: dict[str, Any] = {"beta": config.beta}
+    if config.method == "dpo":
+        method["loss_type"] = [config.loss] if "loss_weights" in names else config.loss
+    if "max_prompt_length" in names:  # older TRL cuts prompts at 512 tokens on its own: only max_length cuts here
+        method["max_prompt_length"] = None
+    if config.from_run and "ref_adapter_name" in names:  # older TRL: the two copies are named, not made
+        method.update(model_adapter_name="default", ref_adapter_name=REFERENCE_ADAPTER)
+    return trainer_args(kind, config, output_dir, split, False, eval_steps, **method)
+
+
+def preference_trainer(config: TrainConfig, dataset: FtDataset, split: ValidationSplit, model: Any,
+                       peft_config: Any, args: Any, tokenizer: Any, callbacks: list[Any],
+                       start: Path | None) -> Any:
+    """TRL's DPOTrainer (or ORPOTrainer) on ``model``: a base with ``peft_config`` to apply, or a PeftModel
+    that holds the adapter of ``start``."""
+    from trl import DPOTrainer
+
+    trainer_class = DPOTrainer if config.method == "dpo" else orpo_classes()[1]
+    if start is not None and getattr(args, "ref_adapter_name", None):
+        model.load_adapter(str(start), adapter_name=REFERENCE_ADAPTER)
+    return trainer_class(
+        model=model, args=args, train_dataset=dataset.to_hf_pairs(split.train),
+        eval_dataset=dataset.to_hf_pairs(split.validation) if split.validation else None,
+        processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks,
+    )
+
+
+def drop_reference_copy(adapter_dir: Path) -> None:
+    """A saved PeftModel writes every adapter it holds; the frozen reference copy is not the run's adapter."""
+    import shutil
+
+    shutil.rmtree(adapter_dir / REFERENCE_ADAPTER, ignore_errors=True)
+
+
+def method_settings(store: RunStore, data: FtDataset, settings: dict[str, Any]) -> tuple[dict[str, Any], Path | None]:
+    """The settings with the method decided (dpo for preference pairs, else sft) and, with ``from_run``, that
+    run's model and adapter shape; and the adapter to start from. Refused here, before anything loads: a
+    preference method on data without pairs, a starting run without an adapter or on another model."""
+    method = settings.get("method") or ("dpo" if data.is_preference else "sft")
+    if method in PREFERENCE_METHODS and not data.is_preference:
+        raise ConfigError(f"--method {method} learns from pairs of answers, and {data.name!r} is {data.format} data "
+                          f"without them: make the data with %%ft_data NAME --format preference (rows with prompt, "
+                          "chosen and rejected), or train it with --method sft")
+    settings = {**settings, "method": method}
+    if not settings.get("from_run"):
+        return settings, None
+    source = store.get(settings["from_run"])
+    adapter = source.adapter_dir
+    if not (adapter / "adapter_config.json").is_file():
+        raise ConfigError(f"run {source.name!r} has no adapter to start from (status "
+                          f"{source.status().get('status', 'unknown')}): train it to the end first, or pick another "
+                          "run (%ft_runs lists them)")
+    trained = TrainConfig.from_dict(source.settings().train)
+    if settings.get("model") not in (None, trained.model):
+        raise ConfigError(f"run {source.name!r} trained an adapter for {trained.model}, not {settings['model']}: "
+                          "leave --model out to train that model further")
+    mismatched = sorted(k for k in ("rank", "alpha", "target_modules") if settings.get(k) not in
+                        (None, getattr(trained, k)))
+    if mismatched:
+        raise ConfigError(f"the adapter of run {source.name!r} has its own {', '.join(mismatched)}; drop "
+                          f"{', '.join('--' + k.replace('_', '-') for k in mismatched)} to train it further")
+    shape = {"model": trained.model, "rank": trained.rank, "alpha": trained.alpha,
+             "target_modules": trained.target_modules, "quant": settings.get("quant") or trained.quant}
+    return {**settings, **shape}, adapter
