@@ -1,0 +1,70 @@
+"""Does a model rank the chosen answer above the rejected one? Preference accuracy on held-out pairs.
+
+A pair counts as ranked right when the chosen answer's mean log-probability per token, given the
+prompt, is above the rejected answer's. The mean, not the sum: a sum favours whichever answer is
+shorter, so a base model would look as if it preferred concise answers when it only preferred fewer
+tokens. The same measure scores the base, the run a preference run started from, and the run, so
+their numbers compare.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..data.formats import Example
+
+
+@dataclass(frozen=True)
+class AnswerLogp:
+    """One answer's log-probability given its prompt: the sum over its tokens, and how many there are."""
+
+    total: float
+    tokens: int
+
+    @property
+    def mean(self) -> float:
+        return self.total / max(self.tokens, 1)
+
+
+@dataclass(frozen=True)
+class PreferenceScore:
+    """One model's ranking of held-out pairs: how often chosen beat rejected, and the mean log-probs."""
+
+    accuracy: float
+    pairs: int
+    chosen_logp: float
+    """Mean over pairs of the chosen answer's mean log-probability per token."""
+    rejected_logp: float
+
+    @property
+    def margin(self) -> float:
+        return self.chosen_logp - self.rejected_logp
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"accuracy": self.accuracy, "pairs": self.pairs, "chosen_logp": self.chosen_logp,
+                "rejected_logp": self.rejected_logp}
+
+
+def answer_logp(model: Any, tokenizer: Any, prompt: list[dict[str, str]], answer: str) -> AnswerLogp:
+    """The answer's tokens scored after the prompt rendered with the chat template, as training renders them."""
+    import torch
+
+    context = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": answer}], tokenize=False)
+    start = len(tokenizer(context, add_special_tokens=False)["input_ids"])
+    ids = tokenizer(full, add_special_tokens=False, return_tensors="pt")["input_ids"].to(model.device)
+    with torch.inference_mode():
+        logits = model(input_ids=ids).logits[0, start - 1:-1].float()
+    picked = torch.log_softmax(logits, dim=-1).gather(-1, ids[0, start:, None]).squeeze(-1)
+    return AnswerLogp(float(picked.sum()), int(picked.numel()))
+
+
+def preference_score(model: Any, tokenizer: Any, pairs: list[Example]) -> PreferenceScore:
+    """``model`` as it is now (adapter on or off, as the caller set it) on every pair."""
+    if not pairs or any(ex.rejected is None for ex in pairs):
+        raise ValueError("preference_score needs preference pairs (examples with a rejected answer)")
+    chosen = [answer_logp(model, tokenizer, ex.messages[:-1], ex.messages[-1]["content"]).mean for ex in pairs]
+    rejected = [answer_logp(model, tokenizer, ex.messages[:-1], ex.rejected or "").mean for ex in pairs]
+    wins = sum(c > r for c, r in zip(chosen, rejected))
+    return PreferenceScore(wins / len(pairs), len(pairs), sum(chosen) / len(pairs), sum(rejected) / len(pairs))
