@@ -21,6 +21,18 @@ def jsonl(rows: list) -> str:
     return "\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n"
 
 
+def pair(i: int) -> dict:
+    """A preference pair in TRL's conversational layout: the concise JSON chosen over a chatty answer."""
+    row = chat(i)["messages"]
+    return {"prompt": row[:-1], "chosen": row[-1:],
+            "rejected": [{"role": "assistant", "content": f"Sure! Ticket {i} looks like an IT problem to me, "
+                                                           f"probably {'urgent' if i % 2 else 'not urgent'}."}]}
+
+
+def pair_rows(n: int = 40) -> list[dict]:
+    return [pair(i) for i in range(n)]
+
+
 def good_rows(n: int = 60) -> list[dict]:
     return [chat(i) for i in range(n)]
 
