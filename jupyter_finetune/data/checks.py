@@ -89,11 +89,11 @@ def check_leakage(train: list[Example], train_keys: list[str],
     ]
 
 
-def check_count(train_rows: int) -> list[Problem]:
+def check_count(train_rows: int, unit: str = "examples") -> list[Problem]:
     if train_rows < MIN_ROWS:
-        return [Problem("error", "too_few", (), f"only {train_rows} training examples",
+        return [Problem("error", "too_few", (), f"only {train_rows} training {unit}",
                         f"provide at least {MIN_ROWS} (OpenAI's minimum; {RECOMMENDED_ROWS}-100 is where gains show)")]
     if train_rows < RECOMMENDED_ROWS:
-        return [Problem("warning", "few", (), f"only {train_rows} training examples",
-                        f"{RECOMMENDED_ROWS}-100 well-made examples is where fine-tuning usually starts to help")]
+        return [Problem("warning", "few", (), f"only {train_rows} training {unit}",
+                        f"{RECOMMENDED_ROWS}-100 well-made {unit} is where fine-tuning usually starts to help")]
     return []

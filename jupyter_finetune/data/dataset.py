@@ -11,7 +11,7 @@ from functools import cached_property
 from typing import Any, Iterator
 
 from ..errors import InvalidValue
-from . import checks
+from . import checks, pair_checks
 from .estimate import CostEstimate, estimate
 from .formats import FORMATS, Example, detect_format, normalise, unknown_format_problem
 from .length import MOST_VALIDATION_ROWS, VALIDATION, choose_length
@@ -81,7 +81,8 @@ class FtDataset:
 
     @cached_property
     def cost(self) -> CostEstimate:
-        """At the length %ft_train would choose: the rule on the rows left after the validation slice."""
+        """At the length %ft_train would choose: the rule on the rows left after the validation slice. Of
+        preference pairs, the tokens of both sequences of each pair, as DPO processes them."""
         split = self.validation_split(VALIDATION, MOST_VALIDATION_ROWS)
         length = choose_length(len(split.train), split.train_tokens, 1, 1)
         return estimate(split.train_tokens, self.parameters, length.epochs)
@@ -103,9 +104,17 @@ class FtDataset:
         rows = self.train if split == "train" else self.test
         return rows[index]
 
-    def preview(self, index: int = 0, split: str = "train") -> list[TokenView]:
-        """The example as the trainer sees it: which tokens carry loss, which are cut by max length."""
-        rendered = self.renderer.render(self.example(index, split))
+    def preview(self, index: int = 0, split: str = "train", side: str = "chosen") -> list[TokenView]:
+        """The example as the trainer sees it: which tokens carry loss, which are cut by max length. Of a
+        preference pair, the sequence of one ``side``: the prompt with the chosen or the rejected answer."""
+        if side not in ("chosen", "rejected"):
+            raise InvalidValue(f"side must be chosen or rejected, not {side!r}")
+        example = self.example(index, split)
+        if side == "rejected":
+            if example.rejected is None:
+                raise InvalidValue(f"{self.name!r} is {self.format} data: its examples have no rejected answer")
+            example = pair_checks.rejected_side(example)
+        rendered = self.renderer.render(example)
         tokenizer = self.renderer.tokenizer
         prompt_len = len(tokenizer(rendered.prompt, add_special_tokens=False)["input_ids"])
         enc = tokenizer(rendered.full, add_special_tokens=False, return_offsets_mapping=True)
@@ -124,7 +133,7 @@ class FtDataset:
         if want < 2 or len(self.train) - want < 8 or self.format == "text":
             return ValidationSplit(self.train, [], self.train_lengths, self.stats.total)
         kept, held = split_indices([checks.near_key(ex) for ex in self.train], want / len(self.train), self.seed)
-        lengths = _pick(self.train_lengths, kept)
+        lengths = self.train_lengths.pick(kept)
         return ValidationSplit([self.train[i] for i in kept], [self.train[i] for i in held], lengths,
                                TokenStats.of(lengths, self.max_length).total)
 
@@ -154,12 +163,16 @@ class FtDataset:
         return self.format == "preference"
 
     def __repr__(self) -> str:
-        """The data report as text (a notebook shows ui's HTML form): counts, tokens, cost, every warning."""
+        """The data report as text (a notebook shows ui's HTML form): counts, tokens, cost, every warning.
+        Preference data counts pairs, each pair's tokens being both of its sequences, as DPO runs them."""
         s, c = self.stats, self.cost
+        unit, each = ("pairs", "pair") if self.is_preference else ("rows", "example")
+        both = " (prompt+chosen and prompt+rejected)" if self.is_preference else ""
         lines = [
-            f"<FtDataset {self.name!r} v{self.version}: {len(self.train)} train / {len(self.test)} test rows "
-            f"({self.format}), {s.mean:.0f} tokens/example (max {s.max}), {len(self.warnings)} warning(s)>",
-            f"tokens/example: min {s.min} mean {s.mean:.0f} p95 {s.p95} max {s.max}; {s.total:,} train tokens per epoch",
+            f"<FtDataset {self.name!r} v{self.version}: {len(self.train)} train / {len(self.test)} test {unit} "
+            f"({self.format}), {s.mean:.0f} tokens/{each} (max {s.max}), {len(self.warnings)} warning(s)>",
+            f"tokens/{each}{both}: min {s.min} mean {s.mean:.0f} p95 {s.p95} max {s.max}; {s.total:,} train tokens "
+            "per epoch",
             f"local training: ~{rough_duration(c.local_seconds)} for {c.epochs} epochs on {c.local_device}",
             f"OpenAI fine-tuning (as of {c.prices_as_of}): "
             + ", ".join(f"{m} ${usd:,.2f}" for m, usd in c.openai_usd.items()),
@@ -196,11 +209,11 @@ def prepare(rows: list[RawRow], *, name: str, tokenizer: Any, model: str, fmt: s
         else:
             train_idx, test_idx = split_indices(train_keys, split, seed)
             test = [train[i] for i in test_idx]
-            test_lengths = _pick(train_lengths, test_idx)
+            test_lengths = train_lengths.pick(test_idx)
             train = [train[i] for i in train_idx]
-            train_lengths = _pick(train_lengths, train_idx)
+            train_lengths = train_lengths.pick(train_idx)
             split_label = f"{split:g}"
-        problems += checks.check_count(len(train))
+        problems += checks.check_count(len(train), "pairs" if fmt == "preference" else "examples")
     if renderer.uses_fallback:
         problems.append(Problem("warning", "no_chat_template", (), "the model has no chat template; ChatML is used",
                                 "use an instruct/chat model, or keep ChatML consistently for training and serving"))
@@ -216,8 +229,8 @@ def restore(manifest: DataManifest, rows: list[DataRow], tokenizer: Any, paramet
     for row in rows:
         split[row.split].append(Example(row.row, row.messages, manifest.format == "text", row.rejected))
     renderer = ChatRenderer(tokenizer)
-    _, train_lengths, _ = count_tokens(split["train"], renderer)
-    _, test_lengths, _ = count_tokens(split["test"], renderer)
+    train_lengths, test_lengths = (_counted(split[s], renderer, manifest.format, manifest.max_length)
+                                   for s in ("train", "test"))
     return FtDataset(manifest.name, manifest.format, split["train"], split["test"], train_lengths, test_lengths, [],
                      manifest.seed, manifest.split, manifest.max_length, manifest.model, renderer, parameters)
 
@@ -228,15 +241,25 @@ def _check_rows(rows: list[RawRow], fmt: str, renderer: ChatRenderer, max_length
     examples, turn_problems = checks.check_turns(examples)
     examples, huge_problems = refuse_huge(examples, renderer, max_length, context_length)
     examples, lengths, template_problems = count_tokens(examples, renderer)
-    keys = [checks.near_key(ex) for ex in examples]
     problems += turn_problems + huge_problems + template_problems
+    if fmt == "preference":
+        examples, lengths, side_problems = pair_checks.count_rejected(examples, lengths, renderer, max_length,
+                                                                      context_length)
+        problems += side_problems + pair_checks.check_cut_alike(examples, lengths, renderer, max_length,
+                                                                context_length)
+        problems += pair_checks.check_length_bias(examples, lengths)
+    keys = [checks.near_key(ex) for ex in examples]
     problems += check_lengths(examples, lengths, max_length, context_length)
     problems += checks.check_duplicates(examples, keys)
     return examples, lengths, keys, problems
 
 
-def _pick(lengths: Lengths, idx: list[int]) -> Lengths:
-    return Lengths([lengths.full[i] for i in idx], [lengths.prompt[i] for i in idx])
+def _counted(examples: list[Example], renderer: ChatRenderer, fmt: str, max_length: int) -> Lengths:
+    """Token counts of examples already checked: both sides of preference pairs."""
+    _, lengths, _ = count_tokens(examples, renderer)
+    if fmt == "preference":
+        _, lengths, _ = pair_checks.count_rejected(examples, lengths, renderer, max_length, None)
+    return lengths
 
 
 def _as_test(problem: Problem) -> Problem:

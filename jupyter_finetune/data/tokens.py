@@ -23,18 +23,41 @@ SAMPLE_EVERY = 256
 
 @dataclass(frozen=True)
 class Lengths:
-    """Tokens per example: the whole text and the prompt part that carries no loss."""
+    """Tokens per example: the whole text and the prompt part that carries no loss; for preference pairs
+    (where ``full`` is the prompt and the chosen answer) also the prompt and the rejected answer."""
 
     full: list[int]
     prompt: list[int]
+    rejected: list[int] | None = None
+    """Per pair, the prompt plus the rejected answer: the second sequence DPO processes. None outside pairs."""
 
     @property
     def answer(self) -> list[int]:
         return [f - p for f, p in zip(self.full, self.prompt)]
 
+    @property
+    def rejected_answer(self) -> list[int]:
+        return [r - p for r, p in zip(self.rejected or [], self.prompt)]
+
+    @property
+    def sequences(self) -> list[tuple[int, ...]]:
+        """Each example's sequences as the trainer runs them: one, or a pair's two (prompt repeated in each)."""
+        if self.rejected is None:
+            return [(f,) for f in self.full]
+        return list(zip(self.full, self.rejected))
+
+    def pick(self, idx: list[int]) -> "Lengths":
+        """The lengths of the examples at ``idx``, in that order."""
+        return Lengths([self.full[i] for i in idx], [self.prompt[i] for i in idx],
+                       None if self.rejected is None else [self.rejected[i] for i in idx])
+
 
 @dataclass(frozen=True)
 class TokenStats:
+    """Tokens per example as training processes them: for a preference pair both of its sequences (prompt
+    and chosen answer, prompt and rejected answer), so that the totals, the cost and the time count what DPO
+    runs; ``longest`` is the longest single sequence, the one ``max_length`` cuts."""
+
     examples: int
     min: int
     mean: float
@@ -43,18 +66,26 @@ class TokenStats:
     total: int
     answer_mean: float
     truncated: int
+    longest: int
 
     @classmethod
     def of(cls, lengths: Lengths, max_length: int) -> "TokenStats":
-        full = sorted(lengths.full)
-        if not full:
-            return cls(0, 0, 0.0, 0, 0, 0, 0.0, 0)
-        answer = lengths.answer
+        if not lengths.full:
+            return cls(0, 0, 0.0, 0, 0, 0, 0.0, 0, 0)
+        if lengths.rejected is None:
+            sizes, answer, cut = sorted(lengths.full), lengths.answer, lengths.full
+            truncated, longest = sum(n > max_length for n in cut), sizes[-1]
+        else:
+            sizes = sorted(c + r for c, r in zip(lengths.full, lengths.rejected))
+            answer = [c + r for c, r in zip(lengths.answer, lengths.rejected_answer)]
+            cut = lengths.full + lengths.rejected
+            truncated = sum(max(c, r) > max_length for c, r in zip(lengths.full, lengths.rejected))
+            longest = max(cut)
         return cls(
-            examples=len(full), min=full[0], mean=statistics.fmean(full),
-            p95=full[min(len(full) - 1, int(0.95 * len(full)))], max=full[-1],
-            total=sum(min(n, max_length) for n in full), answer_mean=statistics.fmean(answer),
-            truncated=sum(n > max_length for n in full),
+            examples=len(sizes), min=sizes[0], mean=statistics.fmean(sizes),
+            p95=sizes[min(len(sizes) - 1, int(0.95 * len(sizes)))], max=sizes[-1],
+            total=sum(min(n, max_length) for n in cut), answer_mean=statistics.fmean(answer),
+            truncated=truncated, longest=longest,
         )
 
 
@@ -179,14 +210,18 @@ def _composed_counts(examples: list[Example], roles: list[tuple[str, ...]], rend
 
 def check_lengths(examples: list[Example], lengths: Lengths, max_length: int,
                   context_length: int | None) -> list[Problem]:
-    """Over-long rows, and rows whose answer would be cut away entirely (nothing to learn)."""
+    """Over-long rows, and rows whose answer would be cut away entirely (nothing to learn). A preference
+    pair is over-long or truncated when either of its sequences is (the field names the rejected side)."""
     problems: list[Problem] = []
     truncated: list[int] = []
-    for ex, full, prompt in zip(examples, lengths.full, lengths.prompt):
+    for ex, sequences, prompt in zip(examples, lengths.sequences, lengths.prompt):
+        full = max(sequences)
         if context_length and full > context_length:
+            side = "rejected" if sequences.index(full) == 1 else None
             problems.append(Problem("error", "over_context", (ex.row,),
-                                    f"{full} tokens, more than the model's context of {context_length}",
-                                    "shorten or split this conversation"))
+                                    f"{full} tokens{' with the rejected answer' if side else ''}, more than the "
+                                    f"model's context of {context_length}", "shorten or split this conversation",
+                                    field=side))
         elif prompt >= max_length:
             problems.append(Problem("error", "no_loss_tokens", (ex.row,),
                                     f"the prompt alone is {prompt} tokens, so with max length {max_length} the "
@@ -197,5 +232,6 @@ def check_lengths(examples: list[Example], lengths: Lengths, max_length: int,
     if truncated:
         problems.append(Problem("warning", "truncated", tuple(truncated),
                                 f"longer than max length {max_length}: the end of the answer is cut in training",
-                                f"raise --max-length (longest row: {max(lengths.full)} tokens) or shorten these rows"))
+                                f"raise --max-length (longest row: {max(map(max, lengths.sequences))} tokens) or "
+                                "shorten these rows"))
     return problems

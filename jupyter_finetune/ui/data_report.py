@@ -40,23 +40,59 @@ def problems_html(problems: list[Problem]) -> str:
 
 def preview_html(tokens: list[TokenView]) -> str:
     """The rendered example with loss-bearing tokens highlighted and tokens past max length struck."""
+    loss = sum(t.carries_loss and not t.cut for t in tokens)
+    return (f"<pre>{_spans(tokens)}</pre><p>{len(tokens)} tokens; <span class='loss'>{loss} carry loss</span> "
+            "(the final answer and its end token); the rest is prompt.</p>")
+
+
+def pair_preview_html(chosen: list[TokenView], rejected: list[TokenView]) -> str:
+    """A preference pair as DPO sees it: the shared prompt once, then each answer that follows it, with
+    the loss-bearing tokens of both sides highlighted and tokens past max length struck."""
+    prompt = [t for t in chosen if not t.carries_loss]
+    sides = []
+    for side, tokens in (("chosen", chosen), ("rejected", rejected)):
+        answer = [t for t in tokens if t.carries_loss]
+        loss = sum(not t.cut for t in answer)
+        sides.append(f"<p><b>{side}</b> (prompt + answer: {len(tokens)} tokens, <span class='loss'>{loss} carry "
+                     f"loss</span>)</p><pre>{_spans(answer)}</pre>")
+    return (f"<p><b>prompt</b> ({len(prompt)} tokens, shared by both sides)</p><pre>{_spans(prompt)}</pre>"
+            + "".join(sides) + "<p>Training runs the prompt with each answer; the answers' tokens and their end "
+            "tokens carry loss, and the pair teaches through the difference between them.</p>")
+
+
+def _spans(tokens: list[TokenView]) -> str:
     spans = []
     for t in tokens:
         classes = " ".join(c for c, on in (("loss", t.carries_loss), ("cut", t.cut)) if on)
         text = escape(t.text)
         spans.append(f"<span class='{classes}'>{text}</span>" if classes else text)
-    loss = sum(t.carries_loss and not t.cut for t in tokens)
-    return (f"<pre>{''.join(spans)}</pre><p>{len(tokens)} tokens; <span class='loss'>{loss} carry loss</span> "
-            "(the final answer and its end token); the rest is prompt.</p>")
+    return "".join(spans)
+
+
+def example_html(ds: FtDataset, index: int = 0, split: str = "train") -> str:
+    """One example (of a preference data set, one pair) as training sees it."""
+    if ds.is_preference:
+        return pair_preview_html(ds.preview(index, split), ds.preview(index, split, side="rejected"))
+    return preview_html(ds.preview(index, split))
 
 
 def report_html(ds: FtDataset) -> str:
     s, t, c = ds.stats, ds.test_stats, ds.cost
+    if ds.is_preference:
+        lengths = ds.train_lengths
+        unit = "pairs"
+        per = ("tokens per pair", f"min {s.min} / mean {s.mean:.0f} / p95 {s.p95} / max {s.max}, both sequences "
+               f"(prompt + chosen, prompt + rejected; answers mean {_mean(lengths.answer):.0f} chosen, "
+               f"{_mean(lengths.rejected_answer):.0f} rejected); longest sequence {s.longest}; counted with "
+               f"{escape(ds.model)}'s chat template")
+    else:
+        unit = "rows"
+        per = ("tokens per example", f"min {s.min} / mean {s.mean:.0f} / p95 {s.p95} / max {s.max} "
+               f"(answer mean {s.answer_mean:.0f}), counted with {escape(ds.model)}'s chat template")
     summary = _table([
         ("data", f"<b>{escape(ds.name)}</b> v{ds.version} ({escape(ds.format)}), split {escape(ds.split)}, seed {ds.seed}"),
-        ("rows", f"{len(ds.train)} train / {len(ds.test)} test"),
-        ("tokens per example", f"min {s.min} / mean {s.mean:.0f} / p95 {s.p95} / max {s.max} "
-                               f"(answer mean {s.answer_mean:.0f}), counted with {escape(ds.model)}'s chat template"),
+        (unit, f"{len(ds.train)} train / {len(ds.test)} test"),
+        per,
         ("tokens per epoch", f"{s.total:,} train, {t.total:,} test; max length {ds.max_length}"
                              + (f", {s.truncated} truncated" if s.truncated else "")),
         ("local training time", f"~{rough_duration(c.local_seconds)} for {c.epochs} epochs on {escape(c.local_device)} (rough)"),
@@ -64,10 +100,15 @@ def report_html(ds: FtDataset) -> str:
     costs = _table([(escape(m), f"${usd:,.2f}") for m, usd in c.openai_usd.items()],
                    (f"OpenAI fine-tuning, {c.epochs} epochs x {c.tokens_per_epoch:,} tokens (prices as of {c.prices_as_of})",
                     "cost"))
-    preview = preview_html(ds.preview(0)) if ds.train else ""
+    preview = example_html(ds) if ds.train else ""
+    which = "train pair 1" if ds.is_preference else "train example 1"
     return (f"{_STYLE}<div class='ftd'><h4>Data report</h4>{summary}{costs}"
             f"<h4>Problems ({len(ds.warnings)} warnings)</h4>{problems_html(ds.warnings)}"
-            f"<h4>What training sees (train example 1)</h4>{preview}</div>")
+            f"<h4>What training sees ({which})</h4>{preview}</div>")
+
+
+def _mean(values: list[int]) -> float:
+    return sum(values) / len(values) if values else 0.0
 
 
 def errors_html(name: str, problems: list[Problem]) -> str:
@@ -96,7 +137,7 @@ def browser(ds: FtDataset) -> Any:
         rows = ds.train if split.value == "train" else ds.test
         index.max = len(rows)
         i = min(index.value, len(rows)) - 1
-        out.value = f"{_STYLE}<div class='ftd'>source row {rows[i].row}{preview_html(ds.preview(i, split.value))}</div>"
+        out.value = f"{_STYLE}<div class='ftd'>source row {rows[i].row}{example_html(ds, i, split.value)}</div>"
 
     split.observe(redraw, "value")
     index.observe(redraw, "value")
@@ -106,5 +147,6 @@ def browser(ds: FtDataset) -> Any:
 
 def browser_text(ds: FtDataset) -> str:
     """What shows in place of the browser where widgets cannot render."""
-    return (f"Example browser of {ds.name} ({len(ds.train)} train / {len(ds.test)} test examples): a widget, "
-            "live while the kernel runs; the report above shows train example 1 as training sees it")
+    unit = "pair" if ds.is_preference else "example"
+    return (f"Example browser of {ds.name} ({len(ds.train)} train / {len(ds.test)} test {unit}s): a widget, "
+            f"live while the kernel runs; the report above shows train {unit} 1 as training sees it")
