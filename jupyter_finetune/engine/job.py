@@ -272,9 +272,9 @@ class TrainJob:
             self._finish("completed", f"completed at step {self._step} (its last checkpoint holds every step); "
                          f"{where}", self.run.adapter_dir)
             return
-        with library_noise_off():
+        with library_noise_off():  # TRL's DPO reads a renamed transformers property at every step, not only at load
             trainer = self.build_trainer()
-        trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
+            trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
         self._step = trainer.state.global_step
         status = "stopped" if self.stop_requested.is_set() else "completed"
         why = (f"stopped at step {self._step} {self.stop_reason}" if status == "stopped" else
@@ -376,7 +376,7 @@ class TrainJob:
         hints = [f"--batch-size {max(1, c.batch_size // 2)} (now {c.batch_size}; add --grad-accum "
                  f"{c.grad_accum * 2} to keep the effective batch)",
                  f"--max-length {max(128, c.max_length // 2)} (now {c.max_length}; longest example "
-                 f"{self.dataset.stats.max} tokens)"]
+                 f"{self.dataset.stats.longest} tokens)"]
         if c.quant == "none" and cuda_available():
             hints.append("--quant 4bit (now none)")
         if not c.gradient_checkpointing:
