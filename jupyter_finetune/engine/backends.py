@@ -78,6 +78,9 @@ class Backend(Protocol):
         """The training model set up to generate (validation during training), then set back to train."""
         ...
 
+    def ready_for(self, method: str) -> None:
+        """Whatever the backend must do before TRL's trainer for ``method`` is built."""
+
 
 @contextlib.contextmanager
 def eval_mode(model: Any) -> Iterator[None]:
@@ -174,6 +177,9 @@ class HFBackend:
     def generating(self, model: Any) -> ContextManager[None]:
         return eval_mode(model)
 
+    def ready_for(self, method: str) -> None:
+        """transformers + peft need nothing more."""
+
 
 @dataclass(frozen=True)
 class UnslothBackend:
@@ -216,6 +222,16 @@ class UnslothBackend:
         model = attach_adapter(base, adapter_dir)
         FastLanguageModel.for_inference(model)
         return InferenceModel(model, describe(model, config.quant, self.name))
+
+    def ready_for(self, method: str) -> None:
+        """Unsloth's documented DPO recipe patches TRL's DPOTrainer first (PatchDPOTrainer; newer releases patch
+        TRL's trainers on import and may no longer export it)."""
+        if method == "dpo":
+            import unsloth
+
+            patch = getattr(unsloth, "PatchDPOTrainer", None)
+            if patch is not None:
+                patch()
 
     @contextlib.contextmanager
     def generating(self, model: Any) -> Iterator[None]:

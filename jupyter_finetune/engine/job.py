@@ -327,6 +327,7 @@ class TrainJob:
         if self.config.method == "sft":
             trainer = self._sft_trainer(loaded, tokenizer, callbacks)
         else:
+            self.backend.ready_for(self.config.method)
             args = preference_args(self.config, self.run.checkpoints_dir, split, self._eval_every())
             trainer = preference_trainer(self.config, self.dataset, split, loaded.model, loaded.peft_config, args,
                                          tokenizer, callbacks, start)

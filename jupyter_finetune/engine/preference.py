@@ -92,6 +92,8 @@ def method_settings(store: RunStore, data: FtDataset, settings: dict[str, Any]) 
         raise ConfigError(f"--method {method} learns from pairs of answers, and {data.name!r} is {data.format} data "
                           f"without them: make the data with %%ft_data NAME --format preference (rows with prompt, "
                           "chosen and rejected), or train it with --method sft")
+    if method == "orpo":
+        orpo_classes()  # an older or newer TRL without it is named here, not after the run is made
     settings = {**settings, "method": method}
     if not settings.get("from_run"):
         return settings, None
