@@ -165,6 +165,11 @@ def evaluate(run: str, data: Any = None, *, split: str = "test", against: tuple[
     ``batch_size`` to what free memory holds. The model loads through the run's own backend, device and
     precision, and stays loaded for ``chat`` of the same run. Answers are kept with the run and reused
     when asked again with the same adapter and settings.
+
+    A run trained from another run's adapter (``from_run``) is compared with that adapter as well. On
+    preference pairs the references are the chosen answers, and the report also has ``preference``: each
+    model's preference accuracy on the held-out pairs (base, the starting run, the run) and the mean length
+    of every system's answers beside the chosen and rejected ones.
     """
     from .evaluation.run_eval import evaluate_run
     from .runs import RunStore

@@ -242,7 +242,8 @@ class FinetuneMagics(Magics):
     @argument("run", help="The run to evaluate.")
     @argument("--data", metavar="NAME[:test]", help="A data set of this notebook and its split (default: the run's own).")
     @argument("--against", help="Systems beside fine-tuned: base, fewshot, retrieval, rag, fine-tuned+rag, or none "
-                                "(default: base,fewshot,retrieval, and rag with --docs).")
+                                "(default: base,fewshot,retrieval, and rag with --docs). A run trained --from "
+                                "another is compared with that run's adapter too, unless none.")
     @argument("--shots", type=int, default=3, help="Training examples in the fewshot and retrieval prompts (default 3).")
     @argument("--docs", metavar="PATH", help="Documents for rag: a folder of .md/.txt/.html/.pdf files or a JSONL of passages.")
     @argument("--passages", type=int, default=3, help="Passages retrieved per question for rag (default 3).")
@@ -258,12 +259,16 @@ class FinetuneMagics(Magics):
     @argument("--batch-size", type=int, help="Rows generated at once. Default: what free memory holds.")
     @argument("--limit", type=int, help="Evaluate on the first N held-out rows only.")
     @argument("--forgetting", action="store_true", help="Also check general-prompt perplexity for regressions.")
-    @argument("--regenerate", action="store_true", help="Generate again even if saved answers match.")
+    @argument("--regenerate", action="store_true",
+              help="Generate (and score preference pairs) again even if saved results match.")
     @argument("--runs-dir", help="Run store root for this call.")
     @line_magic
     @user_errors()
     def ft_eval(self, line: str) -> Any:
-        """Fine-tuned vs prompting, retrieval and RAG on held-out rows, with a recommendation and its break-even."""
+        """Fine-tuned vs prompting, retrieval and RAG on held-out rows, with a recommendation and its break-even.
+
+        On preference pairs, also each model's preference accuracy (base, the run it started from, the run)
+        and the answers' mean lengths beside the chosen and rejected answers'."""
         args = parse(self.ft_eval, line)
         name, split = api.data_spec(args.data) if args.data else (None, "test")
         data = None if name is None else self._data_set(

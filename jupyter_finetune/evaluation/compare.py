@@ -16,9 +16,9 @@ from ..data.documents import Documents
 from ..data.formats import Example
 from ..runs import SystemResult
 from .generate import Generation, GenerationOutOfMemory, generate_timed
-from .loading import LoadedRun
+from .loading import START_ADAPTER, LoadedRun, switched_to
 from .metrics import Metric, score
-from .systems import ADAPTED, SYSTEMS, build_prompts, check_systems
+from .systems import ADAPTED, build_prompts, check_systems, in_order
 
 
 @dataclass(frozen=True)
@@ -141,16 +141,17 @@ def answer_budget(tokenizer: Any, rows: list[Example]) -> int:
 def generate_outputs(load: Callable[[], LoadedRun], rows: list[Example], train: list[Example],
                      settings: dict[str, Any], *, systems: tuple[str, ...], docs: Documents | None = None,
                      batch_size: int | None = None, reuse: Outputs | None = None,
-                     keep: Callable[[Outputs], None] | None = None) -> Outputs:
+                     keep: Callable[[Outputs], None] | None = None, start: str | None = None) -> Outputs:
     """Answers of each system on ``rows``; systems already in ``reuse`` are not generated again, and one
     stopped part way is continued from its first missing row.
 
     ``settings`` (shots, passages, seed, max_new_tokens, the documents' version and what chose the rows)
     are kept with the answers; ``load`` gives the run's model and is called only when something must be
     generated. ``keep`` is handed the answers so far after each system, and before an out-of-memory error
-    is raised, so that no answer is generated twice.
+    is raised, so that no answer is generated twice. ``start`` names the system (``systems.started_from``)
+    that answers with the adapter the run started from, which ``load`` then loads as well.
     """
-    check_systems(systems, docs)
+    check_systems([s for s in systems if s != start], docs)
     prompts = build_prompts(rows, train, systems, shots=settings["shots"], seed=settings["seed"], docs=docs,
                             passages=settings.get("passages", 0))
     outputs = Outputs(dict(settings), [ex.row for ex in rows], prompts.plain, [ex.messages[-1]["content"] for ex in rows],
@@ -165,7 +166,8 @@ def generate_outputs(load: Callable[[], LoadedRun], rows: list[Example], train: 
     for system in todo:
         asked = prompts.asked(system)
         done = outputs.generations.get(system, Generation([], [], [], 0.0))
-        adapter = contextlib.nullcontext() if system in ADAPTED else loaded.model.disable_adapter()
+        adapter = (switched_to(loaded.model, START_ADAPTER) if system == start else
+                   contextlib.nullcontext() if system in ADAPTED else loaded.model.disable_adapter())
         try:
             with adapter:
                 more = generate_timed(loaded.model, loaded.tokenizer, asked[len(done.answers):],
@@ -185,10 +187,8 @@ def score_outputs(outputs: Outputs, metrics: dict[str, Metric], rows: list[dict[
                   usd_per_million_tokens: float | None = None) -> Comparison:
     """Per-row scores of every system; ``rows`` are the held-out examples handed to user metrics."""
     systems = {}
-    for name in SYSTEMS:
-        gen = outputs.generations.get(name)
-        if gen is None:
-            continue
+    for name in in_order(list(outputs.generations)):
+        gen = outputs.generations[name]
         per_row = {m: [score(m, fn, a, r, row) for a, r, row in zip(gen.answers, outputs.references, rows)]
                    for m, fn in metrics.items()}
         n = len(gen.answers)

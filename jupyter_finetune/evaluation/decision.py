@@ -12,11 +12,11 @@ training back within the payback period, and the break-even says after how many 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping
 
 from ..runs import FINE_TUNED
-from .systems import ADAPTED, APPROACH
+from .systems import adapted, approach
 
 TIE = 0.05
 """Without a threshold, a score within this of the best passes (one row in 20)."""
@@ -153,6 +153,10 @@ class Recommendation:
         """The recommendation alone: "fine-tune (fine-tuned)", "nothing passes: ..."."""
         return f"{self.outcome} ({self.system})" if self.system else self.lines[-1]
 
+    def noted(self, notes: tuple[str, ...]) -> "Recommendation":
+        """With ``notes`` (what else the evaluation measured) before the recommendation, the last line."""
+        return replace(self, lines=(*self.lines[:-1], *notes, self.lines[-1])) if notes else self
+
 
 def recommend(figures: Mapping[str, SystemFigures], bar: Bar, costs: Costs, advice: str | None = None) -> Recommendation:
     """The recommendation for these systems' figures (see the module's docstring); ``advice`` (whether
@@ -172,16 +176,16 @@ def recommend(figures: Mapping[str, SystemFigures], bar: Bar, costs: Costs, advi
         return Recommendation(NOTHING, None, (), None, tuple(lines))
 
     def total(system: str) -> tuple[float, int, float]:
-        trained = costs.training_usd if system in ADAPTED else 0.0
+        trained = costs.training_usd if adapted(system) else 0.0
         serving = costs.usd(figures[system].prompt_tokens) * costs.requests_per_day * costs.payback_days
-        return round(trained + serving, 12), SIMPLICITY.index(APPROACH[system]), -figures[system].score
+        return round(trained + serving, 12), SIMPLICITY.index(approach(system)), -figures[system].score
 
     chosen = min(passing, key=total)
-    untrained = [s for s in passing if s not in ADAPTED]
+    untrained = [s for s in passing if not adapted(s)]
     cheapest_untrained = min(untrained, key=lambda s: figures[s].prompt_tokens, default=None)
     found: BreakEven | None = None
-    if chosen in ADAPTED:
-        against = cheapest_untrained or min((s for s in figures if s not in ADAPTED),
+    if adapted(chosen):
+        against = cheapest_untrained or min((s for s in figures if not adapted(s)),
                                              key=lambda s: -figures[s].score, default=None)
         if cheapest_untrained is None:
             lines.append(f"no system without fine-tuning passes{f' (best: {against})' if against else ''}")
@@ -189,15 +193,15 @@ def recommend(figures: Mapping[str, SystemFigures], bar: Bar, costs: Costs, advi
             found = _break_even(chosen, against, figures, costs)
             lines.append(found.text() + ("" if cheapest_untrained else f" (though {against} fails the bar)"))
     else:
-        tuned = [s for s in passing if s in ADAPTED]
+        tuned = [s for s in passing if adapted(s)]
         if tuned:
             found = _break_even(min(tuned, key=lambda s: figures[s].prompt_tokens), chosen, figures, costs)
             lines.append(found.text() + f", beyond the {costs.payback_days}-day payback"
                          if found.requests is not None else found.text())
         elif advice and FINE_TUNED in figures:
             lines.append(f"{FINE_TUNED} fails the bar; {advice}")
-    lines.append(f"recommendation: {OUTCOME[APPROACH[chosen]]} ({chosen})")
-    return Recommendation(OUTCOME[APPROACH[chosen]], chosen, passing, found, tuple(lines))
+    lines.append(f"recommendation: {OUTCOME[approach(chosen)]} ({chosen})")
+    return Recommendation(OUTCOME[approach(chosen)], chosen, passing, found, tuple(lines))
 
 
 def _break_even(tuned: str, against: str, figures: Mapping[str, SystemFigures], costs: Costs) -> BreakEven:

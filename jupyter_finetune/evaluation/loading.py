@@ -4,14 +4,17 @@ The backend is chosen from the run's recorded settings by the same ``select_back
 for training (engine/backends.py), so a QLoRA run is evaluated on its 4-bit base on the GPU, and a
 CPU run in fp32. One copy in memory serves both systems (inside ``model.disable_adapter()`` it is the
 base model), and the kernel keeps one loaded run: ``%ft_eval`` then ``%ft_chat`` of the same run
-load once; another run, or training, frees it first.
+load once; another run, or training, frees it first. A run that started from another run's adapter
+(``--from``) has that adapter loaded into the same model beside its own when evaluated, and
+``switched_to`` picks which one answers: still one copy of the base weights.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..engine.backends import LoadDescription, select_inference_backend
 from ..engine.config import TrainConfig
@@ -78,9 +81,36 @@ MODELS = ModelCache()
 """The current kernel's loaded run model (kernel state, like the registry of training jobs)."""
 
 
-def load_run(run: Run) -> LoadedRun:
-    """The run's model, loaded through its own backend or reused from the kernel's cache."""
-    return MODELS.get(run)
+START_ADAPTER = "start"
+"""The name the adapter a run started from is loaded under, beside the run's own."""
+
+
+def load_run(run: Run, *, start: bool = False) -> LoadedRun:
+    """The run's model, loaded through its own backend or reused from the kernel's cache; with ``start``,
+    the adapter the run started from (``Run.start_adapter``) loaded into it too, as START_ADAPTER."""
+    loaded = MODELS.get(run)
+    source = run.start_adapter() if start else None
+    if source is not None and START_ADAPTER not in loaded.model.peft_config:
+        with library_noise_off():
+            loaded.model.load_adapter(str(source), adapter_name=START_ADAPTER)
+        loaded.model.eval()
+    return loaded
+
+
+@contextlib.contextmanager
+def switched_to(model: Any, adapter: str | None) -> Iterator[None]:
+    """``model`` answering with its adapter named ``adapter`` (None: every adapter off, the base model); the
+    adapter active before is active again after."""
+    if adapter is None:
+        with model.disable_adapter():
+            yield
+        return
+    active = model.active_adapter
+    model.set_adapter(adapter)
+    try:
+        yield
+    finally:
+        model.set_adapter(active)
 
 
 def release_models() -> None:

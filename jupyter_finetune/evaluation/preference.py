@@ -45,6 +45,11 @@ class PreferenceScore:
         return {"accuracy": self.accuracy, "pairs": self.pairs, "chosen_logp": self.chosen_logp,
                 "rejected_logp": self.rejected_logp}
 
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> "PreferenceScore":
+        return cls(float(saved["accuracy"]), int(saved["pairs"]), float(saved["chosen_logp"]),
+                   float(saved["rejected_logp"]))
+
 
 def answer_logp(model: Any, tokenizer: Any, prompt: list[dict[str, str]], answer: str) -> AnswerLogp:
     """The answer's tokens scored after the prompt rendered with the chat template, as training renders them."""

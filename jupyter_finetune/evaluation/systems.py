@@ -34,6 +34,29 @@ def default_against(docs: bool) -> tuple[str, ...]:
     return (BASE, FEWSHOT, RETRIEVAL, *((RAG,) if docs else ()))
 
 
+def started_from(method: str, run: str) -> str:
+    """The system that answers with the adapter a run started from (``--from RUN``), named by that run:
+    ``"sft (tickets-1)"``. It is the only system whose name is not one of SYSTEMS."""
+    return f"{method} ({run})"
+
+
+def approach(system: str) -> str:
+    """What a user would adopt to get ``system``'s answers (a starting run's adapter is fine-tuning too)."""
+    return APPROACH.get(system, APPROACH[FINE_TUNED])
+
+
+def adapted(system: str) -> bool:
+    """Whether ``system`` answers with an adapter (its training counts in its cost)."""
+    return system in ADAPTED or system not in SYSTEMS
+
+
+def in_order(systems: Sequence[str]) -> list[str]:
+    """The order tables show systems in: SYSTEMS', with a starting run's adapter after base (base | sft | dpo)."""
+    started = [s for s in systems if s not in SYSTEMS]
+    order = [*SYSTEMS[:2], *started, *SYSTEMS[2:]]
+    return [s for s in order if s in systems]
+
+
 def check_systems(systems: Sequence[str], docs: Documents | None) -> None:
     """Refuse an unknown name, or a RAG system without documents, before anything loads."""
     unknown = [s for s in systems if s not in SYSTEMS]

@@ -52,11 +52,12 @@ class Verdict:
 
 
 def decide(comparison: Comparison, threshold: Threshold | None = None, costs: Costs | None = None,
-           advice: str | None = None) -> Verdict:
+           advice: str | None = None, notes: tuple[str, ...] = ()) -> Verdict:
     """The scores against the bar, the break-even and the recommendation, in words: e.g. "bar
     json_fields>=0.80: passes: fine-tuned 0.86; fails: retrieval 0.71, ...; fine-tuned saves 412 prompt
     tokens ...; recommendation: fine-tune (fine-tuned)". ``costs`` default to no training cost and
-    the smallest models' serving price; ``advice`` says whether more steps or data would help."""
+    the smallest models' serving price; ``advice`` says whether more steps or data would help; ``notes``
+    (a preference run's accuracy on held-out pairs, its answers' length) come before the recommendation."""
     metric = threshold.metric if threshold else comparison.metrics[0]
     if metric not in comparison.metrics:
         raise InvalidValue(f"threshold metric {metric!r} is not among the metrics scored "
@@ -66,6 +67,6 @@ def decide(comparison: Comparison, threshold: Threshold | None = None, costs: Co
     bar = threshold.bar() if threshold else default_bar(metric, {n: f.score for n, f in figures.items()})
     if costs is None:
         costs = Costs(0.0, comparison.usd_per_million_tokens or 0.0)
-    found = recommend(figures, bar, costs, advice)
+    found = recommend(figures, bar, costs, advice).noted(notes)
     passes = bar.passes(figures[FINE_TUNED].score) if threshold and FINE_TUNED in figures else None
     return Verdict(metric, passes, found)

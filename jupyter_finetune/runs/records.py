@@ -159,11 +159,18 @@ def _systems(saved: Any) -> dict[str, SystemResult]:
     return {str(name): SystemResult.from_dict(s) for name, s in dict(saved).items() if isinstance(s, Mapping)}
 
 
+def _accuracies(saved: Any) -> dict[str, float]:
+    """Per system, a preference accuracy; what is not a number is left out."""
+    return {str(name): float(v) for name, v in dict(saved or {}).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 @dataclass(frozen=True)
 class EvalSummary:
     """The scores and verdict of one saved evaluation (``eval/<data-version>.json`` without the answers)."""
 
-    KEYS: ClassVar[tuple[str, ...]] = ("data_version", "metrics", "systems", "verdict", "date", "adapter_hash")
+    KEYS: ClassVar[tuple[str, ...]] = ("data_version", "metrics", "systems", "verdict", "date", "adapter_hash",
+                                       "preference")
     """Its keys in the saved file, beside the evaluation's own details."""
 
     data_version: str
@@ -176,6 +183,9 @@ class EvalSummary:
     """When it completed (``utc_now``; "" in files saved before it was recorded)."""
     adapter_hash: str = ""
     """The content hash of the adapter it scored (``Run.adapter_hash``; "" before it was recorded)."""
+    preference: Mapping[str, float] = field(default_factory=dict)
+    """Per system, the share of held-out preference pairs it ranks chosen above rejected (empty: the data
+    had no pairs); kept only when there are some, so other evaluations are saved as before."""
 
     def scores(self, system: str = FINE_TUNED) -> dict[str, float]:
         found = self.systems.get(system)
@@ -184,14 +194,16 @@ class EvalSummary:
     def to_dict(self) -> dict[str, Any]:
         return {"data_version": self.data_version, "metrics": list(self.metrics),
                 "systems": {name: s.to_dict() for name, s in self.systems.items()}, "verdict": self.verdict,
-                "date": self.date, "adapter_hash": self.adapter_hash}
+                "date": self.date, "adapter_hash": self.adapter_hash,
+                **({"preference": dict(self.preference)} if self.preference else {})}
 
     @classmethod
     def from_dict(cls, saved: Mapping[str, Any], updated: float = 0.0) -> "EvalSummary":
         systems = _systems(saved["systems"])
         metrics = tuple(saved.get("metrics") or next((tuple(s.scores) for s in systems.values()), ()))
         return cls(str(saved["data_version"]), metrics, systems, saved.get("verdict"), updated,
-                   str(saved.get("date") or ""), str(saved.get("adapter_hash") or ""))
+                   str(saved.get("date") or ""), str(saved.get("adapter_hash") or ""),
+                   _accuracies(saved.get("preference")))
 
 
 @dataclass(frozen=True)
@@ -209,11 +221,13 @@ class EvalRecord:
     metrics: tuple[str, ...]
     systems: Mapping[str, SystemResult]
     verdict: str | None
+    preference: Mapping[str, float] = field(default_factory=dict)
+    """Per system, its preference accuracy on held-out pairs (EvalSummary.preference)."""
 
     @classmethod
     def of(cls, summary: EvalSummary, data: str) -> "EvalRecord":
         return cls(summary.date, data, summary.data_version, summary.adapter_hash, summary.metrics, summary.systems,
-                   summary.verdict)
+                   summary.verdict, summary.preference)
 
     def score(self, metric: str, system: str = FINE_TUNED) -> float | None:
         """The system's mean score on ``metric``; None when that system or metric was not scored."""
@@ -223,7 +237,8 @@ class EvalRecord:
     def to_dict(self) -> dict[str, Any]:
         return {"date": self.date, "data": self.data, "data_version": self.data_version,
                 "adapter_hash": self.adapter_hash, "metrics": list(self.metrics),
-                "systems": {name: s.to_dict() for name, s in self.systems.items()}, "verdict": self.verdict}
+                "systems": {name: s.to_dict() for name, s in self.systems.items()}, "verdict": self.verdict,
+                **({"preference": dict(self.preference)} if self.preference else {})}
 
     @classmethod
     def from_dict(cls, saved: Any) -> "EvalRecord":
@@ -234,4 +249,5 @@ class EvalRecord:
         metrics = tuple(check(m, TEXT, "a metric") for m in checked(saved, "metrics", LIST) or ())
         verdict = checked(saved, "verdict", TEXT)
         return cls(text["date"], checked(saved, "data", TEXT) or "", text["data_version"], text["adapter_hash"],
-                   metrics or next((tuple(s.scores) for s in systems.values()), ()), systems, verdict)
+                   metrics or next((tuple(s.scores) for s in systems.values()), ()), systems, verdict,
+                   _accuracies(checked(saved, "preference", OBJECT)))

@@ -11,6 +11,7 @@ from html import escape
 from typing import Any
 
 from ..evaluation.compare import format_value
+from ..evaluation.preference_eval import number
 from ..evaluation.systems import RETRIEVAL, WITH_DOCS
 
 _CELL = "padding:2px 8px;border-bottom:1px solid #8884;text-align:left;vertical-align:top"
@@ -40,9 +41,30 @@ def comparison_html(report: Any) -> str:
     extra = f"<p>{escape(report.forgetting.text())}</p>" if report.forgetting else ""
     if report.loaded:
         extra += f"<p style='color:#666'>loaded: {escape(report.loaded.text())}</p>"
+    pairs = preference_html(report.preference) if report.preference else ""
     return (f"<div><p><b>{escape(report.run)}</b> on {escape(report.data)} v{escape(report.version)} "
             f"({report.comparison.rows} held-out rows)</p><table style='border-collapse:collapse'>"
-            f"<tr>{head}</tr>{body}</table>{verdict}{extra}</div>")
+            f"<tr>{head}</tr>{body}</table>{pairs}{verdict}{extra}</div>")
+
+
+def preference_html(preference: Any) -> str:
+    """Preference accuracy per model (the best in bold), then the answers' mean lengths beside the chosen and
+    rejected answers'."""
+    best = max(preference.accuracy().values())
+    scores = _table(preference.score_rows(), bold=lambda column, value: column == "accuracy" and value == best)
+    return (f"<p>Preference accuracy on {preference.pairs} held-out pairs (chosen's mean log-prob per token above "
+            f"rejected's)</p>{scores}<p>Mean answer length</p>{_table(preference.length_rows())}")
+
+
+def _table(rows: list[dict[str, Any]], bold: Any = lambda column, value: False) -> str:
+    first, *columns = rows[0]
+    head = "".join(f"<th style='{_CELL}'>{escape(c)}</th>" for c in rows[0])
+    body = ""
+    for r in rows:
+        cells = [escape(r[first])] + [f"<b>{number(c, r[c])}</b>" if bold(c, r[c]) else number(c, r[c])
+                                      for c in columns]
+        body += "<tr>" + "".join(f"<td style='{_CELL}'>{c}</td>" for c in cells) + "</tr>"
+    return f"<table style='border-collapse:collapse'><tr>{head}</tr>{body}</table>"
 
 
 def selected_rows(report: Any, which: str) -> list[int]:
