@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 import warnings
 
 import pytest
@@ -94,8 +95,6 @@ def test_dpo_from_an_sft_run_uses_that_adapter_as_the_reference_and_starts_at_lo
     assert (dpo.run.path / "start-adapter" / "adapter_config.json").is_file()
     assert _similarity(sft.run.adapter_dir, dpo.run.adapter_dir) > 0.7  # trained further (afresh: ~0.4)
     # the SFT run may go away: the DPO run keeps what it started from, and resumes and exports without it
-    import shutil
-
     shutil.rmtree(runs / "sft")
     assert api.export("dpo", "merged", runs_dir=runs).path.is_dir()
 
@@ -137,3 +136,22 @@ def test_orpo_trains_without_a_reference(pairs, tmp_path):
     assert result.status == "completed"
     losses = _losses(job.run)
     assert len(losses) == 6 and losses[-1] < losses[0]
+
+
+def test_a_dpo_run_exported_as_a_script_trains_again_from_its_copy_of_the_starting_adapter(pairs, tmp_path):
+    import subprocess
+    import sys
+
+    runs = tmp_path / "runs"
+    _train(pairs, runs, name="sft", method="sft")
+    dpo, _ = _train(pairs, runs, name="dpo", from_run="sft", rank=None, alpha=None)
+    folder = api.export("dpo", "script", runs_dir=runs).path
+    assert (folder / "start-adapter" / "adapter_config.json").is_file()
+    shutil.rmtree(runs / "sft")  # the other machine has no such run: the script brings its adapter
+    done = subprocess.run([sys.executable, "train.py", "--runs-dir", str(tmp_path / "again")], cwd=folder,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    again = RunStore.at(tmp_path / "again").get("dpo")
+    assert again.manifest().version == dpo.run.manifest().version  # the same pairs, split alike
+    assert again.manifest().format == "preference"
+    assert max(abs(a - b) for a, b in zip(_losses(again), _losses(dpo.run))) < 1e-4

@@ -10,6 +10,7 @@ way the policy equals the reference at step 0, so the first loss is log 2.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -97,21 +98,37 @@ def method_settings(store: RunStore, data: FtDataset, settings: dict[str, Any]) 
     settings = {**settings, "method": method}
     if not settings.get("from_run"):
         return settings, None
-    source = store.get(settings["from_run"])
-    adapter = source.adapter_dir
-    if not (adapter / "adapter_config.json").is_file():
-        raise ConfigError(f"run {source.name!r} has no adapter to start from (status "
-                          f"{source.status().get('status', 'unknown')}): train it to the end first, or pick another "
-                          "run (%ft_runs lists them)")
-    trained = TrainConfig.from_dict(source.settings().train)
-    if settings.get("model") not in (None, trained.model):
-        raise ConfigError(f"run {source.name!r} trained an adapter for {trained.model}, not {settings['model']}: "
+    adapter, trained = _start(store, settings["from_run"])
+    model = trained.get("model")
+    if settings.get("model") and model and settings["model"] != model:
+        raise ConfigError(f"{settings['from_run']!r} holds an adapter for {model}, not {settings['model']}: "
                           "leave --model out to train that model further")
-    mismatched = sorted(k for k in ("rank", "alpha", "target_modules") if settings.get(k) not in
-                        (None, getattr(trained, k)))
+    mismatched = sorted(k for k in ("rank", "alpha", "target_modules")
+                        if trained[k] is not None and settings.get(k) not in (None, trained[k]))
     if mismatched:
-        raise ConfigError(f"the adapter of run {source.name!r} has its own {', '.join(mismatched)}; drop "
+        raise ConfigError(f"the adapter of {settings['from_run']!r} has its own {', '.join(mismatched)}; drop "
                           f"{', '.join('--' + k.replace('_', '-') for k in mismatched)} to train it further")
-    shape = {"model": trained.model, "rank": trained.rank, "alpha": trained.alpha,
-             "target_modules": trained.target_modules, "quant": settings.get("quant") or trained.quant}
+    shape = {k: v for k, v in trained.items() if v is not None and (k != "quant" or not settings.get("quant"))}
     return {**settings, **shape}, adapter
+
+
+def _start(store: RunStore, source: str) -> tuple[Path, dict[str, Any]]:
+    """The adapter ``--from`` names, and its shape (model, rank, alpha, target_modules, quant; None where
+    unknown): a run of the store, or a folder holding a saved PEFT adapter (an exported script's copy)."""
+    folder = Path(source).expanduser()
+    if ("/" in source or source.startswith(".")) and not (folder / "adapter_config.json").is_file():
+        raise ConfigError(f"{source} is not a folder with a saved adapter (adapter_config.json): give a run name "
+                          "(%ft_runs lists them) or an adapter folder")
+    if (folder / "adapter_config.json").is_file() and ("/" in source or not (store.root / source).is_dir()):
+        saved = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+        # target modules unknown: peft saves all-linear as the names it found, which no setting spells alike
+        return folder, {"model": None, "rank": saved.get("r"), "alpha": saved.get("lora_alpha"),
+                        "target_modules": None, "quant": None}
+    run = store.get(source)
+    if not (run.adapter_dir / "adapter_config.json").is_file():
+        raise ConfigError(f"run {run.name!r} has no adapter to start from (status "
+                          f"{run.status().get('status', 'unknown')}): train it to the end first, or pick another "
+                          "run (%ft_runs lists them)")
+    trained = TrainConfig.from_dict(run.settings().train)
+    return run.adapter_dir, {"model": trained.model, "rank": trained.rank, "alpha": trained.alpha,
+                             "target_modules": trained.target_modules, "quant": trained.quant}

@@ -9,6 +9,7 @@ which %ft_runs, %ft_eval, %ft_export and the lab sidebar read when pointed at it
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from .result import ExportError
 from .script_readme import PORT, plural, readme
 
 TRAIN, TEST = "data/train.jsonl", "data/test.jsonl"
+START = "start-adapter"
 
 
 @dataclass(frozen=True)
@@ -52,9 +54,10 @@ class ScriptSource:
         return cls(run, settings, TrainConfig.from_dict(settings.train), manifest, rows)
 
     @property
-    def text(self) -> bool:
-        """Plain-text rows (one assistant message each), which load back only in the text format."""
-        return self.manifest.format == "text"
+    def format(self) -> str:
+        """The layout the data files are written in, and load_data reads them back in: plain text and pairs in
+        their own, every other format as messages (all of it normalised to messages already)."""
+        return self.manifest.format if self.manifest.format in ("text", "preference") else "messages"
 
 
 def write_script(source: ScriptSource, folder: Path, target: Path) -> tuple[tuple[str, ...], str]:
@@ -63,10 +66,13 @@ def write_script(source: ScriptSource, folder: Path, target: Path) -> tuple[tupl
     (folder / "data").mkdir()
     numbered = True
     for name, split in ((TRAIN, "train"), (TEST, "test")):
-        text, kept = data_file([r for r in source.rows if r.split == split], source.text)
+        text, kept = data_file([r for r in source.rows if r.split == split], source.format)
         (folder / name).write_text(text, encoding="utf-8")
         numbered = numbered and kept
     config = source.config
+    start = source.run.start_adapter()
+    if start is not None:
+        shutil.copytree(start, folder / START)
     write_accelerate_config(folder / "accelerate.json", config)
     (folder / "train.py").write_text(train_script(source), encoding="utf-8")
     (folder / "train.slurm").write_text(slurm_script(source.run.name, config), encoding="utf-8")
@@ -79,7 +85,7 @@ def write_script(source: ScriptSource, folder: Path, target: Path) -> tuple[tupl
     return notes, f"cd {target} && accelerate launch --config_file accelerate.json train.py"
 
 
-def data_file(rows: list[DataRow], text: bool) -> tuple[str, bool]:
+def data_file(rows: list[DataRow], fmt: str) -> tuple[str, bool]:
     """One split as JSONL that load_data reads back to the same examples and the same data version, and
     whether it could keep their row numbers.
 
@@ -92,16 +98,24 @@ def data_file(rows: list[DataRow], text: bool) -> tuple[str, bool]:
     for r in rows:
         if kept:
             lines += [""] * (r.row - len(lines) - 1)
-        record = {"text": r.messages[0]["content"]} if text else {"messages": r.messages}
-        lines.append(json.dumps(record, ensure_ascii=False))
+        lines.append(json.dumps(_record(r, fmt), ensure_ascii=False))
     return ("\n".join(lines) + "\n" if lines else ""), kept
+
+
+def _record(row: DataRow, fmt: str) -> dict:
+    if fmt == "text":
+        return {"text": row.messages[0]["content"]}
+    if fmt == "preference":  # TRL's conversational pair, which reads back to the same prompt, chosen and rejected
+        return {"prompt": row.messages[:-1], "chosen": row.messages[-1:],
+                "rejected": [{"role": "assistant", "content": row.rejected}]}
+    return {"messages": row.messages}
 
 
 def train_script(source: ScriptSource) -> str:
     """``train.py``: every TrainConfig field as a literal a reader sees, and two calls of the public API."""
     name, m = source.run.name, source.manifest
-    settings = "\n".join(f"    {key!r}: {value!r}," for key, value in source.config.to_dict().items())
-    fmt = "text" if source.text else "messages"
+    settings = "\n".join(_setting(key, value) for key, value in source.config.to_dict().items())
+    fmt = source.format
     about = (f"# the run's copy of its data, split as it was ({m.train_rows} train / {m.test_rows} test rows, data "
              f"version {m.version});\n    # the seed picks the validation rows carved from the training split")
     return f'''"""Train run {name!r} again: its data, split and exact settings, on jupyter-finetune {__version__}'s API.
@@ -144,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 '''
+
+
+def _setting(key: str, value: object) -> str:
+    if key == "from_run" and value:  # the run it started from is not in the new store: its adapter travels along
+        return f"    {key!r}: str(HERE / {START!r}),  # a copy of the adapter of run {value!r}, which this run started from"
+    return f"    {key!r}: {value!r},"
 
 
 def slurm_script(name: str, config: TrainConfig) -> str:
