@@ -155,3 +155,29 @@ def test_a_dpo_run_exported_as_a_script_trains_again_from_its_copy_of_the_starti
     assert again.manifest().version == dpo.run.manifest().version  # the same pairs, split alike
     assert again.manifest().format == "preference"
     assert max(abs(a - b) for a, b in zip(_losses(again), _losses(dpo.run))) < 1e-4
+
+
+def test_the_three_cells_sft_then_dpo_from_it_in_a_notebook(shell, tiny_model_dir):
+    import json as json_
+
+    from IPython.core.error import UsageError
+    from IPython.utils.capture import capture_output
+
+    from helpers import run_cell
+
+    openai = [{"input": {"messages": r["prompt"]}, "preferred_output": r["chosen"], "non_preferred_output": r["rejected"]}
+              for r in pair_rows(40)]
+    with capture_output():
+        shell.run_cell_magic("ft_data", f"prefs --model {tiny_model_dir}", "\n".join(map(json_.dumps, openai)))
+    assert shell.user_ns["prefs"].format == "preference"
+    with capture_output():
+        sft = shell.run_line_magic("ft_train", "prefs --method sft --steps 2 --batch-size 4 --name s")
+    assert sft.status == "completed"
+    _, shown, _ = run_cell(shell, "%ft_train prefs --from s --steps 2 --batch-size 4 --name d --beta 0.2 --loss ipo")
+    assert "<TrainResult d: completed at step 2" in shown
+    config = RunStore.at("ft_runs").get("d").settings().train
+    assert (config["method"], config["from_run"], config["beta"], config["loss"]) == ("dpo", "s", 0.2, "ipo")
+    with pytest.raises(UsageError, match="invalid choice: 'nope'"):
+        shell.run_line_magic("ft_train", "prefs --loss nope")
+    with pytest.raises(UsageError, match="has no adapter to start from|no run named 'ghost'"):
+        shell.run_line_magic("ft_train", "prefs --from ghost")
