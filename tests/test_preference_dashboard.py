@@ -16,7 +16,7 @@ from jupyter_finetune.data import prepare, read_records
 from jupyter_finetune.data.tokens import Lengths
 from jupyter_finetune.engine import build_config
 from jupyter_finetune.engine.callbacks import EventCallback
-from jupyter_finetune.engine.plan import build_plan, sequence_tokens
+from jupyter_finetune.engine.plan import REJECTED_AS_CHOSEN, build_plan, sequence_tokens
 from jupyter_finetune.models.gpus import gpu_table
 from jupyter_finetune.models.memory import ModelShape
 from jupyter_finetune.runs import RunStore
@@ -30,9 +30,9 @@ EVAL_KEYS = tuple(f"eval_{k}" for k in TRAIN_KEYS)
 
 def pair_rows(n: int = 40) -> list[dict]:
     """TRL conversational pairs: a concise JSON answer chosen over a verbose hedge."""
-    return [{"prompt": [{"role": "user", "content": f"Ticket {i}: the printer on floor {i % 7} is broken, case {i * 37}."}],
+    return [{"prompt": [{"role": "user", "content": f"Ticket {i}: the printer on floor {i % 7} is broken."}],
              "chosen": [{"role": "assistant", "content": json.dumps({"team": "it", "case": i})}],
-             "rejected": [{"role": "assistant", "content": f"Well, I think this might go to the IT team, maybe? Case {i}."}]}
+             "rejected": [{"role": "assistant", "content": f"Well, I think the IT team, maybe? Case {i}."}]}
             for i in range(n)]
 
 
@@ -81,7 +81,7 @@ def test_sft_events_are_unchanged_and_orpo_adds_its_own_terms():
     assert set(sft) == {"event", "step", "max_steps", "epoch", "loss", "eval_loss", "lr", "tokens_per_s", "memory_gb",
                         "eta_s", "time"}
     assert set(dpo) - set(sft) == {*TRAIN_KEYS, *EVAL_KEYS}
-    assert (dpo["reward_margin"], dpo["reward_accuracy"], dpo["logp_chosen"], dpo["logp_rejected"]) == (0.3, 0.75, -20.0, -30.0)
+    assert [dpo[k] for k in TRAIN_KEYS] == [0.3, 0.75, -20.0, -30.0]
     assert (orpo["nll_loss"], orpo["log_odds_ratio"], orpo["eval_nll_loss"]) == (1.2, -0.6, None)
 
 
@@ -178,7 +178,7 @@ SHAPE = ModelShape(hidden=576, intermediate=1536, layers=30, heads=9, kv_heads=3
 @pytest.mark.parametrize("checkpointing, time_ratio", [(False, 3.0), (True, 8 / 6 * 2)])
 def test_dpo_plans_twice_the_activations_and_tokens_and_a_reference_pass(checkpointing, time_ratio):
     table = gpu_table()
-    lengths = Lengths([200] * 30, [120] * 30)
+    lengths = Lengths([200] * 30, [120] * 30, [200] * 30)  # rejected answers as long as the chosen ones
     config = build_config("balanced", batch_size=4, max_length=256, epochs=1, gradient_checkpointing=checkpointing)
     lora, dpo, orpo = (build_plan("smollm2", SHAPE, config, m, table.get("T4"), table, lengths, fixed_length=True,
                                   fixed_batch=True) for m in ("lora", "dpo", "orpo"))
@@ -193,11 +193,14 @@ def test_dpo_plans_twice_the_activations_and_tokens_and_a_reference_pass(checkpo
     assert dpo.recommendation and orpo.recommendation  # fits a T4, as LoRA does: nothing new is refused
 
 
-def test_the_rejected_sides_own_counts_are_used_where_the_data_has_them():
-    both = SimpleNamespace(full=[100, 300], prompt=[50, 50], rejected=[120, 400])
+def test_pairs_count_their_rejected_sides_own_tokens_and_sft_on_them_only_the_chosen(prefs):
+    both = Lengths([100, 300], [50, 50], [120, 400])
     assert sequence_tokens(both, "dpo", 256) == 100 + 256 + 120 + 256
     assert sequence_tokens(both, "lora", 256) == 100 + 256
-    assert sequence_tokens(Lengths([100, 300], [50, 50]), "orpo", 256) == 2 * (100 + 256)
+    assert sequence_tokens(Lengths([100, 300], [50, 50]), "orpo", 256) == 2 * (100 + 256)  # data without pairs
+    kept = prefs.validation_split(0.1, 64).train_lengths
+    dpo, lora = (api.plan(data=prefs, gpu="T4", method=m).schedule.tokens_per_epoch for m in ("dpo", "lora"))
+    assert (dpo, lora) == (sum(kept.full) + sum(kept.rejected), sum(kept.full))
 
 
 def test_plan_magic_plans_dpo_for_a_preference_data_set_and_says_so(shell, prefs):
@@ -207,6 +210,7 @@ def test_plan_magic_plans_dpo_for_a_preference_data_set_and_says_so(shell, prefs
     _, lora, _ = run_cell(shell, "%ft_plan --data prefs --gpu T4 --batch-size 4 --method lora")
     assert default == dpo and "DPO on LoRA r16" in dpo and "reference forward (DPO)" in dpo
     assert "batch 4 pairs (8 sequences)" in dpo and "training pairs" in dpo and "adapter switched off" in dpo
+    assert REJECTED_AS_CHOSEN not in dpo  # the data set counts its rejected answers
     assert "DPO" not in lora and "reference forward" not in lora
     _, orpo, _ = run_cell(shell, "%ft_plan --data prefs --gpu T4 --batch-size 4 --method orpo --quant 4bit")
     assert "ORPO on LoRA" in orpo and "no reference model" in orpo and "reference forward" not in orpo

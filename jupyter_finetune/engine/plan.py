@@ -11,7 +11,8 @@ from ..data.estimate import openai_usd, price_table
 from ..data.length import MOST_VALIDATION_ROWS, choose_length
 from ..data.tokens import Lengths, TokenStats
 from ..models.gpus import Gpu, GpuTable
-from ..models.memory import GIB, GPU_16BIT, PAIR_SEQUENCES, PREFERENCE_METHODS, MemoryBreakdown, ModelShape, estimate_memory
+from ..models.memory import (GIB, GPU_16BIT, PAIR_SEQUENCES, PREFERENCE_METHODS, MemoryBreakdown, ModelShape,
+                             estimate_memory)
 from ..models.speed import MFU, flops_per_token, gpu_compute, scaling_efficiency
 from .config import STRATEGIES, TrainConfig, build_config, steps_per_epoch
 
@@ -37,8 +38,8 @@ METHOD_NOTES = {
             "rejected), so activations, logits and tokens are twice LoRA's at the same batch; no reference model.",
 }
 """What a preference method's plan assumes, said under its tables (models.memory.PAIR_SEQUENCES, models.speed)."""
-REJECTED_AS_CHOSEN = ("The data set has no token counts of its rejected answers, so each is counted as long as "
-                      "its chosen answer.")
+REJECTED_AS_CHOSEN = ("The data set has no rejected answers (it is not preference data), so each pair's rejected "
+                      "sequence is counted as long as its chosen one.")
 _CELL = "padding:2px 10px;border-bottom:1px solid #8884;text-align:left"
 
 
@@ -292,14 +293,13 @@ def fits(memory: MemoryBreakdown, gpu: Gpu) -> bool:
 
 
 def sequence_tokens(lengths: Lengths, method: str, max_length: int) -> int:
-    """Tokens an epoch runs through the model, each sequence cut at ``max_length``: an example's one, or under
-    DPO and ORPO a pair's two, the rejected side's own counts where the data set has them (``Lengths.rejected``)
-    and else as many as the chosen side's (REJECTED_AS_CHOSEN)."""
+    """Tokens an epoch runs through the model, each sequence cut at ``max_length``: an example's one (the chosen
+    side of a pair, which is what LoRA or full SFT learns from preference data), or under DPO and ORPO a pair's
+    two: the rejected side's own counts, or as many as the chosen side's on data without them (REJECTED_AS_CHOSEN)."""
     chosen = sum(min(n, max_length) for n in lengths.full)
     if method not in PREFERENCE_METHODS:
         return chosen
-    rejected = getattr(lengths, "rejected", None)  # the data set's pairs carry it once data/ counts both sides
-    return chosen + (chosen if rejected is None else sum(min(n, max_length) for n in rejected))
+    return chosen + (chosen if lengths.rejected is None else sum(min(n, max_length) for n in lengths.rejected))
 
 
 def schedule(shape: ModelShape, settings: Settings, config: TrainConfig, lengths: Lengths, gpu: Gpu) -> Schedule:
@@ -355,7 +355,7 @@ def build_plan(model: str, shape: ModelShape, config: TrainConfig, method: str, 
     """The plan for ``config``; the recommendation searches only what the user did not fix, on up to
     ``available`` GPUs of this kind when the number of GPUs is not fixed."""
     settings = Settings.of(config, method)
-    rejected = getattr(lengths, "rejected", None) if method in PREFERENCE_METHODS else None
+    rejected = lengths.rejected if lengths and method in PREFERENCE_METHODS else None
     longest = max([*lengths.full, *(rejected or ())]) if lengths and lengths.full else config.max_length
     search_lengths = (settings.max_length,) if fixed_length else candidate_lengths(longest, shape.context)
     quants = (settings.quant,) if fixed_quant or method == "full" else ("none", "4bit")

@@ -42,8 +42,8 @@ def flops_per_token(parameters: int, method: str = "lora", checkpointing: bool =
     """
     if method not in METHODS:
         raise ValueError(f"method {method!r} is not one of {', '.join(METHODS)}")
-    factor = (6 if method == "full" else 4) + (2 if checkpointing else 0) + (REFERENCE_FORWARD if method == "dpo" else 0)
-    return factor * parameters
+    factor = (6 if method == "full" else 4) + (2 if checkpointing else 0)
+    return (factor + (REFERENCE_FORWARD if method == "dpo" else 0)) * parameters
 
 
 CPU_FLOPS_PER_CORE = MEASURED_CPU_TOKENS_PER_S * flops_per_token(ALIASES["smollm2-135m"].parameters) / 2

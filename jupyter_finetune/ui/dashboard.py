@@ -131,7 +131,8 @@ class Dashboard:
         self._last_logged = float("-inf")
         self._logged = 0  # how many records the last logged line covered
         self.warning: str | None = None
-        """likelihood_warning's line while the records show it (checked at each redraw or logged line, and at the end)."""
+        """likelihood_warning's line while the records show it (checked at each redraw or logged line, and at
+        the end)."""
         self.ui: dict[str, Any] = {}  # the widgets by name (bar, stop, stats, plot, ...); empty in text mode
         self._handle: Any = None
         self._static = ""
@@ -201,8 +202,8 @@ class Dashboard:
                     "stats": w.HTML("<span style='font-family:monospace'>starting…</span>"),
                     "warning": w.HTML(""), "plot": w.Image(format="png"), "samples": w.HTML("")}
         self.ui["row"] = w.HBox([bar, stop])
-        self.ui["box"] = w.VBox([self.ui["header"], self.ui["row"], self.ui["stats"], self.ui["warning"], self.ui["plot"],
-                                   self.ui["samples"]])
+        self.ui["box"] = w.VBox([self.ui["header"], self.ui["row"], self.ui["stats"], self.ui["warning"],
+                                 self.ui["plot"], self.ui["samples"]])
         text = (f"{self.run_name}: training{f' ({plan})' if plan else ''}; the live dashboard is a widget, and a "
                 "summary replaces it when training ends")
         self._handle = publish(widget_bundle(self.ui["box"], text), display_id=True)  # None outside IPython

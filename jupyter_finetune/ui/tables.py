@@ -51,8 +51,10 @@ def preference_rows(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
         values = {"train": _last(records, key), "held-out": _last(records, "eval_" + key)}
         return " / ".join(f"{where} {v:{fmt}}" for where, v in values.items() if v is not None) or "-"
 
-    return [("last reward accuracy", last("reward_accuracy", ".2f")), ("last reward margin", last("reward_margin", ".3f")),
-            ("last log-prob chosen", last("logp_chosen", ".1f")), ("last log-prob rejected", last("logp_rejected", ".1f"))]
+    return [("last reward accuracy", last("reward_accuracy", ".2f")),
+            ("last reward margin", last("reward_margin", ".3f")),
+            ("last log-prob chosen", last("logp_chosen", ".1f")),
+            ("last log-prob rejected", last("logp_rejected", ".1f"))]
 
 
 def _last(records: list[dict[str, Any]], key: str) -> float | None:
