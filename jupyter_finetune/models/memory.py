@@ -22,9 +22,10 @@ PREFERENCE_METHODS = ("dpo", "orpo")
 PAIR_SEQUENCES = 2
 """Sequences per example under DPO and ORPO: TRL runs a batch of N pairs as one batch of 2N sequences (each
 chosen and each rejected answer after its prompt, padded to the longest of them), so activations and logits
-are those of 2N sequences. DPO's reference is the base with the adapter switched off (peft's
-``disable_adapter``), so it adds no second copy of the weights, only a no-grad forward pass of those 2N
-sequences (``reference_bytes``; its time is in models.speed.flops_per_token). ORPO has no reference."""
+are those of 2N sequences (without LoRA dropout's copies: TRL turns dropout off, ``saved_values_per_token``).
+DPO's reference is the base with the adapter switched off (peft's ``disable_adapter``), so it adds no second
+copy of the weights, only a no-grad forward pass of those 2N sequences (``reference_bytes``; its time is in
+models.speed.flops_per_token). ORPO has no reference."""
 GIB = 1024**3
 CUDA_OVERHEAD_BYTES = GIB // 2
 """CUDA context, cuBLAS workspace and allocator slack, not seen by ``torch.cuda.max_memory_allocated``.
@@ -108,19 +109,22 @@ class ModelShape:
         """r x (in + out) per adapted linear (A is r x in, B is out x r), every linear of every block."""
         return self.layers * sum(rank * (a + b) for a, b in self.layer_linears())
 
-    def saved_values_per_token(self, rank: int | None) -> int:
+    def saved_values_per_token(self, rank: int | None, dropout: bool = True) -> int:
         """Values one block keeps for the backward pass, per token (SDPA attention: no seq² term).
 
-        ``rank`` None means no adapters (full fine-tuning).
+        ``rank`` None means no adapters (full fine-tuning). ``dropout`` False: LoRA dropout is off (TRL's
+        preference trainers set every dropout to 0, DPOConfig/ORPOConfig.disable_dropout being on by default),
+        so an adapted linear's input is a tensor kept already, not a dropped-out copy.
 
         norms: input, normalised output, 2 x h each              -> 4h
         attention: q, k before and after RoPE, v, rotate_half(q, k), output
                    -> 3 q + 3 kv + kv + q = 4 q + 4 kv
         MLP: gate, up, silu(gate), silu(gate) * up               -> 4i
-        LoRA: each adapted linear's dropped-out input (5h + q + i) and its A output (7r)
+        LoRA: each adapted linear's dropped-out input (5h + q + i, with dropout) and its A output (7r)
         """
         h, i, q, kv = self.hidden, self.intermediate, self.heads * self.head_dim, self.kv_heads * self.head_dim
-        lora = 0 if rank is None else sum(a for a, _ in self.layer_linears()) + 7 * rank
+        copies = sum(a for a, _ in self.layer_linears()) if dropout else 0
+        lora = 0 if rank is None else copies + 7 * rank
         return 4 * h + 4 * q + 4 * kv + 4 * i + lora
 
 
@@ -282,7 +286,8 @@ def estimate_memory(shape: ModelShape, *, batch_size: int, max_length: int, rank
         weights, lora = weight_bytes(shape, quant, precision), trainable * FP32
         root = root_weight_bytes(shape, quant, precision)
         block = layer_weight_bytes(shape, quant, precision) + lora // shape.layers
-    saved = tokens * shape.saved_values_per_token(None if method == "full" else rank) * precision.compute_bytes
+    saved = (tokens * shape.saved_values_per_token(None if method == "full" else rank, method not in PREFERENCE_METHODS)
+             * precision.compute_bytes)
     kept = tokens * shape.hidden * shape.layers * precision.compute_bytes if checkpointing else saved * shape.layers
     final_norm = tokens * 2 * shape.hidden * precision.compute_bytes
     states = dict(weights=weights, lora=lora, gradients=trainable * FP32, optimizer=2 * trainable * FP32)
