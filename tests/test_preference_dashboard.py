@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -24,6 +25,8 @@ from jupyter_finetune.runs.summary import row_cells, summarize
 from jupyter_finetune.ui.dashboard import LIKELIHOOD_FALL_NATS, Dashboard, likelihood_warning, progress_line
 from jupyter_finetune.ui.plots import loss_figure
 
+# A failure on the dashboard's timer thread must fail the test.
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 TRAIN_KEYS = ("reward_margin", "reward_accuracy", "logp_chosen", "logp_rejected")
 EVAL_KEYS = tuple(f"eval_{k}" for k in TRAIN_KEYS)
 
@@ -168,6 +171,18 @@ def test_the_warning_shows_in_the_dashboard_only_for_records_built_to_fall(caplo
     assert any(r.levelno == logging.WARNING and "known DPO failure" in r.getMessage() for r in caplog.records)
     healthy = finished(_trend(+FALL, -FALL, 0.5))
     assert "DPO failure" not in healthy.static_html() + healthy.static_text() and healthy.warning is None
+
+
+def test_the_live_widget_dashboard_shows_the_warning_line_and_the_stats_the_margin():
+    dashboard = Dashboard("r", widgets=True, min_redraw_s=0.0)
+    dashboard({"event": "start", "run": "r", "max_steps": 10, "step": 0, "epochs": 1.0, "config": {}, "time": 0.0})
+    for record in _trend(-FALL, -FALL, 0.5):
+        dashboard(record)
+    deadline = time.monotonic() + 5.0
+    while "known DPO failure" not in dashboard.ui["warning"].value and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "known DPO failure" in dashboard.ui["warning"].value and "margin 0.500" in dashboard.ui["stats"].value
+    dashboard({"event": "end", "status": "completed", "step": 10, "message": "done", "time": 10.0})
 
 
 SHAPE = ModelShape(hidden=576, intermediate=1536, layers=30, heads=9, kv_heads=3, head_dim=64, vocab=49152,
