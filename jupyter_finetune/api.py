@@ -66,7 +66,7 @@ def load_data(name: str, source: Any, *, format: str = "auto", split: float | An
     return load(name, source, model=model, format=format, split=split, seed=seed, max_length=max_length)
 
 
-def plan(model: str | None = None, data: Any = None, *, gpu: str | None = None, method: str = "lora",
+def plan(model: str | None = None, data: Any = None, *, gpu: str | None = None, method: str | None = None,
          preset: str = "balanced", gpus: int | str | None = None, strategy: str | None = None,
          **settings: Any) -> Any:
     """Peak GPU memory by component, which GPUs it fits, time and cost per epoch, and settings that fit.
@@ -78,6 +78,8 @@ def plan(model: str | None = None, data: Any = None, *, gpu: str | None = None, 
     "all" for every GPU this kernel sees) plans data-parallel training with ``strategy`` ddp (a whole
     copy per GPU) or fsdp (sharded): memory is then per GPU, time for them all together. Without
     ``gpus``, the recommendation may use every GPU this kernel sees (Kaggle's two T4s) where it pays.
+    ``method`` (METHODS) is lora, full, or LoRA on preference pairs: dpo (both answers of a pair and the
+    reference's forward pass counted) or orpo; default dpo for a preference data set, else lora.
     """
     from .engine.plan import plan_training
 

@@ -205,7 +205,8 @@ class FinetuneMagics(Magics):
     @magic_arguments()
     @argument("--model", help="Alias, folder, .gguf or hub id (default: the data's model, else smollm2-135m).")
     @argument("--data", metavar="NAME", help="A data set of this notebook: adds steps, time and cost per epoch.")
-    @argument("--method", default="lora", choices=api.METHODS)
+    @argument("--method", choices=api.METHODS, help="lora, full, or LoRA on preference pairs: dpo or orpo "
+                                                     "(default: dpo for a preference data set, else lora).")
     @argument("--quant", choices=api.QUANTS, help="Base weights (default: the preset's, none).")
     @argument("--batch-size", type=int)
     @argument("--max-length", type=int, help="Default: the data's max length, else the preset's (1024).")

@@ -12,6 +12,15 @@ from transformers import TrainerCallback
 
 from .events import Event, Listener
 
+PREFERENCE_LOGS = {"rewards/margins": "reward_margin", "rewards/accuracies": "reward_accuracy",
+                   "logps/chosen": "logp_chosen", "logps/rejected": "logp_rejected"}
+"""What a preference run's log events carry, TRL's name -> ours (DPOTrainer and ORPOTrainer, TRL 0.27 to 0.29,
+name them alike): the mean margin between the chosen and the rejected answer's rewards, the share of pairs whose
+chosen answer gets the higher reward, and the policy's log-probability of each answer (DPO: summed over the
+answer's tokens; ORPO: a mean per token). Held-out pairs' come as ``eval_`` + TRL's name -> ``eval_`` + ours."""
+ORPO_LOGS = {"nll_loss": "nll_loss", "log_odds_ratio": "log_odds_ratio"}
+"""ORPO's own terms: the chosen answers' cross-entropy (its SFT part) and the mean log-sigmoid of the odds ratio."""
+
 CHECKPOINT_EVERY_S = 10 * 60.0
 """Without --save-steps, a checkpoint every 10 minutes of training: a lost VM or a killed kernel costs at
 most that much work, whatever the model's step time (a T4's 8B step and a CPU's 135M step differ 1000x)."""
@@ -40,6 +49,10 @@ class EventCallback(TrainerCallback):
         self._t0 = time.time()
         self._step0 = 0
         self._tokens_per_s = 0.0
+        method = config.get("method", "sft")
+        names = {**PREFERENCE_LOGS, **ORPO_LOGS} if method == "orpo" else PREFERENCE_LOGS if method == "dpo" else {}
+        self._extra = {**names, **{f"eval_{k}": f"eval_{v}" for k, v in names.items()}}
+        """TRL's names -> ours of what this method's events add: every key in every event, None where not logged."""
 
     def emit(self, event: Event) -> None:
         for listener in self.listeners:
@@ -72,6 +85,7 @@ class EventCallback(TrainerCallback):
             "loss": logs.get("loss"), "eval_loss": logs.get("eval_loss"), "lr": logs.get("learning_rate"),
             "tokens_per_s": self._tokens_per_s, "memory_gb": memory_gb(),
             "eta_s": elapsed / done * remaining if done else None, "time": now,
+            **{ours: logs.get(theirs) for theirs, ours in self._extra.items()},
         })
 
 

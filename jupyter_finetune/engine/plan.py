@@ -11,7 +11,8 @@ from ..data.estimate import openai_usd, price_table
 from ..data.length import MOST_VALIDATION_ROWS, choose_length
 from ..data.tokens import Lengths, TokenStats
 from ..models.gpus import Gpu, GpuTable
-from ..models.memory import GIB, GPU_16BIT, MemoryBreakdown, ModelShape, estimate_memory
+from ..models.memory import (GIB, GPU_16BIT, PAIR_SEQUENCES, PREFERENCE_METHODS, MemoryBreakdown, ModelShape,
+                             estimate_memory)
 from ..models.speed import MFU, flops_per_token, gpu_compute, scaling_efficiency
 from .config import STRATEGIES, TrainConfig, build_config, steps_per_epoch
 
@@ -28,6 +29,17 @@ PARALLEL_WORTH_SECONDS = 5 * 60
 several starts fresh worker processes (Python, torch, the model loaded in each): about a minute, while
 two GPUs save at most 40-45% of the time (at 80-90% scaling efficiency), so a shorter run gains little."""
 SHORTEST_LENGTH = 128
+METHOD_NOTES = {
+    "dpo": f"DPO: each example is a pair run as {PAIR_SEQUENCES} sequences (prompt and chosen, prompt and rejected), "
+           "so activations, logits and tokens are twice LoRA's at the same batch. The reference is the base with "
+           "the adapter switched off: no second copy of the weights, but one more forward pass of every token "
+           "(its logits in the peak, its FLOPs in the time).",
+    "orpo": f"ORPO: each example is a pair run as {PAIR_SEQUENCES} sequences (prompt and chosen, prompt and "
+            "rejected), so activations, logits and tokens are twice LoRA's at the same batch; no reference model.",
+}
+"""What a preference method's plan assumes, said under its tables (models.memory.PAIR_SEQUENCES, models.speed)."""
+REJECTED_AS_CHOSEN = ("The data set has no rejected answers (it is not preference data), so each pair's rejected "
+                      "sequence is counted as long as its chosen one.")
 _CELL = "padding:2px 10px;border-bottom:1px solid #8884;text-align:left"
 
 
@@ -63,9 +75,12 @@ class Settings:
 
     def text(self) -> str:
         quant = {"none": "16-bit", "4bit": "4-bit", "8bit": "8-bit"}[self.quant]
-        parts = [f"batch {self.batch_size}", f"max length {self.max_length}", quant]
+        pairs = f" pairs ({self.batch_size * PAIR_SEQUENCES} sequences)" if self.method in PREFERENCE_METHODS else ""
+        parts = [f"batch {self.batch_size}{pairs}", f"max length {self.max_length}", quant]
         if self.method == "full":
             parts.append("full fine-tuning")
+        elif self.method in PREFERENCE_METHODS:
+            parts.append(self.method.upper())
         if self.checkpointing:
             parts.append("gradient checkpointing")
         if self.gpus > 1:
@@ -166,8 +181,11 @@ class Plan:
         s, shape = self.settings, self.shape
         trained = ("all parameters" if s.method == "full"
                    else f"LoRA r{s.rank} all-linear, {shape.lora_parameters(s.rank):,} trainable")
+        if s.method in PREFERENCE_METHODS:
+            trained = f"{s.method.upper()} on {trained}"
+        pairs = f" pairs ({s.batch_size * PAIR_SEQUENCES} sequences)" if s.method in PREFERENCE_METHODS else ""
         per_gpu = f"; per GPU of {s.gpus} with {s.strategy.upper()}" if s.gpus > 1 else ""
-        return (f"{self.model}: {shape.parameters:,} parameters, {trained}; batch {s.batch_size} x "
+        return (f"{self.model}: {shape.parameters:,} parameters, {trained}; batch {s.batch_size}{pairs} x "
                 f"{s.max_length} tokens, quant {s.quant}, {GPU_16BIT.name}{per_gpu}")
 
     def _other_strategy_rows(self) -> list[tuple[str, ...]]:
@@ -197,7 +215,8 @@ class Plan:
         rows.append((f"{count}{self.gpu.name} at ${self.gpu.usd_per_hour:.2f}/h (as of {self.gpus.as_of})",
                      usd(sc.gpu_usd / sc.epochs), usd(sc.gpu_usd)))
         rows += [(f"OpenAI {m} (as of {table.as_of})", usd(v / sc.epochs), usd(v)) for m, v in sc.openai_usd.items()]
-        title = (f"Time and cost: {sc.examples:,} training examples; {sc.flops_per_token / self.shape.parameters:g} "
+        examples = "pairs" if self.settings.method in PREFERENCE_METHODS else "examples"
+        title = (f"Time and cost: {sc.examples:,} training {examples}; {sc.flops_per_token / self.shape.parameters:g} "
                  f"x parameters FLOPs per token at {MFU:.0%} of {self.gpu.bf16_tflops:g} TFLOPS; prices approximate")
         return title, rows
 
@@ -273,11 +292,22 @@ def fits(memory: MemoryBreakdown, gpu: Gpu) -> bool:
     return memory.total <= FIT_FRACTION * gpu.memory_bytes
 
 
+def sequence_tokens(lengths: Lengths, method: str, max_length: int) -> int:
+    """Tokens an epoch runs through the model, each sequence cut at ``max_length``: an example's one (the chosen
+    side of a pair, which is what LoRA or full SFT learns from preference data), or under DPO and ORPO a pair's
+    two: the rejected side's own counts, or as many as the chosen side's on data without them (REJECTED_AS_CHOSEN)."""
+    chosen = sum(min(n, max_length) for n in lengths.full)
+    if method not in PREFERENCE_METHODS:
+        return chosen
+    return chosen + (chosen if lengths.rejected is None else sum(min(n, max_length) for n in lengths.rejected))
+
+
 def schedule(shape: ModelShape, settings: Settings, config: TrainConfig, lengths: Lengths, gpu: Gpu) -> Schedule:
     """Steps as %ft_train takes them (the same steps_per_epoch), time as the data report takes it (models/speed.py)."""
     stats = TokenStats.of(lengths, settings.max_length)
+    tokens = sequence_tokens(lengths, settings.method, settings.max_length)
     per_token = flops_per_token(shape.parameters, settings.method, settings.checkpointing)
-    one_gpu = gpu_compute(gpu).seconds(stats.total, per_token)
+    one_gpu = gpu_compute(gpu).seconds(tokens, per_token)
     efficiency = scaling_efficiency(gpu, settings.gpus, settings.sharded)
     seconds = one_gpu / (settings.gpus * efficiency)
     epochs = config.epochs or choose_length(stats.examples, stats.total, settings.batch_size, config.grad_accum,
@@ -285,8 +315,8 @@ def schedule(shape: ModelShape, settings: Settings, config: TrainConfig, lengths
     return Schedule(
         examples=stats.examples,  # each optimizer step takes batch_size x grad_accum examples on every GPU
         steps_per_epoch=steps_per_epoch(stats.examples, settings.batch_size * settings.gpus, config.grad_accum),
-        tokens_per_epoch=stats.total, epochs=epochs, flops_per_token=per_token, seconds_per_epoch=seconds,
-        gpu_usd=seconds * epochs / 3600 * gpu.usd_per_hour * settings.gpus, openai_usd=openai_usd(stats.total, epochs),
+        tokens_per_epoch=tokens, epochs=epochs, flops_per_token=per_token, seconds_per_epoch=seconds,
+        gpu_usd=seconds * epochs / 3600 * gpu.usd_per_hour * settings.gpus, openai_usd=openai_usd(tokens, epochs),
         gpus=settings.gpus, one_gpu_seconds_per_epoch=one_gpu, efficiency=efficiency)
 
 
@@ -325,10 +355,13 @@ def build_plan(model: str, shape: ModelShape, config: TrainConfig, method: str, 
     """The plan for ``config``; the recommendation searches only what the user did not fix, on up to
     ``available`` GPUs of this kind when the number of GPUs is not fixed."""
     settings = Settings.of(config, method)
-    longest = max(lengths.full) if lengths and lengths.full else config.max_length
+    rejected = lengths.rejected if lengths and method in PREFERENCE_METHODS else None
+    longest = max([*lengths.full, *(rejected or ())]) if lengths and lengths.full else config.max_length
     search_lengths = (settings.max_length,) if fixed_length else candidate_lengths(longest, shape.context)
     quants = (settings.quant,) if fixed_quant or method == "full" else ("none", "4bit")
     data = lengths if lengths and lengths.full else None
+    if method in PREFERENCE_METHODS:
+        notes = (*notes, METHOD_NOTES[method], *([REJECTED_AS_CHOSEN] if data and rejected is None else []))
 
     def search(gpus: int, strategy: str) -> Recommendation | None:
         found = recommend(shape, replace(settings, gpus=gpus, strategy=strategy), gpu, lengths=search_lengths,
@@ -358,9 +391,11 @@ def build_plan(model: str, shape: ModelShape, config: TrainConfig, method: str, 
 
 
 def plan_training(model: str | None = None, data: FtDataset | None = None, *, gpu: str | None = None,
-                  method: str = "lora", preset: str = "balanced", **settings: Any) -> Plan:
+                  method: str | None = None, preset: str = "balanced", **settings: Any) -> Plan:
     """The plan for training ``model`` (default: the data's) on ``data`` with ``preset`` and ``settings``
     (TrainConfig fields) filled as %ft_train fills them, for ``gpu`` (default: this kernel's, else a T4).
+    ``method`` is lora, full, dpo or orpo (models.memory.METHODS); by default dpo for a preference data set
+    (as %ft_train trains it), else lora.
 
     Reads only the model's config (no weights); without ``data`` there is no time or cost. The
     recommendation searches every setting not given here; without ``gpus`` it may use every GPU this
@@ -372,6 +407,7 @@ def plan_training(model: str | None = None, data: FtDataset | None = None, *, gp
     from .prepare import with_saved_quantization
 
     model = model or (data.model if data is not None else DEFAULT_MODEL)
+    method = method or ("dpo" if data is not None and data.is_preference else "lora")
     settings = with_saved_quantization(model, settings)
     given = {k for k, v in settings.items() if v is not None}
     notes = ()

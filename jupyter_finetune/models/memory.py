@@ -15,8 +15,17 @@ from typing import Any
 from ..errors import InvalidValue
 from .size import context_length, parameter_count
 
-METHODS = ("lora", "full")
-"""LoRA adapters on a frozen base, or every weight trained."""
+METHODS = ("lora", "full", "dpo", "orpo")
+"""LoRA adapters on a frozen base, every weight trained, or LoRA trained on preference pairs (DPO, ORPO)."""
+PREFERENCE_METHODS = ("dpo", "orpo")
+"""LoRA methods whose examples are pairs of answers."""
+PAIR_SEQUENCES = 2
+"""Sequences per example under DPO and ORPO: TRL runs a batch of N pairs as one batch of 2N sequences (each
+chosen and each rejected answer after its prompt, padded to the longest of them), so activations and logits
+are those of 2N sequences (without LoRA dropout's copies: TRL turns dropout off, ``saved_values_per_token``).
+DPO's reference is the base with the adapter switched off (peft's ``disable_adapter``), so it adds no second
+copy of the weights, only a no-grad forward pass of those 2N sequences (``reference_bytes``; its time is in
+models.speed.flops_per_token). ORPO has no reference."""
 GIB = 1024**3
 CUDA_OVERHEAD_BYTES = GIB // 2
 """CUDA context, cuBLAS workspace and allocator slack, not seen by ``torch.cuda.max_memory_allocated``.
@@ -100,19 +109,22 @@ class ModelShape:
         """r x (in + out) per adapted linear (A is r x in, B is out x r), every linear of every block."""
         return self.layers * sum(rank * (a + b) for a, b in self.layer_linears())
 
-    def saved_values_per_token(self, rank: int | None) -> int:
+    def saved_values_per_token(self, rank: int | None, dropout: bool = True) -> int:
         """Values one block keeps for the backward pass, per token (SDPA attention: no seq² term).
 
-        ``rank`` None means no adapters (full fine-tuning).
+        ``rank`` None means no adapters (full fine-tuning). ``dropout`` False: LoRA dropout is off (TRL's
+        preference trainers set every dropout to 0, DPOConfig/ORPOConfig.disable_dropout being on by default),
+        so an adapted linear's input is a tensor kept already, not a dropped-out copy.
 
         norms: input, normalised output, 2 x h each              -> 4h
         attention: q, k before and after RoPE, v, rotate_half(q, k), output
                    -> 3 q + 3 kv + kv + q = 4 q + 4 kv
         MLP: gate, up, silu(gate), silu(gate) * up               -> 4i
-        LoRA: each adapted linear's dropped-out input (5h + q + i) and its A output (7r)
+        LoRA: each adapted linear's dropped-out input (5h + q + i, with dropout) and its A output (7r)
         """
         h, i, q, kv = self.hidden, self.intermediate, self.heads * self.head_dim, self.kv_heads * self.head_dim
-        lora = 0 if rank is None else sum(a for a, _ in self.layer_linears()) + 7 * rank
+        copies = sum(a for a, _ in self.layer_linears()) if dropout else 0
+        lora = 0 if rank is None else copies + 7 * rank
         return 4 * h + 4 * q + 4 * kv + 4 * i + lora
 
 
@@ -122,7 +134,8 @@ class MemoryBreakdown:
 
     The step peaks either as the loss's backward starts (saved activations and the logits'
     copies all alive) or, with gradient checkpointing, while a block is recomputed (the logits'
-    copies are freed by then): so the peak counts the larger of ``logits`` and ``recomputed``.
+    copies are freed by then): so the peak counts the larger of ``logits`` and ``recomputed`` (and of DPO's
+    ``reference``).
     """
 
     weights: int
@@ -135,6 +148,10 @@ class MemoryBreakdown:
     recomputed: int
     """One block's values, rebuilt in the backward pass under gradient checkpointing (else 0)."""
     overhead: int
+    reference: int = 0
+    """DPO's reference forward (no grad, adapter off): its logits and the policy's, alive beside the saved
+    activations before the backward pass starts, so the peak counts the largest of ``logits``, ``recomputed``
+    and this (``reference_bytes``)."""
     buckets: int = 0
     """DDP's gradient buckets: a second copy of the trainable gradients, all-reduced from there."""
     gathered: int = 0
@@ -144,19 +161,20 @@ class MemoryBreakdown:
     def allocated(self) -> int:
         """What the framework allocates at the peak: compare with ``torch.cuda.max_memory_allocated``."""
         return (self.weights + self.lora + self.gradients + self.optimizer + self.activations
-                + max(self.logits, self.recomputed) + self.buckets + self.gathered)
+                + max(self.logits, self.recomputed, self.reference) + self.buckets + self.gathered)
 
     @property
     def total(self) -> int:
         return self.allocated + self.overhead
 
     def rows(self) -> list[tuple[str, int]]:
-        """The components; the data-parallel ones only for a breakdown that has them."""
-        parallel = [("DDP gradient buckets", self.buckets)] if self.buckets else []
-        parallel += [("FSDP gathered weights", self.gathered)] if self.gathered else []
+        """The components; DPO's reference and the data-parallel ones only for a breakdown that has them."""
+        extra = [("reference forward (DPO)", self.reference)] if self.reference else []
+        extra += [("DDP gradient buckets", self.buckets)] if self.buckets else []
+        extra += [("FSDP gathered weights", self.gathered)] if self.gathered else []
         return [("weights", self.weights), ("LoRA parameters", self.lora), ("gradients", self.gradients),
                 ("optimizer states", self.optimizer), ("activations", self.activations), ("logits", self.logits),
-                ("recomputed block", self.recomputed), *parallel, ("CUDA overhead", self.overhead)]
+                ("recomputed block", self.recomputed), *extra, ("CUDA overhead", self.overhead)]
 
 
 def weight_bytes(shape: ModelShape, quant: str, precision: Precision) -> int:
@@ -219,6 +237,14 @@ def logit_bytes(shape: ModelShape, tokens: int) -> int:
     return tokens * shape.vocab * 3 * FP32
 
 
+def reference_bytes(shape: ModelShape, tokens: int, precision: Precision) -> int:
+    """tokens x vocab x 4 at compute precision, as DPO's reference forward takes its log-probs: its logits and
+    their shifted copy (TRL's ``logits[:, :-1].contiguous()``), beside the policy's own two, computed first
+    and kept for the backward pass. Log-softmax goes a sequence at a time (TRL's ``selective_log_softmax``),
+    and the no-grad forward saves nothing for a backward pass."""
+    return tokens * shape.vocab * 4 * precision.compute_bytes
+
+
 FSDP_PREFETCH_BLOCKS = 2
 """Decoder blocks unsharded at once under FSDP: the one computing and the next, all-gathered ahead (prefetch)."""
 
@@ -227,7 +253,8 @@ def estimate_memory(shape: ModelShape, *, batch_size: int, max_length: int, rank
                     method: str = "lora", checkpointing: bool = False, precision: Precision = GPU_16BIT,
                     gpus: int = 1, sharded: bool = False) -> MemoryBreakdown:
     """The peak of one step at ``batch_size`` sequences of ``max_length`` tokens (the padded worst case),
-    on each of ``gpus`` data-parallel GPUs.
+    on each of ``gpus`` data-parallel GPUs; under DPO and ORPO ``batch_size`` pairs, twice the sequences
+    (``PAIR_SEQUENCES``), and under DPO a reference forward too.
 
     LoRA: the adapters are fp32 (peft upcasts them), and each trainable fp32 value has an fp32
     gradient and AdamW's two fp32 states. Full fine-tuning trains every parameter, kept in fp32
@@ -250,7 +277,7 @@ def estimate_memory(shape: ModelShape, *, batch_size: int, max_length: int, rank
     if sharded and quant == "8bit":
         raise InvalidValue("FSDP shards 16-bit or 4-bit (QLoRA) weights; bitsandbytes 8-bit cannot be sharded: "
                            "use --quant 4bit or none, or --strategy ddp")
-    tokens = batch_size * max_length
+    tokens = batch_size * max_length * (PAIR_SEQUENCES if method in PREFERENCE_METHODS else 1)
     if method == "full":
         trainable, weights, lora = shape.parameters, shape.parameters * FP32, 0
         root, block = shape.root_parameters * FP32, shape.layer_parameters * FP32
@@ -259,7 +286,8 @@ def estimate_memory(shape: ModelShape, *, batch_size: int, max_length: int, rank
         weights, lora = weight_bytes(shape, quant, precision), trainable * FP32
         root = root_weight_bytes(shape, quant, precision)
         block = layer_weight_bytes(shape, quant, precision) + lora // shape.layers
-    saved = tokens * shape.saved_values_per_token(rank if method == "lora" else None) * precision.compute_bytes
+    saved = (tokens * shape.saved_values_per_token(None if method == "full" else rank, method not in PREFERENCE_METHODS)
+             * precision.compute_bytes)
     kept = tokens * shape.hidden * shape.layers * precision.compute_bytes if checkpointing else saved * shape.layers
     final_norm = tokens * 2 * shape.hidden * precision.compute_bytes
     states = dict(weights=weights, lora=lora, gradients=trainable * FP32, optimizer=2 * trainable * FP32)
@@ -270,4 +298,5 @@ def estimate_memory(shape: ModelShape, *, batch_size: int, max_length: int, rank
     elif gpus > 1:
         parallel = dict(buckets=trainable * FP32)
     return MemoryBreakdown(**states, activations=kept + final_norm, logits=logit_bytes(shape, tokens),
-                           recomputed=saved if checkpointing else 0, overhead=precision.overhead_bytes, **parallel)
+                           recomputed=saved if checkpointing else 0, overhead=precision.overhead_bytes,
+                           reference=reference_bytes(shape, tokens, precision) if method == "dpo" else 0, **parallel)

@@ -11,12 +11,18 @@ from dataclasses import dataclass
 
 from .aliases import ALIASES
 from .gpus import Gpu, cpu_cores, cpu_device, gpu_table, kernel_gpu
+from .memory import METHODS
 
 MFU = 0.35
 """Assumed model FLOPs utilisation on a GPU: a typical share of peak for single-GPU LoRA with HF + PEFT."""
 MEASURED_CPU_TOKENS_PER_S = 131
 """LoRA r16 on SmolLM2-135M in fp32, 2 CPU cores, no checkpointing: the README's quickstart run (30 steps
 of 8 examples, non-padding tokens as TRL counts them; examples/quickstart.ipynb, torch CPU, TRL 1.x)."""
+REFERENCE_FORWARD = 2
+"""DPO's reference forward pass, in FLOPs per token per parameter: 2N, the forward alone, on every token of
+both answers. Against LoRA's forward and backward (4N) that is half as much again, so a DPO epoch takes
+2 x 1.5 = 3x a LoRA SFT epoch on the same examples (2 x 8/6 = 2.67x with gradient checkpointing, whose
+recomputation the reference does not pay); against full fine-tuning's 6N it would be a third."""
 
 
 def flops_per_token(parameters: int, method: str = "lora", checkpointing: bool = False) -> float:
@@ -29,11 +35,15 @@ def flops_per_token(parameters: int, method: str = "lora", checkpointing: bool =
     out: for r16 all-linear it is 6 x 4.9M = 29M per token against 4N = 538M on SmolLM2-135M
     (5%), and 6 x 42M against 4 x 8.0B (0.8%) on Llama-3-8B, below this estimate's other errors;
     and the data report, which has no rank yet, then agrees with the planner.
+
+    DPO and ORPO train LoRA on pairs: a token is a token of either answer's sequence (the caller counts
+    both, models.memory.PAIR_SEQUENCES), at LoRA's 4N. DPO adds its reference's forward pass of every
+    token (``REFERENCE_FORWARD``), never checkpointed since nothing is saved for a backward pass.
     """
-    if method not in ("lora", "full"):
-        raise ValueError(f"method {method!r} is not one of lora, full")
+    if method not in METHODS:
+        raise ValueError(f"method {method!r} is not one of {', '.join(METHODS)}")
     factor = (6 if method == "full" else 4) + (2 if checkpointing else 0)
-    return factor * parameters
+    return (factor + (REFERENCE_FORWARD if method == "dpo" else 0)) * parameters
 
 
 CPU_FLOPS_PER_CORE = MEASURED_CPU_TOKENS_PER_S * flops_per_token(ALIASES["smollm2-135m"].parameters) / 2

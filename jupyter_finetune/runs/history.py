@@ -34,6 +34,8 @@ class Losses:
     best_eval_loss: float | None
     attempt: int
     """The history's attempt: a file without attempt numbers counts each restart as one."""
+    reward_accuracy: float | None = None
+    """A preference run's last reward accuracy: on held-out pairs where it has them, else on a train batch."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ class History:
         """(attempt, its first step) in order; a record belongs to the last one that starts at or before it."""
         self.last_step: int | None = None
         self.best_eval: float | None = None
+        self.accuracy: dict[str, tuple[int, float]] = {}
+        """The last (step, value) of ``reward_accuracy`` and of ``eval_reward_accuracy``: a preference run's."""
 
     def add(self, record: dict[str, Any]) -> None:
         """Join a checked record (a whole ``step``; ``loss``, ``eval_loss`` numbers or null; ``attempt`` >= 1)."""
@@ -85,6 +89,9 @@ class History:
             self.evals[1].append(eval_loss)
             if eval_loss == eval_loss and (self.best_eval is None or eval_loss < self.best_eval):  # NaN is no best
                 self.best_eval = float(eval_loss)
+        for key in ("reward_accuracy", "eval_reward_accuracy"):
+            if record.get(key) is not None:
+                self.accuracy[key] = (step, record[key])
         if self.keep == 0:
             self.cut = step
         else:
@@ -107,10 +114,12 @@ class History:
             self.cut = step - 1
         self.starts = [s for s in self.starts if s[1] < step]
         self.best_eval = min((v for v in self.evals[1] if v == v), default=None)
+        self.accuracy = {k: v for k, v in self.accuracy.items() if v[0] < step}  # the new attempt logs its own
 
     def losses(self) -> Losses:
         steps, values = self.train
-        return Losses(values[-1] if steps else None, self.best_eval, self.attempt)
+        found = self.accuracy.get("eval_reward_accuracy") or self.accuracy.get("reward_accuracy")
+        return Losses(values[-1] if steps else None, self.best_eval, self.attempt, found[1] if found else None)
 
     def records(self, after: int = -1) -> list[dict[str, Any]]:
         """The full records held with a step past ``after``."""

@@ -27,12 +27,12 @@ BAD_MARK = 1 << 16
 
 
 def check_record(record: Any) -> dict[str, Any]:
-    """A record as the history takes it: an object with a whole ``step``, number-or-null losses and an
-    attempt of 1 or more."""
+    """A record as the history takes it: an object with a whole ``step``, number-or-null losses (and reward
+    accuracies, a preference run's) and an attempt of 1 or more."""
     record = whole_file(record)
     field(record, "step", WHOLE, required=True)
-    field(record, "loss", NUMBER)
-    field(record, "eval_loss", NUMBER)
+    for key in ("loss", "eval_loss", "reward_accuracy", "eval_reward_accuracy"):
+        field(record, key, NUMBER)
     attempt = field(record, "attempt", WHOLE)
     if attempt is not None and attempt < 1:
         raise Malformed(f"attempt is {attempt}, not 1 or more")

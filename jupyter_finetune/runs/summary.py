@@ -53,6 +53,9 @@ class RunSummary:
     """When the status last changed (a step, a finish): how fresh the row is."""
     damage: str | None = None
     """Why the run is ``damaged``: the file and the reason (``status.json: step is "abc", not a whole number``)."""
+    reward_accuracy: float | None = None
+    """A preference run's final reward accuracy in training: on held-out pairs where it has them, else on
+    the last train batch (None for other runs); the table shows it before the eval scores."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,7 @@ def summarize(run: Run) -> RunSummary:
         eval_scores=newest.scores() if newest else {}, created=started or status.get("updated") or 0.0,
         seconds=status["updated"] - started if started and status.get("updated") else None,
         updated=status.get("updated") or 0.0, damage=found[0].damage if found else None,
+        reward_accuracy=losses.reward_accuracy if losses else None,
     )
 
 
@@ -173,7 +177,8 @@ def row_cells(s: RunSummary) -> list[str]:
     """One run's cells, in COLUMNS order (shared by the text and the HTML table)."""
     steps, epochs = s.settings.get("steps"), s.settings.get("epochs")
     length = f"{steps} steps" if steps else (f"{epochs:g} epochs" if epochs is not None else "-")
-    scores = ", ".join(f"{metric} {score:.2f}" for metric, score in s.eval_scores.items())
+    scores = ", ".join([*([f"reward acc {s.reward_accuracy:.2f}"] if s.reward_accuracy is not None else []),
+                        *(f"{metric} {score:.2f}" for metric, score in s.eval_scores.items())])
     return [s.name, s.status, s.model, s.data, value_text(s.settings.get("preset")), length,
             value_text(s.settings.get("lr")), value_text(s.settings.get("rank")),
             value_text(s.settings.get("batch_size")), f"{s.step}/{value_text(s.max_steps)}",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import statistics
 import threading
 import time
 from html import escape
@@ -28,12 +29,46 @@ from .tables import summary_html, summary_rows
 log = logging.getLogger(__name__)
 _BAR_STYLE = {"completed": "success", "failed": "danger", "stopped": "warning"}
 
+LIKELIHOOD_FALL_NATS = 2.0
+"""DPO's known failure is named when the log-probabilities of both the chosen and the rejected answers fell
+by more than this many nats from their first logged values while the reward margin rose: the policy then
+prefers the chosen answers by making both less likely, the good ones included (by e^2, about 7x, at this
+bound). The log-probs are TRL's: summed over an answer's tokens under DPO, a mean per token under ORPO (whose
+SFT term keeps the chosen answers likely, so it seldom falls that far)."""
+TREND_WINDOW = 5
+"""Train records score a different batch each step, so their first and last values are each averaged over up
+to this many records (at most half of them); held-out records score the same pairs every time and are
+compared one to one. The held-out ones are used when there are two or more."""
+
+
+def likelihood_warning(records: list[dict[str, Any]]) -> str | None:
+    """One line when a preference run shows the failure LIKELIHOOD_FALL_NATS describes, else None."""
+    keys = ("logp_chosen", "logp_rejected", "reward_margin")
+    for prefix, where, window in (("eval_", "on held-out pairs", 1), ("", "on training batches", TREND_WINDOW)):
+        series = [tuple(r[prefix + k] for k in keys) for r in records
+                  if all(r.get(prefix + k) is not None for k in keys)]
+        if len(series) >= 2:
+            break
+    else:
+        return None
+    n = max(1, min(window, len(series) // 2))
+    first = [statistics.fmean(v) for v in zip(*series[:n])]
+    last = [statistics.fmean(v) for v in zip(*series[-n:])]
+    if min(first[0] - last[0], first[1] - last[1]) <= LIKELIHOOD_FALL_NATS or last[2] <= first[2]:
+        return None
+    return (f"chosen and rejected answers both grew less likely {where} (log-prob of chosen {first[0]:.1f} -> "
+            f"{last[0]:.1f}, of rejected {first[1]:.1f} -> {last[1]:.1f}) while the reward margin rose "
+            f"({first[2]:.3f} -> {last[2]:.3f}): the known DPO failure of lowering the good answers too; try a "
+            "lower --lr, a higher --beta, fewer steps, or --method orpo")
+
 
 def progress_line(latest: dict[str, Any]) -> str:
     """``step 12/80  epoch 0.60  loss 1.2340  eval 1.3000  json_fields 0.850  lr 1.9e-04  412 tok/s  mem 1.2 GB
-    ETA 1m05s`` (the validation score once there is one)."""
+    ETA 1m05s`` (the validation score once there is one); a preference run's adds its reward margin and accuracy
+    after the losses (``margin 0.412  acc 0.75  eval acc 0.80``)."""
     parts = [f"step {latest['step']}/{latest['max_steps']}", f"epoch {latest.get('epoch', 0.0):.2f}"]
-    for key, label, fmt in (("loss", "loss", ".4f"), ("eval_loss", "eval", ".4f"),
+    for key, label, fmt in (("loss", "loss", ".4f"), ("eval_loss", "eval", ".4f"), ("reward_margin", "margin", ".3f"),
+                            ("reward_accuracy", "acc", ".2f"), ("eval_reward_accuracy", "eval acc", ".2f"),
                             ("score", latest.get("metric", ""), ".3f"), ("lr", "lr", ".1e")):
         if latest.get(key) is not None:
             parts.append(f"{label} {latest[key]:{fmt}}")
@@ -60,6 +95,10 @@ def samples_html(event: dict[str, Any]) -> str:
     return (f"<details open><summary>validation answers at step {event['step']} ({escape(event['metric'])} "
             f"{event['score']:.3f})</summary><table style='border-collapse:collapse;font-size:90%'>"
             f"<tr>{head}</tr>{rows}</table></details>")
+
+
+def _warning_html(line: str) -> str:
+    return f"<p style='color:#c0392b'><b>warning:</b> {escape(line)}</p>"
 
 
 def _short(text: str, most: int = 160) -> str:
@@ -91,6 +130,9 @@ class Dashboard:
         self._last_draw = float("-inf")
         self._last_logged = float("-inf")
         self._logged = 0  # how many records the last logged line covered
+        self.warning: str | None = None
+        """likelihood_warning's line while the records show it (checked at each redraw or logged line, and at
+        the end)."""
         self.ui: dict[str, Any] = {}  # the widgets by name (bar, stop, stats, plot, ...); empty in text mode
         self._handle: Any = None
         self._static = ""
@@ -128,11 +170,20 @@ class Dashboard:
         return self._static
 
     def static_text(self) -> str:
-        """The same record as text: the end message and the summary ("" before the end)."""
+        """The same record as text: the end message and the summary, and the warning line if any ("" before
+        the end)."""
         if self.end is None:
             return ""
+        return self._summary_line() + (f"\nwarning: {self.warning}" if self.warning else "")
+
+    def _summary_line(self) -> str:
         summary = ", ".join(f"{k} {v}" for k, v in summary_rows(self.start, self.records, self.end, self.validations)[1:])
         return f"{self.run_name}: {self.end['message']} ({summary})"
+
+    def _check_warning(self, records: list[dict[str, Any]]) -> bool:
+        """Sets ``warning`` from ``records``; whether it appeared just now."""
+        before, self.warning = self.warning, likelihood_warning(records)
+        return before is None and self.warning is not None
 
     # widgets
 
@@ -149,9 +200,10 @@ class Dashboard:
         stop.on_click(self._stop_clicked)
         self.ui = {"header": w.HTML(head), "bar": bar, "stop": stop,
                     "stats": w.HTML("<span style='font-family:monospace'>starting…</span>"),
-                    "plot": w.Image(format="png"), "samples": w.HTML("")}
+                    "warning": w.HTML(""), "plot": w.Image(format="png"), "samples": w.HTML("")}
         self.ui["row"] = w.HBox([bar, stop])
-        self.ui["box"] = w.VBox([self.ui["header"], self.ui["row"], self.ui["stats"], self.ui["plot"], self.ui["samples"]])
+        self.ui["box"] = w.VBox([self.ui["header"], self.ui["row"], self.ui["stats"], self.ui["warning"],
+                                 self.ui["plot"], self.ui["samples"]])
         text = (f"{self.run_name}: training{f' ({plan})' if plan else ''}; the live dashboard is a widget, and a "
                 "summary replaces it when training ends")
         self._handle = publish(widget_bundle(self.ui["box"], text), display_id=True)  # None outside IPython
@@ -186,10 +238,13 @@ class Dashboard:
             self._last_draw = time.monotonic()
             records, validations = list(self.records), list(self.validations)
         png = figure_png(loss_figure(records, self.run_name, validations))
+        warning = likelihood_warning(records)
         with self._lock:
             self.redraws += 1
-            if self.end is None:
+            if self.end is None:  # else the end's record is final, warning included
+                self.warning = warning
                 self.ui["plot"].value = png
+                self.ui["warning"].value = _warning_html(warning) if warning else ""
 
     # end
 
@@ -202,7 +257,9 @@ class Dashboard:
         png = figure_png(loss_figure(self.records, self.run_name, self.validations))
         with self._lock:
             self.redraws += 1
+        self._check_warning(self.records)
         self._static = (f"<div><p><b>{escape(self.run_name)}</b>: {escape(end['message'])}</p>"
+                        f"{_warning_html(self.warning) if self.warning else ''}"
                         f"{summary_html(self.start, self.records, end, self.validations)}"
                         f"<img src='data:image/png;base64,{base64.b64encode(png).decode()}'"
                         f" alt='loss curves of {escape(self.run_name, quote=True)}'/>"
@@ -230,8 +287,12 @@ class Dashboard:
         if self._logged == 0 or now - self._last_logged >= self.min_redraw_s:
             self._last_logged, self._logged = now, len(self.records)
             log.info("%s: %s", self.run_name, progress_line(self._latest))
+            if self._check_warning(self.records):
+                log.warning("%s: %s", self.run_name, self.warning)
 
     def _log_end(self) -> None:
         if self._logged < len(self.records):
             log.info("%s: %s", self.run_name, progress_line(self._latest))
-        log.info("%s", self.static_text())
+        log.info("%s", self._summary_line())
+        if self.warning:
+            log.warning("%s: %s", self.run_name, self.warning)

@@ -30,10 +30,35 @@ def summary_rows(start: dict[str, Any], records: list[dict[str, Any]], end: dict
         ("best eval loss", f"{min(evals):.4f}" if evals else "-"),
         ("best validation", f"{best['metric']} {best['best_score']:.3f} at step {best['best_step']} "
                             f"({len(validations)} validations)" if best else "-"),
+        *preference_rows(records),
         ("tokens/s (mean)", f"{sum(rates) / len(rates):.0f}" if rates else "-"),
         ("elapsed", duration((end or last or start).get("time", t0) - t0)),
         ("peak memory", f"{max(memory):.2f} GB" if memory else "-"),
     ]
+
+
+def is_preference(records: list[dict[str, Any]]) -> bool:
+    """Records of a preference run (DPO, ORPO): their log events carry the reward keys, null or not."""
+    return any("reward_accuracy" in r for r in records)
+
+
+def preference_rows(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """A preference run's last reward accuracy, margin and log-probs, train and held-out; none for other runs."""
+    if not is_preference(records):
+        return []
+
+    def last(key: str, fmt: str) -> str:
+        values = {"train": _last(records, key), "held-out": _last(records, "eval_" + key)}
+        return " / ".join(f"{where} {v:{fmt}}" for where, v in values.items() if v is not None) or "-"
+
+    return [("last reward accuracy", last("reward_accuracy", ".2f")),
+            ("last reward margin", last("reward_margin", ".3f")),
+            ("last log-prob chosen", last("logp_chosen", ".1f")),
+            ("last log-prob rejected", last("logp_rejected", ".1f"))]
+
+
+def _last(records: list[dict[str, Any]], key: str) -> float | None:
+    return next((r[key] for r in reversed(records) if r.get(key) is not None), None)
 
 
 def summary_html(start: dict[str, Any], records: list[dict[str, Any]], end: dict[str, Any] | None,
