@@ -9,7 +9,8 @@ and the exported files. The executed notebook stays in the work folder, for its 
 
 ``--llama-1b`` is the size users train instead, through the API in this process: a Llama-3.2-1B-shaped model
 with random weights built on disk from a config (nothing is downloaded; the packaged SmolLM2 tokenizer, the
-vocabulary sized to it), QLoRA-trained for ``--steps``, evaluated, chatted with and exported as GGUF q4_k_m.
+vocabulary sized to it), QLoRA-trained for ``--steps``, evaluated, chatted with, DPO-trained from that run on
+the sample ticket preferences (QLoRA too, unsloth where installed) and evaluated, and exported as GGUF q4_k_m.
 Each step keeps its wall time and peak GPU memory (``torch.cuda.max_memory_allocated``, reset per step), and
 evaluation how the model was loaded for it (device/dtype/quant and backend).
 
@@ -176,6 +177,7 @@ def llama_1b(a: argparse.Namespace) -> dict[str, Any]:
                                                     runs_dir=runs, max_new_tokens=32))
     if reply is not None:
         steps["chat"].update(base_s=reply.base_seconds, fine_tuned_s=reply.fine_tuned_seconds)
+    preference(a, runs, model, name, steps)
     exported = timed(steps, "export_gguf_q4_k_m", lambda: api.export(name, "gguf", quant="q4_k_m", runs_dir=runs,
                                                                        overwrite=True))
     if exported is not None:
@@ -184,6 +186,24 @@ def llama_1b(a: argparse.Namespace) -> dict[str, Any]:
             "settings": {"steps": a.steps, "batch_size": a.batch_size, "lr": a.lr, "quant": a.quant,
                          "eval_rows": a.eval_rows},
             "steps": steps, "failed": next((f"{k}: {v['failed']}" for k, v in steps.items() if v["failed"]), None)}
+
+
+def preference(a: argparse.Namespace, runs: Path, model: Path, sft: str, steps: dict[str, Any]) -> None:
+    """DPO from the SFT run on the example ticket preferences, at the same quantisation and backend (auto:
+    unsloth where installed), then its evaluation: preference accuracy of base, SFT and DPO."""
+    from jupyter_finetune import api
+
+    pairs = api.load_data("prefs", api.example_data("ticket_preferences"), model=str(model))
+    trained = timed(steps, "train_dpo", lambda: api.prepare_training(
+        pairs, name=f"{sft}-dpo", runs_dir=runs, overwrite=True, method="dpo", from_run=sft,
+        steps=max(2, a.steps // 2), batch_size=a.batch_size, quant=a.quant).train())
+    steps["train_dpo"]["status"] = getattr(trained, "status", None)
+    if trained is not None:
+        steps["train_dpo"]["run"] = training_record(RunStore.at(runs).get(f"{sft}-dpo"))
+    report = timed(steps, "evaluate_dpo", lambda: api.evaluate(f"{sft}-dpo", runs_dir=runs, limit=a.eval_rows,
+                                                                regenerate=True))
+    if report is not None:
+        steps["evaluate_dpo"]["text"] = str(report)[-3000:]
 
 
 def main() -> int:

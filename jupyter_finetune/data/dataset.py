@@ -85,7 +85,8 @@ class FtDataset:
         preference pairs, the tokens of both sequences of each pair, as DPO processes them."""
         split = self.validation_split(VALIDATION, MOST_VALIDATION_ROWS)
         length = choose_length(len(split.train), split.train_tokens, 1, 1)
-        return estimate(split.train_tokens, self.parameters, length.epochs)
+        return estimate(split.train_tokens, self.parameters, length.epochs,
+                        method="dpo" if self.is_preference else "lora")  # what %ft_train trains pairs with
 
     def jsonl(self) -> str:
         """OpenAI chat JSONL, train rows then test rows, each tagged with its split and source row."""

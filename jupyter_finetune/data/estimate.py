@@ -72,13 +72,14 @@ def openai_usd(tokens_per_epoch: int, epochs: float) -> dict[str, float]:
 
 
 def estimate(tokens_per_epoch: int, parameters: int | None, epochs: int | None = None,
-             compute: Compute | None = None) -> CostEstimate:
-    """LoRA without checkpointing (%ft_train's defaults) on ``compute``, by default where this kernel trains."""
+             compute: Compute | None = None, method: str = "lora") -> CostEstimate:
+    """LoRA (or ``method``: dpo on pairs) without checkpointing (%ft_train's defaults) on ``compute``, by default
+    where this kernel trains."""
     table = price_table()
     epochs = epochs or table.default_epochs
     compute = compute or local_compute()
     trained = tokens_per_epoch * epochs
-    seconds = compute.seconds(trained, flops_per_token(parameters)) if compute and parameters else None
+    seconds = compute.seconds(trained, flops_per_token(parameters, method)) if compute and parameters else None
     return CostEstimate(
         tokens_per_epoch=tokens_per_epoch, epochs=epochs, openai_usd=openai_usd(tokens_per_epoch, epochs),
         prices_as_of=table.as_of, local_seconds=seconds,
