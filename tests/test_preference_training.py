@@ -104,6 +104,13 @@ def test_dpo_from_refusals_name_the_fix_before_anything_loads(pairs, tiny_model_
     chats = prepare(read_records(good_rows(30)), name="chats", tokenizer=tiny_tokenizer, model=str(tiny_model_dir))
     with pytest.raises(ConfigError, match=r"--method dpo learns from pairs .* 'chats' is messages data .*--format preference"):
         api.prepare_training(chats, runs_dir=runs, method="dpo")
+    chosen = api.prepare_training(pairs, runs_dir=runs, name="length")  # the length from the data, as a user gets it
+    assert (chosen.config.epochs, chosen.config.lr, chosen.config.early_stopping) == (3.0, 2e-4, False)
+    assert chosen.note.startswith("32 examples (4 more set aside to validate on): 3 epochs")
+    assert "stops early" not in chosen.note  # nothing scores generated answers during a preference run
+    shutil.rmtree(runs / "length")
+    with pytest.raises(ConfigError, match=r"early stopping follows the score of generated answers.*drop --early-stopping"):
+        api.prepare_training(pairs, runs_dir=runs, early_stopping=True)
     with pytest.raises(Exception, match=r"no run named 'nope'"):
         api.prepare_training(pairs, runs_dir=runs, from_run="nope")
     job = api.prepare_training(pairs, runs_dir=runs, name="s", method="sft", steps=1)  # prepared, never trained

@@ -120,7 +120,11 @@ def with_length(config: TrainConfig, split: ValidationSplit) -> tuple[TrainConfi
     on unless turned off; asked for without a validation slice, early stopping is refused here,
     before anything loads."""
     chosen = config.epochs is None and config.steps is None
-    early = chosen if config.early_stopping is None else config.early_stopping
+    scored = config.method == "sft"  # a preference run scores held-out pairs, not generated answers
+    if config.early_stopping and not scored:
+        raise ConfigError(f"early stopping follows the score of generated answers, which --method {config.method} "
+                          "does not generate during training (it scores held-out pairs): drop --early-stopping")
+    early = chosen and scored if config.early_stopping is None else config.early_stopping
     if early and not split.validation:
         if config.early_stopping:
             raise ConfigError(f"early stopping needs validation rows, and {len(split.train)} training rows at "
