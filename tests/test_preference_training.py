@@ -12,6 +12,7 @@ import torch
 from jupyter_finetune import api
 from jupyter_finetune.data import prepare, read_records
 from jupyter_finetune.engine.config import ConfigError
+from jupyter_finetune.engine.preference import names_its_reference
 from jupyter_finetune.runs import RunStore
 from helpers import at_step, good_rows, pair_rows
 
@@ -105,8 +106,8 @@ def test_dpo_from_refusals_name_the_fix_before_anything_loads(pairs, tiny_model_
     with pytest.raises(ConfigError, match=r"--method dpo learns from pairs .* 'chats' is messages data .*--format preference"):
         api.prepare_training(chats, runs_dir=runs, method="dpo")
     chosen = api.prepare_training(pairs, runs_dir=runs, name="length")  # the length from the data, as a user gets it
-    assert (chosen.config.epochs, chosen.config.lr, chosen.config.early_stopping) == (3.0, 2e-4, False)
-    assert chosen.note.startswith("32 examples (4 more set aside to validate on): 3 epochs")
+    assert (chosen.config.epochs, chosen.config.lr, chosen.config.early_stopping) == (4.0, 2e-4, False)
+    assert chosen.note.startswith("32 examples (4 more set aside to validate on): 4 epochs")
     assert "stops early" not in chosen.note  # nothing scores generated answers during a preference run
     shutil.rmtree(runs / "length")
     with pytest.raises(ConfigError, match=r"early stopping follows the score of generated answers.*drop --early-stopping"):
@@ -131,6 +132,10 @@ def test_stop_and_resume_mid_dpo_continue_the_steps_and_the_losses(pairs, tmp_pa
     job.extra_callbacks.append(at_step(3, job.stop))
     result = job.train()
     assert (result.status, result.step) == ("stopped", 3)
+    if names_its_reference():  # TRL before 0.29: refused, with the upgrade that makes it work
+        with pytest.raises(ConfigError, match=r"needs trl 0.29 or newer .*pip install -U 'trl>=0.29'"):
+            api.prepare_training(resume="part", runs_dir=runs)
+        return
     resumed = api.prepare_training(resume="part", runs_dir=runs)
     assert resumed.resume_from.name == "checkpoint-3"
     assert resumed.train().status == "completed"
@@ -145,6 +150,7 @@ def test_orpo_trains_without_a_reference(pairs, tmp_path):
     assert len(losses) == 6 and losses[-1] < losses[0]
 
 
+@pytest.mark.slow
 def test_a_dpo_run_exported_as_a_script_trains_again_from_its_copy_of_the_starting_adapter(pairs, tmp_path):
     import subprocess
     import sys

@@ -44,6 +44,24 @@ def orpo_classes() -> tuple[type, type]:
     return ORPOConfig, ORPOTrainer
 
 
+def names_its_reference() -> bool:
+    """Whether the installed TRL is told the names of the two adapters (before 0.29) instead of copying one."""
+    from trl import DPOConfig
+
+    return "ref_adapter_name" in {f.name for f in dataclasses.fields(DPOConfig)}
+
+
+def check_resumable(config: TrainConfig) -> None:
+    """A DPO run started ``--from`` an adapter resumes with TRL 0.29+ only: older TRL's named adapters come back
+    from a checkpoint with the policy equal to the reference (measured: the loss is log 2 again)."""
+    if config.method == "dpo" and config.from_run and names_its_reference():
+        import trl
+
+        raise ConfigError(f"resuming a DPO run that started --from another adapter needs trl 0.29 or newer (this is "
+                          f"trl {trl.__version__}, whose checkpoint would come back with the policy reset to its "
+                          "reference): pip install -U 'trl>=0.29', or train the run again")
+
+
 def preference_args(config: TrainConfig, output_dir: Path, split: ValidationSplit, eval_steps: int) -> Any:
     """The DPOConfig (or ORPOConfig) for these settings; held-out pairs scored every ``eval_steps``."""
     from trl import DPOConfig
@@ -55,7 +73,7 @@ def preference_args(config: TrainConfig, output_dir: Path, split: ValidationSpli
         method["loss_type"] = [config.loss] if "loss_weights" in names else config.loss
     if "max_prompt_length" in names:  # older TRL cuts prompts at 512 tokens on its own: only max_length cuts here
         method["max_prompt_length"] = None
-    if config.from_run and "ref_adapter_name" in names:  # older TRL: the two copies are named, not made
+    if config.from_run and names_its_reference():  # older TRL: the two copies are named, not made
         method.update(model_adapter_name="default", ref_adapter_name=REFERENCE_ADAPTER)
     return trainer_args(kind, config, output_dir, split, False, eval_steps, **method)
 
@@ -69,7 +87,10 @@ def preference_trainer(config: TrainConfig, dataset: FtDataset, split: Validatio
 
     trainer_class = DPOTrainer if config.method == "dpo" else orpo_classes()[1]
     if start is not None and getattr(args, "ref_adapter_name", None):
-        model.load_adapter(str(start), adapter_name=REFERENCE_ADAPTER)
+        trained = [p for p in model.parameters() if p.requires_grad]
+        model.load_adapter(str(start), adapter_name=REFERENCE_ADAPTER)  # frozen; peft 0.18 freezes the others too
+        for parameter in trained:
+            parameter.requires_grad_(True)
     return trainer_class(
         model=model, args=args, train_dataset=dataset.to_hf_pairs(split.train),
         eval_dataset=dataset.to_hf_pairs(split.validation) if split.validation else None,

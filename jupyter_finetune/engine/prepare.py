@@ -25,7 +25,7 @@ from .backends import select_backend
 from .config import ConfigError, TrainConfig, build_config
 from .job import TrainJob
 from .launch import Launch, worker_count
-from .preference import method_settings
+from .preference import check_resumable, method_settings
 from .supervise import WorkerJob
 from .validation import MakeValidator
 
@@ -157,6 +157,7 @@ def _resumed(store: RunStore, name: str, data: FtDataset | None, settings: dict[
         raise ConfigError(f"run {name!r} is still training (pid {status.get('pid')} on {status.get('host', '?')}); "
                           f"stop it first (%ft_stop {name} in its notebook)")
     config, moved = _moved(TrainConfig.from_dict(run.settings().train), settings)
+    check_resumable(config)
     manifest = run.manifest()
     if data is None:
         data = restore(manifest, run.data_rows(), load_tokenizer(config.model))
