@@ -123,16 +123,18 @@ def test_dpo_from_refusals_name_the_fix_before_anything_loads(pairs, tiny_model_
     assert sorted(r.name for r in RunStore.at(runs)) == ["s"]  # nothing was made by a refusal
 
 
-def test_stop_and_resume_mid_dpo_continue_the_steps_and_the_losses(pairs, tmp_path):
+@pytest.mark.parametrize("start", [None, "sft"])
+def test_stop_and_resume_mid_dpo_continue_the_steps_and_the_losses(pairs, tmp_path, start):
     runs = tmp_path / "runs"
-    _train(pairs, runs, name="sft", method="sft")
-    whole, _ = _train(pairs, runs, name="whole", from_run="sft", rank=None, alpha=None)
-    job = api.prepare_training(pairs, runs_dir=runs, name="part", from_run="sft", **{**SETTINGS, "rank": None,
-                                                                                      "alpha": None})
+    shape = {"from_run": start, "rank": None, "alpha": None} if start else {}
+    if start:
+        _train(pairs, runs, name="sft", method="sft")
+    whole, _ = _train(pairs, runs, name="whole", **shape)
+    job = api.prepare_training(pairs, runs_dir=runs, name="part", **{**SETTINGS, **shape})
     job.extra_callbacks.append(at_step(3, job.stop))
     result = job.train()
     assert (result.status, result.step) == ("stopped", 3)
-    if names_its_reference():  # TRL before 0.29: refused, with the upgrade that makes it work
+    if start and names_its_reference():  # TRL before 0.29: refused, with the upgrade that makes it work
         with pytest.raises(ConfigError, match=r"needs trl 0.29 or newer .*pip install -U 'trl>=0.29'"):
             api.prepare_training(resume="part", runs_dir=runs)
         return
@@ -143,11 +145,17 @@ def test_stop_and_resume_mid_dpo_continue_the_steps_and_the_losses(pairs, tmp_pa
     assert max(abs(a - b) for a, b in zip(_losses(resumed.run), _losses(whole.run))) < 1e-4
 
 
-def test_orpo_trains_without_a_reference(pairs, tmp_path):
-    job, result = _train(pairs, tmp_path / "runs", name="o", method="orpo")
+def test_orpo_trains_without_a_reference_afresh_and_from_an_sft_run(pairs, tmp_path):
+    runs = tmp_path / "runs"
+    job, result = _train(pairs, runs, name="o", method="orpo")
     assert result.status == "completed"
     losses = _losses(job.run)
     assert len(losses) == 6 and losses[-1] < losses[0]
+    sft, _ = _train(pairs, runs, name="sft", method="sft")
+    further, result = _train(pairs, runs, name="o2", method="orpo", from_run="sft", rank=None, alpha=None)
+    assert result.status == "completed" and len(_losses(further.run)) == 6
+    assert _similarity(sft.run.adapter_dir, further.run.adapter_dir) > 0.7  # trained further, not afresh
+    assert not (further.run.adapter_dir / "ref").exists()  # no reference copy: ORPO has none
 
 
 @pytest.mark.slow

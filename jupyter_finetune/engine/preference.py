@@ -17,7 +17,7 @@ from typing import Any
 from ..data import FtDataset
 from ..data.dataset import ValidationSplit
 from ..errors import FinetuneError
-from ..runs import RunStore
+from ..runs import RunStore, holds_adapter
 from .arguments import trainer_args
 from .config import PREFERENCE_METHODS, ConfigError, TrainConfig
 
@@ -51,10 +51,16 @@ def names_its_reference() -> bool:
     return "ref_adapter_name" in {f.name for f in dataclasses.fields(DPOConfig)}
 
 
+def _named_reference(config: TrainConfig) -> bool:
+    """Whether this run loads the frozen copy of its starting adapter itself and names both copies to TRL:
+    DPO (ORPO has no reference) from an adapter, on a TRL before 0.29."""
+    return config.method == "dpo" and bool(config.from_run) and names_its_reference()
+
+
 def check_resumable(config: TrainConfig) -> None:
     """A DPO run started ``--from`` an adapter resumes with TRL 0.29+ only: older TRL's named adapters come back
     from a checkpoint with the policy equal to the reference (measured: the loss is log 2 again)."""
-    if config.method == "dpo" and config.from_run and names_its_reference():
+    if _named_reference(config):
         import trl
 
         raise ConfigError(f"resuming a DPO run that started --from another adapter needs trl 0.29 or newer (this is "
@@ -73,7 +79,7 @@ def preference_args(config: TrainConfig, output_dir: Path, split: ValidationSpli
         method["loss_type"] = [config.loss] if "loss_weights" in names else config.loss
     if "max_prompt_length" in names:  # older TRL cuts prompts at 512 tokens on its own: only max_length cuts here
         method["max_prompt_length"] = None
-    if config.from_run and names_its_reference():  # older TRL: the two copies are named, not made
+    if _named_reference(config):  # older TRL: the two copies are named, not made
         method.update(model_adapter_name="default", ref_adapter_name=REFERENCE_ADAPTER)
     return trainer_args(kind, config, output_dir, split, False, eval_steps, **method)
 
@@ -86,7 +92,7 @@ def preference_trainer(config: TrainConfig, dataset: FtDataset, split: Validatio
     from trl import DPOTrainer
 
     trainer_class = DPOTrainer if config.method == "dpo" else orpo_classes()[1]
-    if start is not None and getattr(args, "ref_adapter_name", None):
+    if start is not None and _named_reference(config):
         trained = [p for p in model.parameters() if p.requires_grad]
         model.load_adapter(str(start), adapter_name=REFERENCE_ADAPTER)  # frozen; peft 0.18 freezes the others too
         for parameter in trained:
@@ -137,16 +143,17 @@ def _start(store: RunStore, source: str) -> tuple[Path, dict[str, Any]]:
     """The adapter ``--from`` names, and its shape (model, rank, alpha, target_modules, quant; None where
     unknown): a run of the store, or a folder holding a saved PEFT adapter (an exported script's copy)."""
     folder = Path(source).expanduser()
-    if ("/" in source or source.startswith(".")) and not (folder / "adapter_config.json").is_file():
-        raise ConfigError(f"{source} is not a folder with a saved adapter (adapter_config.json): give a run name "
-                          "(%ft_runs lists them) or an adapter folder")
-    if (folder / "adapter_config.json").is_file() and ("/" in source or not (store.root / source).is_dir()):
+    a_path = "/" in source or source.startswith(".")
+    if holds_adapter(folder) and (a_path or not (store.root / source).is_dir()):
         saved = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
         # target modules unknown: peft saves all-linear as the names it found, which no setting spells alike
         return folder, {"model": None, "rank": saved.get("r"), "alpha": saved.get("lora_alpha"),
                         "target_modules": None, "quant": None}
+    if a_path:
+        raise ConfigError(f"{source} is not a folder with a saved adapter (adapter_config.json): give a run name "
+                          "(%ft_runs lists them) or an adapter folder")
     run = store.get(source)
-    if not (run.adapter_dir / "adapter_config.json").is_file():
+    if not holds_adapter(run.adapter_dir):
         raise ConfigError(f"run {run.name!r} has no adapter to start from (status "
                           f"{run.status().get('status', 'unknown')}): train it to the end first, or pick another "
                           "run (%ft_runs lists them)")

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from .damage import DamagedRun
 from .records import FINE_TUNED, DataManifest, EvalRecord, EvalSummary, RunSettings, SystemResult
-from .store import DataRow, Run, RunExists, RunStore, runs_root
+from .store import DataRow, Run, RunExists, RunStore, holds_adapter, runs_root
 
 __all__ = ["FINE_TUNED", "DamagedRun", "DataManifest", "DataRow", "EvalRecord", "EvalSummary", "Run", "RunExists",
-           "RunSettings", "RunStore", "SystemResult", "list_runs", "runs_root"]
+           "RunSettings", "RunStore", "SystemResult", "holds_adapter", "list_runs", "runs_root"]
 
 
 def list_runs(runs_dir: str | Path | None = None) -> list:

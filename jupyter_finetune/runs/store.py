@@ -62,6 +62,11 @@ class RunExists(FinetuneError, FileExistsError):
     """Refused: a run of that name exists and --overwrite was not given."""
 
 
+def holds_adapter(folder: Path) -> bool:
+    """Whether ``folder`` holds a saved PEFT adapter (PEFT writes adapter_config.json beside the weights)."""
+    return (folder / "adapter_config.json").is_file()
+
+
 def runs_root(root: str | Path | None = None) -> Path:
     """An explicit root, else $JUPYTER_FINETUNE_RUNS (e.g. a mounted Drive folder), else ./ft_runs."""
     return Path(root or os.environ.get("JUPYTER_FINETUNE_RUNS") or "ft_runs").expanduser()
@@ -246,7 +251,7 @@ class Run:
 
     def trained_adapter(self) -> Path:
         """The adapter folder, or an error saying how to get one (evaluation and chat need it)."""
-        if not (self.adapter_dir / "adapter_config.json").exists():
+        if not holds_adapter(self.adapter_dir):
             raise NotFound(f"run {self.name!r} has no adapter yet (status {self.status()['status']}): "
                            f"finish it with %ft_train --resume {self.name}, or if it is training, "
                            f"%ft_stop {self.name} saves the adapter so far")
@@ -270,7 +275,7 @@ class Run:
                                                                                     dirs_exist_ok=True))
 
     def start_adapter(self) -> Path | None:
-        return self.start_adapter_dir if (self.start_adapter_dir / "adapter_config.json").is_file() else None
+        return self.start_adapter_dir if holds_adapter(self.start_adapter_dir) else None
 
     def change_settings(self, settings: RunSettings) -> None:
         """A resume on another number of processes: the run is from now on set up as ``settings`` say."""
