@@ -148,5 +148,6 @@ def test_the_ticket_sample_ships_in_the_package_and_an_unknown_sample_lists_the_
 
     path = ft.example_data("tickets")
     assert path.parent.name == "samples" and len(path.read_text().splitlines()) == 240
-    with pytest.raises(FileNotFoundError, match="no sample data set 'emails': the package ships tickets"):
+    with pytest.raises(FileNotFoundError,
+                       match="no sample data set 'emails': the package ships ticket_preferences, tickets"):
         ft.example_data("emails")

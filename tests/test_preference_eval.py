@@ -109,6 +109,39 @@ def test_preference_accuracy_of_base_the_sft_run_and_the_dpo_run_each_with_its_o
     assert line in report.text() and line in report.verdict.text
 
 
+@pytest.mark.parametrize("tokens_per_batch", [2048, 150])
+def test_batched_scores_equal_each_answers_mean_log_probability_from_the_models_own_loss(
+        runs, tiny_model_dir, tiny_tokenizer, monkeypatch, tokens_per_batch):
+    import torch
+
+    from jupyter_finetune.evaluation import preference
+
+    prefs, store = runs
+    monkeypatch.setattr(preference, "TOKENS_PER_BATCH", tokens_per_batch)  # one padded batch, or several
+    model = fresh(tiny_model_dir, store / "dpo" / "adapter")
+    pairs = prefs.train[:12]
+    got = preference_score(model, tiny_tokenizer, pairs)
+
+    def ids(conversation, **kw):
+        text = tiny_tokenizer.apply_chat_template(conversation, tokenize=False, **kw)
+        return tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def mean_logp(prompt, answer):  # HF's loss: the mean cross-entropy over the tokens not labelled -100
+        start = len(ids(prompt, add_generation_prompt=True))
+        tokens = torch.tensor([ids(prompt + [{"role": "assistant", "content": answer}])])
+        labels = tokens.clone()
+        labels[0, :start] = -100
+        with torch.no_grad():
+            return -float(model(input_ids=tokens, labels=labels).loss)
+
+    chosen = [mean_logp(ex.messages[:-1], ex.messages[-1]["content"]) for ex in pairs]
+    rejected = [mean_logp(ex.messages[:-1], ex.rejected) for ex in pairs]
+    assert len({len(ids(ex.messages)) for ex in pairs}) > 1  # padding is exercised
+    assert got.chosen_logp == pytest.approx(sum(chosen) / 12, abs=1e-5)
+    assert got.rejected_logp == pytest.approx(sum(rejected) / 12, abs=1e-5)
+    assert got.accuracy == sum(c > r for c, r in zip(chosen, rejected)) / 12
+
+
 def test_task_metrics_score_every_system_against_the_chosen_answer_the_sft_run_answering_with_its_adapter(
         runs, evaluated, tiny_model_dir):
     import torch

@@ -5,8 +5,9 @@ Each pair prefers the concise, correct JSON answer. The rejected answer is, in a
 JSON). The verbose answers are not always longer, so "the shorter answer wins" is right on fewer than
 half of the pairs; and a wrong answer has the chosen one's shape and length, so only the triage itself
 tells them apart. Two wrong pairs to one verbose: even the base model ranks the JSON above prose (by
-mean log-probability per token), so the wrong answers are where preference tuning has work to do. The tickets are those of make_tickets.py with a shorter system prompt, since
-a DPO step reads the prompt twice (once with each answer).
+mean log-probability per token), so the wrong answers are where preference tuning has work to do. The
+tickets are those of make_tickets.py with a shorter system prompt, since a DPO step reads the prompt
+twice (once with each answer). The package ships a copy (``ft.example_data("ticket_preferences")``).
 """
 
 from __future__ import annotations
@@ -55,9 +56,8 @@ def pair(rng: random.Random, verbose: bool) -> dict:
                                       "content": rejected(rng, team, priority, product, verbose)}]}
 
 
-def main(rows: int = 160, seed: int = 21) -> None:
+def main(rows: int = 160, seed: int = 21, out: Path = Path(__file__).with_name("ticket_preferences.jsonl")) -> None:
     rng = random.Random(seed)
-    out = Path(__file__).with_name("ticket_preferences.jsonl")
     out.write_text("".join(json.dumps(pair(rng, verbose=i % 3 == 0)) + "\n" for i in range(rows)))
 
 
