@@ -9,8 +9,11 @@ answer's mean log-probability per token is above the rejected one's. The test pa
 the kind of rejected answer (verbose or wrong), and scored by "the shorter answer wins" to show that
 length alone does not reach the bar. Target: DPO's accuracy above SFT's and at least 0.9.
 
-    python bench/bench_preference.py [--split 0.2] [--sft KEY=VALUE,...] [--dpo KEY=VALUE,...]
+    python bench/bench_preference.py [--split 0.2] [--sft KEY=VALUE,...] [--dpo KEY=VALUE,...] [--orpo]
                                      [--label defaults] [--runs DIR] [--out bench/results/preference-cpu2.json]
+
+``--orpo`` trains one ORPO stage from the base instead (ORPO is SFT and preference in one pass) and
+scores it against the base.
 
 ``--sft``/``--dpo`` set TrainConfig fields by hand (``lr=1e-4,epochs=2``); without them each stage runs on the
 defaults (a preset plus engine.config.METHOD_DEFAULTS). Every call adds its entry, keyed by ``--label``,
@@ -133,6 +136,8 @@ def main() -> None:
     parser.add_argument("--dpo", default="", help="DPO settings by hand, e.g. lr=2e-4,beta=0.1 (default: none).")
     parser.add_argument("--sft-run", default="", help="Start DPO from this SFT run already in --runs (not trained "
                         "again): for trying DPO settings on one SFT run.")
+    parser.add_argument("--orpo", action="store_true", help="One ORPO stage from the base instead (SFT and "
+                        "preference in one pass; --dpo sets its settings), scored against the base.")
     parser.add_argument("--label", default="defaults")
     parser.add_argument("--runs", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "preference-cpu2.json")
@@ -144,18 +149,23 @@ def main() -> None:
     began = time.perf_counter()
     data = api.load_data("prefs", DATA, split=args.split)
     pairs = data.test
-    sft = reused(runs, args.sft_run) if args.sft_run else \
-        stage(data, f"{args.label}-sft", runs, {"method": "sft", **settings(args.sft)})
-    dpo = stage(data, f"{args.label}-dpo", runs, {"method": "dpo", "from_run": sft["name"], **settings(args.dpo)})
-    model_path = Path(sft["model_path"])
-    scores = {"base": accuracy(model_path, None, pairs), "sft": accuracy(model_path, Path(sft["adapter"]), pairs),
-              "dpo": accuracy(model_path, Path(dpo["adapter"]), pairs)}
+    if args.orpo:
+        stages = {"orpo": stage(data, f"{args.label}-orpo", runs, {"method": "orpo", **settings(args.dpo)})}
+    else:
+        sft = reused(runs, args.sft_run) if args.sft_run else \
+            stage(data, f"{args.label}-sft", runs, {"method": "sft", **settings(args.sft)})
+        stages = {"sft": sft, "dpo": stage(data, f"{args.label}-dpo", runs,
+                                           {"method": "dpo", "from_run": sft["name"], **settings(args.dpo)})}
+    model_path = Path(next(iter(stages.values()))["model_path"])
+    scores = {"base": accuracy(model_path, None, pairs),
+              **{k: accuracy(model_path, Path(s["adapter"]), pairs) for k, s in stages.items()}}
+    tuned, before = list(stages)[-1], "sft" if "sft" in stages else "base"
     entry = {"label": args.label, "when": time.strftime("%Y-%m-%d %H:%M"), "load_before": load_before,
              "load_after": [round(x, 2) for x in os.getloadavg()], "train_pairs": len(data.train),
              "test_pairs": len(pairs), "test_by_rejected": {k: sum(kind(p) == k for p in pairs) for k in ("verbose", "wrong")},
              "shorter_wins": shorter_wins(data, pairs), "accuracy": {k: v["accuracy"] for k, v in scores.items()},
-             "scores": scores, "sft": sft, "dpo": dpo,
-             "passed": scores["dpo"]["accuracy"] > scores["sft"]["accuracy"] and scores["dpo"]["accuracy"] >= TARGET,
+             "scores": scores, **stages,
+             "passed": scores[tuned]["accuracy"] > scores[before]["accuracy"] and scores[tuned]["accuracy"] >= TARGET,
              "total_s": round(time.perf_counter() - began, 1)}
     result = json.loads(args.out.read_text()) if args.out.is_file() else {
         "machine": f"{platform.machine()} {len(os.sched_getaffinity(0))} cores, CPU", "torch": torch.__version__,

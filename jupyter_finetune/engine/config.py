@@ -157,14 +157,14 @@ measures them against a grid of hand-set ones (bench/results/defaults-cpu2.json)
 
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "dpo": {"lr": 2e-4, "examples_seen": EXAMPLES_SEEN // 8},
-    "orpo": {"lr": 2e-4, "examples_seen": EXAMPLES_SEEN // 8},
 }
-"""What a preference method changes in every preset: about 100 pairs seen in all (one pass from 100 pairs up,
-more passes below that), not SFT's many, since DPO over-optimises the margin on pairs it has seen; and a LoRA
-learning rate a little below SFT's. Published LoRA DPO recipes use about 5e-6 over thousands of steps (TRL's
-scripts/dpo.py, the alignment handbook); one short pass needs more. On the example, DPO at 1e-4 and 2e-4 ranked
-29/32 held-out pairs right and 5e-4 overshot to 0.81 (bench/results/preference-cpu2.json). ORPO's values are
-DPO's, not measured."""
+"""What DPO changes in every preset: about 100 pairs seen in all (one pass from 100 pairs up, more passes below
+that), not SFT's many, since DPO over-optimises the margin on pairs it has seen; and a LoRA learning rate a
+little below SFT's. Published LoRA DPO recipes use about 5e-6 over thousands of steps (TRL's scripts/dpo.py,
+the alignment handbook); one short pass needs more. On the example, DPO at 1e-4 and 2e-4 ranked 29/32 held-out
+pairs right and 5e-4 overshot to 0.81 (bench/results/preference-cpu2.json). ORPO keeps the preset's SFT values:
+its loss is SFT's on the chosen answers plus a small odds-ratio term, and trained from the base it replaces SFT
+(on DPO's short pass it ranked 0.69, below the base's 0.72)."""
 
 
 def build_config(preset: str = "balanced", **overrides: Any) -> TrainConfig:
