@@ -159,7 +159,7 @@ def main() -> None:
     model_path = Path(next(iter(stages.values()))["model_path"])
     scores = {"base": accuracy(model_path, None, pairs),
               **{k: accuracy(model_path, Path(s["adapter"]), pairs) for k, s in stages.items()}}
-    tuned, before = list(stages)[-1], "sft" if "sft" in stages else "base"
+    before, tuned = list(scores)[-2:]  # sft and dpo, or base and orpo
     entry = {"label": args.label, "when": time.strftime("%Y-%m-%d %H:%M"), "load_before": load_before,
              "load_after": [round(x, 2) for x in os.getloadavg()], "train_pairs": len(data.train),
              "test_pairs": len(pairs), "test_by_rejected": {k: sum(kind(p) == k for p in pairs) for k in ("verbose", "wrong")},

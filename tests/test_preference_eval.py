@@ -114,10 +114,10 @@ def test_batched_scores_equal_each_answers_mean_log_probability_from_the_models_
         runs, tiny_model_dir, tiny_tokenizer, monkeypatch, tokens_per_batch):
     import torch
 
-    from jupyter_finetune.evaluation import preference
+    from jupyter_finetune.evaluation import answer_scores
 
     prefs, store = runs
-    monkeypatch.setattr(preference, "TOKENS_PER_BATCH", tokens_per_batch)  # one padded batch, or several
+    monkeypatch.setattr(answer_scores, "TOKENS_PER_BATCH", tokens_per_batch)  # one padded batch, or several
     model = fresh(tiny_model_dir, store / "dpo" / "adapter")
     pairs = prefs.train[:12]
     got = preference_score(model, tiny_tokenizer, pairs)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
+from .answer_scores import answer_logps
+
 RATIO_FLAG = 1.5
 """A prompt is flagged when its perplexity grew by more than this factor."""
 MEAN_FLAG = 1.2
@@ -57,27 +59,17 @@ def general_prompts() -> list[dict[str, str]]:
     return json.loads(files(__package__).joinpath("general_prompts.json").read_text(encoding="utf-8"))
 
 
-def answer_perplexity(model: Any, tokenizer: Any, prompt: list[dict[str, str]], answer: str) -> float:
-    """exp(mean negative log-likelihood) of the answer's tokens given the prompt."""
-    import torch
-
-    context = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": answer}], tokenize=False)
-    context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
-    ids = tokenizer(full, add_special_tokens=False, return_tensors="pt")["input_ids"].to(model.device)
-    labels = ids.clone()
-    labels[:, :len(context_ids)] = -100
-    with torch.inference_mode():
-        loss = model(input_ids=ids, labels=labels).loss
-    return math.exp(loss.item())
+def _perplexities(model: Any, tokenizer: Any, scored: list[tuple[list[dict[str, str]], str]]) -> list[float]:
+    """exp(mean negative log-likelihood) of each answer's tokens given its prompt."""
+    return [math.exp(-score.mean) for score in answer_logps(model, tokenizer, scored)]
 
 
 def check_forgetting(model: Any, tokenizer: Any, system: str | None = None) -> Forgetting:
     """Perplexities with the adapter off (base) and on, for the packaged general prompts."""
     items = general_prompts()
     head = [{"role": "system", "content": system}] if system else []
-    prompts = [head + [{"role": "user", "content": it["prompt"]}] for it in items]
+    scored = [(head + [{"role": "user", "content": it["prompt"]}], it["answer"]) for it in items]
     with model.disable_adapter():
-        base = [answer_perplexity(model, tokenizer, p, it["answer"]) for p, it in zip(prompts, items)]
-    tuned = [answer_perplexity(model, tokenizer, p, it["answer"]) for p, it in zip(prompts, items)]
+        base = _perplexities(model, tokenizer, scored)
+    tuned = _perplexities(model, tokenizer, scored)
     return Forgetting([it["prompt"] for it in items], base, tuned)
