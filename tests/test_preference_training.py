@@ -110,6 +110,12 @@ def test_dpo_from_refusals_name_the_fix_before_anything_loads(pairs, tiny_model_
     assert chosen.note.startswith("32 examples (4 more set aside to validate on): 4 epochs")
     assert "stops early" not in chosen.note  # nothing scores generated answers during a preference run
     shutil.rmtree(runs / "length")
+    orpo = api.prepare_training(pairs, runs_dir=runs, name="orpo", method="orpo")  # it replaces SFT
+    shutil.rmtree(runs / "orpo")
+    sft = api.prepare_training(pairs, runs_dir=runs, name="sft-length", method="sft")
+    shutil.rmtree(runs / "sft-length")
+    assert (orpo.config.epochs, orpo.config.lr) == (sft.config.epochs, sft.config.lr) != (4.0, 2e-4)
+    assert orpo.config.early_stopping is False
     with pytest.raises(ConfigError, match=r"early stopping follows the score of generated answers.*drop --early-stopping"):
         api.prepare_training(pairs, runs_dir=runs, early_stopping=True)
     with pytest.raises(Exception, match=r"no run named 'nope'"):
